@@ -1,0 +1,1 @@
+"""Data checks: small pure functions, run as pytest data tests by the check_data step."""

@@ -1,3 +1,6 @@
-"""tagserve training pipeline: download -> preprocess -> check_data -> segregate -> train -> evaluate."""
+"""tagserve training pipeline.
+
+download -> preprocess -> check_data -> segregate -> train -> evaluate
+"""
 
 STEPS = ("download", "preprocess", "check_data", "segregate", "train", "evaluate")

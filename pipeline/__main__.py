@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -45,8 +44,6 @@ def check_overrides(argv: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
-    # MLflow warns that it cannot resolve pip's version: requirements are pinned explicitly.
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     problem = check_overrides(sys.argv[1:])
     if problem:
         print(f"error: bad override: {problem}", file=sys.stderr)

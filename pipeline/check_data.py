@@ -43,8 +43,14 @@ class _DataFixtures:
     def pytest_runtest_logreport(self, report: Any) -> None:
         name = report.nodeid.split("::")[-1].removeprefix("test_")
         if report.failed:
-            message = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
-            self.failures.append(f"{name}: {message.splitlines()[0].removeprefix('AssertionError: ')}")
+            message = (
+                report.longrepr.reprcrash.message
+                if hasattr(report.longrepr, "reprcrash")
+                else str(report.longrepr)
+            )
+            self.failures.append(
+                f"{name}: {message.splitlines()[0].removeprefix('AssertionError: ')}"
+            )
         elif report.when == "call" and report.passed:
             self.passed.append(name)
 
@@ -58,8 +64,17 @@ def run_checks(
         (names of the passed checks, ``"check: why"`` for each failed one).
     """
     plugin = _DataFixtures(sample, reference, checks)
-    args = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-            "-p", "no:terminal", "-W", "ignore"]
+    args = [
+        str(CHECKS_DIR),
+        "-c",
+        str(CHECKS_DIR / "pytest.ini"),
+        "--rootdir",
+        str(CHECKS_DIR),
+        "-p",
+        "no:terminal",
+        "-W",
+        "ignore",
+    ]
     code = pytest.main(args, plugins=[plugin])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not plugin.failures:
         raise PipelineError(f"the data tests could not run (pytest exit code {int(code)})")
@@ -85,9 +100,12 @@ def run(ctx: StepContext) -> None:
             f"check_data: {len(failures)} check(s) failed on {clean.qualified_name}: "
             + " | ".join(failures)
         )
-    note = f"drift vs {reference_version.qualified_name}" if reference_version else "no reference yet"
+    note = (
+        f"drift vs {reference_version.qualified_name}" if reference_version else "no reference yet"
+    )
     if reference_version is None:
         alias = reference_ref.partition(":")[2] or "reference"
         ctx.store.set_alias(clean.qualified_name, alias)
         note += f", {clean.qualified_name} set as {alias}"
-    print(f"check_data: {len(passed)} checks passed on {clean.qualified_name} ({len(sample)} rows, {note})")
+    rows = f"{len(sample)} rows"
+    print(f"check_data: {len(passed)} checks passed on {clean.qualified_name} ({rows}, {note})")

@@ -75,7 +75,9 @@ def fetch(url: str, dest: Path, timeout: float = 30.0) -> Path:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc="download", leave=False) as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc="download", leave=False
+                ) as bar:
                     for block in iter(lambda: response.read(1 << 16), b""):
                         f.write(block)
                         bar.update(len(block))
@@ -87,7 +89,9 @@ def fetch(url: str, dest: Path, timeout: float = 30.0) -> Path:
     elif scheme in ("", "file"):
         shutil.copyfile(resolve_local(url), dest)
     else:
-        raise PipelineError(f"unsupported URL scheme {scheme!r} in {url}: use http(s), file or a path")
+        raise PipelineError(
+            f"unsupported URL scheme {scheme!r} in {url}: use http(s), file or a path"
+        )
     return dest
 
 
@@ -99,7 +103,12 @@ def run(ctx: StepContext) -> None:
     frame = read_table(dest, fmt)
     if cfg.target not in frame.columns:
         raise PipelineError(f"data.target column {cfg.target!r} is not in {cfg.url}")
-    metadata = {"url": cfg.url, "sha256": file_sha256(dest), "rows": len(frame),
-                "columns": list(frame.columns), "format": fmt}
+    metadata = {
+        "url": cfg.url,
+        "sha256": file_sha256(dest),
+        "rows": len(frame),
+        "columns": list(frame.columns),
+        "format": fmt,
+    }
     artifact = ctx.log_artifact(dest, "raw_data", "raw_data", metadata)
     print(f"download: {len(frame)} rows from {cfg.url} -> {artifact.qualified_name}")

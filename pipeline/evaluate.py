@@ -12,7 +12,9 @@ from pipeline.tracking import StepContext
 from pipeline.train import load_model, score
 
 
-def passes(metrics: Mapping[str, float], metric: str, threshold: float, higher_is_better: bool) -> bool:
+def passes(
+    metrics: Mapping[str, float], metric: str, threshold: float, higher_is_better: bool
+) -> bool:
     """Whether ``metrics[metric]`` reaches ``threshold`` in the better direction."""
     if metric not in metrics:
         raise PipelineError(f"evaluate.metric {metric!r} is not one of {sorted(metrics)}")
@@ -20,8 +22,12 @@ def passes(metrics: Mapping[str, float], metric: str, threshold: float, higher_i
     return value >= threshold if higher_is_better else value <= threshold
 
 
-def beats(candidate: Mapping[str, float], current: Mapping[str, float] | None, metric: str,
-          higher_is_better: bool) -> bool:
+def beats(
+    candidate: Mapping[str, float],
+    current: Mapping[str, float] | None,
+    metric: str,
+    higher_is_better: bool,
+) -> bool:
     """Whether the candidate's test metric is at least as good as the current prod's."""
     if not current or metric not in current:
         return True
@@ -43,22 +49,31 @@ def run(ctx: StepContext) -> None:
         raise PipelineError(f"{test.qualified_name} lacks column(s): {', '.join(missing)}")
     metrics = score(model, frame[feature_names], frame[target])
     ctx.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    # Artifact files are immutable, metadata is not (as in W&B): the test metrics and the
+    # test set they came from travel with the model whether or not it becomes prod.
+    ctx.store.update_metadata(
+        export.qualified_name,
+        {"test_metrics": metrics, "test_data": {"ref": test.qualified_name, "digest": test.digest}},
+    )
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     if not passes(metrics, cfg.metric, cfg.threshold, cfg.higher_is_better):
         sign = ">=" if cfg.higher_is_better else "<="
-        print(f"evaluate: {export.qualified_name} test {shown}; {cfg.metric} {metrics[cfg.metric]:.4f} "
-              f"fails {sign} {cfg.threshold}: prod left unchanged")
+        print(
+            f"evaluate: {export.qualified_name} test {shown}; "
+            f"{cfg.metric} {metrics[cfg.metric]:.4f} "
+            f"fails {sign} {cfg.threshold}: prod left unchanged"
+        )
         return
 
     def accept(candidate: ArtifactVersion, current: ArtifactVersion | None) -> bool:
         if not cfg.must_beat_prod or current is None or current.version == candidate.version:
             return True
-        return beats(metrics, current.metadata.get("test_metrics"), cfg.metric, cfg.higher_is_better)
+        return beats(
+            metrics, current.metadata.get("test_metrics"), cfg.metric, cfg.higher_is_better
+        )
 
-    # Artifact files are immutable, metadata is not (as in W&B): the test metrics and the
-    # test set they came from travel with the model before it can become prod.
-    ctx.store.update_metadata(export.qualified_name,
-                              {"test_metrics": metrics, "test_data": {"ref": test.qualified_name, "digest": test.digest}})
     promoted = ctx.store.promote(export.qualified_name, "prod", accept)
-    verdict = "promoted to prod" if promoted else "does not beat the current prod: prod left unchanged"
+    verdict = (
+        "promoted to prod" if promoted else "does not beat the current prod: prod left unchanged"
+    )
     print(f"evaluate: {export.qualified_name} test {shown} on {test.qualified_name}: {verdict}")

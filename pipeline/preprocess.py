@@ -75,9 +75,16 @@ def run(ctx: StepContext) -> None:
     )
     path = ctx.workdir / "clean_data.parquet"
     cleaned.to_parquet(path, index=False)
-    metadata = {"rows": len(cleaned), "rows_in": len(frame), "dropped": dropped,
-                "lineage": {"raw_data": {"ref": raw.qualified_name, "digest": raw.digest}}}
+    metadata = {
+        "rows": len(cleaned),
+        "rows_in": len(frame),
+        "dropped": dropped,
+        "lineage": {"raw_data": {"ref": raw.qualified_name, "digest": raw.digest}},
+    }
     artifact = ctx.log_artifact(path, "clean_data", "clean_data", metadata)
     ctx.log_metrics({f"preprocess/dropped/{k}": v for k, v in dropped.items()})
     summary = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
-    print(f"preprocess: {len(frame)} -> {len(cleaned)} rows (dropped: {summary}) -> {artifact.qualified_name}")
+    print(
+        f"preprocess: {len(frame)} -> {len(cleaned)} rows (dropped: {summary})"
+        f" -> {artifact.qualified_name}"
+    )

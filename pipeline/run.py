@@ -23,7 +23,8 @@ def selected_steps(steps: str | Sequence[str]) -> list[str]:
     unknown = [s for s in wanted if s not in STEPS]
     if unknown or not wanted:
         raise PipelineError(
-            f"unknown step(s) {', '.join(unknown) or repr(steps)}: choose from all, {', '.join(STEPS)}"
+            f"unknown step(s) {', '.join(unknown) or repr(steps)}: "
+            f"choose from all, {', '.join(STEPS)}"
         )
     return [s for s in STEPS if s in wanted]
 

@@ -46,6 +46,14 @@ def run(ctx: StepContext) -> None:
     for name, part in (("trainval_data", trainval), ("test_data", test)):
         path = ctx.workdir / f"{name}.parquet"
         part.to_parquet(path, index=False)
-        metadata = {"rows": len(part), "seed": cfg.seed, "stratify": cfg.stratify, "lineage": lineage}
+        metadata = {
+            "rows": len(part),
+            "seed": cfg.seed,
+            "stratify": cfg.stratify,
+            "lineage": lineage,
+        }
         refs.append(ctx.log_artifact(path, name, name, metadata).qualified_name)
-    print(f"segregate: {len(trainval) + len(test)} rows -> {refs[0]} ({len(trainval)}), {refs[1]} ({len(test)})")
+    print(
+        f"segregate: {len(trainval) + len(test)} rows -> "
+        f"{refs[0]} ({len(trainval)}), {refs[1]} ({len(test)})"
+    )

@@ -362,9 +362,9 @@ class LocalArtifactStore:
 
     def _record(self, run_id: str | None, event: str, qualified_name: str) -> None:
         line = json.dumps({"run": run_id, "event": event, "artifact": qualified_name})
-        with FileLock(str(self.root / ".lineage.lock"), timeout=120):
-            with open(self.root / "lineage.jsonl", "a") as f:
-                f.write(line + "\n")
+        lock = FileLock(str(self.root / ".lineage.lock"), timeout=120)
+        with lock, open(self.root / "lineage.jsonl", "a") as f:
+            f.write(line + "\n")
 
 
 class WandbArtifactStore:

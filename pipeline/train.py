@@ -8,6 +8,7 @@ importer and the service consume.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,8 +30,10 @@ from pipeline.errors import PipelineError
 from pipeline.segregate import split
 from pipeline.tracking import StepContext, git_commit
 
-ESTIMATORS = {"RandomForestRegressor": RandomForestRegressor,
-              "RandomForestClassifier": RandomForestClassifier}
+ESTIMATORS = {
+    "RandomForestRegressor": RandomForestRegressor,
+    "RandomForestClassifier": RandomForestClassifier,
+}
 # What the exported model needs at inference time, pinned to the versions it was trained with.
 RUNTIME_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
@@ -50,28 +53,51 @@ def build_model(features: Mapping[str, Any], model: Mapping[str, Any]) -> Pipeli
         model: ``estimator`` (a name in ESTIMATORS) and ``random_forest`` (its parameters).
     """
     if model["estimator"] not in ESTIMATORS:
-        raise PipelineError(f"model.estimator must be one of {sorted(ESTIMATORS)}, not {model['estimator']!r}")
+        raise PipelineError(
+            f"model.estimator must be one of {sorted(ESTIMATORS)}, not {model['estimator']!r}"
+        )
     transformers = []
     if features["numeric"]:
-        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        numeric = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
         transformers.append(("numeric", numeric, list(features["numeric"])))
     if features["categorical"]:
-        onehot = Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                           ("encode", OneHotEncoder(handle_unknown="ignore"))])
+        onehot = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("encode", OneHotEncoder(handle_unknown="ignore")),
+            ]
+        )
         transformers.append(("categorical", onehot, list(features["categorical"])))
     if features["ordinal"]:
-        ordinal = Pipeline([
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            ("encode", OrdinalEncoder(categories=[list(v) for v in features["ordinal"].values()],
-                                      handle_unknown="use_encoded_value", unknown_value=-1)),
-        ])
+        ordinal = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                (
+                    "encode",
+                    OrdinalEncoder(
+                        categories=[list(v) for v in features["ordinal"].values()],
+                        handle_unknown="use_encoded_value",
+                        unknown_value=-1,
+                    ),
+                ),
+            ]
+        )
         transformers.append(("ordinal", ordinal, list(features["ordinal"])))
     if features.get("text"):
-        text = Pipeline([
-            ("impute", SimpleImputer(strategy="constant", fill_value="")),
-            ("flatten", FunctionTransformer(np.ravel)),
-            ("tfidf", TfidfVectorizer(max_features=features.get("tfidf_max_features", 100))),
-        ])
+        text = Pipeline(
+            [
+                # Missing text may arrive as NaN or as None: each imputer catches one of them.
+                ("impute", SimpleImputer(strategy="constant", fill_value="")),
+                (
+                    "impute_none",
+                    SimpleImputer(missing_values=None, strategy="constant", fill_value=""),
+                ),
+                ("flatten", FunctionTransformer(np.ravel, feature_names_out="one-to-one")),
+                ("tfidf", TfidfVectorizer(max_features=features.get("tfidf_max_features", 100))),
+            ]
+        )
         transformers.append(("text", text, [features["text"]]))
     estimator = ESTIMATORS[model["estimator"]](**dict(model["random_forest"]))
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
@@ -85,13 +111,17 @@ def score(model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     """Metrics of ``model`` on (X, y): r2/mae/rmse, or accuracy/f1_macro/log_loss."""
     predictions = model.predict(X)
     if task_of(model) == "regression":
-        return {"r2": float(skm.r2_score(y, predictions)),
-                "mae": float(skm.mean_absolute_error(y, predictions)),
-                "rmse": float(np.sqrt(skm.mean_squared_error(y, predictions)))}
+        return {
+            "r2": float(skm.r2_score(y, predictions)),
+            "mae": float(skm.mean_absolute_error(y, predictions)),
+            "rmse": float(np.sqrt(skm.mean_squared_error(y, predictions))),
+        }
     proba = model.predict_proba(X)
-    return {"accuracy": float(skm.accuracy_score(y, predictions)),
-            "f1_macro": float(skm.f1_score(y, predictions, average="macro")),
-            "log_loss": float(skm.log_loss(y, proba, labels=model.classes_))}
+    return {
+        "accuracy": float(skm.accuracy_score(y, predictions)),
+        "f1_macro": float(skm.f1_score(y, predictions, average="macro")),
+        "log_loss": float(skm.log_loss(y, proba, labels=model.classes_)),
+    }
 
 
 def fit(
@@ -138,10 +168,15 @@ def export_model(
         # inferred from all training rows, so a column that can be missing is already float.
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(X, model.predict(X.head(100)))
-    info = {"task": task_of(model), "example_predictions": predictions.tolist(),
-            "feature_columns": list(X.columns)}
+    info = {
+        "task": task_of(model),
+        "example_predictions": predictions.tolist(),
+        "feature_columns": list(X.columns),
+    }
     if info["task"] == "classification":
         info["classes"] = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+    # MLflow warns that it cannot resolve pip's version: the requirements are pinned here.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     mlflow.sklearn.save_model(
         model,
         str(path),
@@ -177,7 +212,9 @@ def load_model(path: Path) -> Pipeline:
         return mlflow.sklearn.load_model(str(path))
 
 
-def plot_diagnostics(model: Pipeline, X_val: pd.DataFrame, y_val: pd.Series, out: Path) -> dict[str, Path]:
+def plot_diagnostics(
+    model: Pipeline, X_val: pd.DataFrame, y_val: pd.Series, out: Path
+) -> dict[str, Path]:
     """Feature importance, and residuals (regression) or a confusion matrix (classification)."""
     import matplotlib
 
@@ -200,7 +237,9 @@ def plot_diagnostics(model: Pipeline, X_val: pd.DataFrame, y_val: pd.Series, out
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.scatter(predictions, y_val - predictions, s=2, alpha=0.3)
         ax.axhline(0, color="black", lw=1)
-        ax.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="Validation residuals")
+        ax.set(
+            xlabel="predicted", ylabel="residual (actual - predicted)", title="Validation residuals"
+        )
         plots["residuals"] = out / "residuals.png"
     else:
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -222,8 +261,9 @@ def run(ctx: StepContext) -> None:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     stratify = cfg.split.stratify
     frame = pd.read_parquet(trainval.file())
-    model, val_metrics, X_val, y_val = fit(frame, cfg.data.target, features, model_cfg,
-                                           cfg.split.val_size, cfg.split.seed, stratify)
+    model, val_metrics, X_val, y_val = fit(
+        frame, cfg.data.target, features, model_cfg, cfg.split.val_size, cfg.split.seed, stratify
+    )
     ctx.log_metrics({f"val/{k}": v for k, v in val_metrics.items()})
     plots = plot_diagnostics(model, X_val, y_val, ctx.workdir)
     if ctx.run is not None:
@@ -232,11 +272,18 @@ def run(ctx: StepContext) -> None:
         ctx.run.log({name: wandb.Image(str(path)) for name, path in plots.items()})
     lineage = dict(trainval.metadata.get("lineage", {}))
     lineage["trainval_data"] = {"ref": trainval.qualified_name, "digest": trainval.digest}
-    export = export_model(model, ctx.workdir / "model", frame[feature_columns(features)],
-                          {"target": cfg.data.target})
-    metadata = {"task": task_of(model), "target": cfg.data.target, "val_metrics": val_metrics,
-                "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
-                "lineage": lineage, "run_id": ctx.run_id}
+    export = export_model(
+        model, ctx.workdir / "model", frame[feature_columns(features)], {"target": cfg.data.target}
+    )
+    metadata = {
+        "task": task_of(model),
+        "target": cfg.data.target,
+        "val_metrics": val_metrics,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "git_commit": git_commit(),
+        "lineage": lineage,
+        "run_id": ctx.run_id,
+    }
     artifact = ctx.log_artifact(export, "model_export", "model_export", metadata)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in val_metrics.items())
     print(f"train: {len(X_val)} validation rows, {shown} -> {artifact.qualified_name}")

@@ -10,8 +10,11 @@ from scipy import stats
 
 KINDS = {
     "number": ptypes.is_numeric_dtype,
-    "string": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s)
-    or isinstance(s.dtype, pd.CategoricalDtype),
+    "string": lambda s: (
+        ptypes.is_object_dtype(s)
+        or ptypes.is_string_dtype(s)
+        or isinstance(s.dtype, pd.CategoricalDtype)
+    ),
 }
 
 
@@ -108,4 +111,3 @@ def drifted_columns(
 
 def describe_drift(pvalues: Mapping[str, float], drifted: Sequence[str]) -> list[str]:
     return [f"column {c!r} drifted from the reference (p={pvalues[c]:.2e})" for c in drifted]
-

@@ -1,0 +1,40 @@
+# tagserve: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+# uv from PATH, else bootstrapped with pip into .tools/ (a fresh machine has only python + pip).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help install demo test lint format lock clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+install: $(UV) ## Create .venv with the locked dependencies (uv.lock)
+	$(UV) sync --frozen --quiet
+
+demo: install ## Run the pipeline end to end on the shipped data, offline: ends with a prod model
+	$(RUN) python -m pipeline
+
+test: install ## Run the test suite
+	$(RUN) pytest
+
+lint: install ## Check style with ruff (lint + format)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## Format the code with ruff
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+lock: $(UV) ## Refresh uv.lock and the MLflow project's pipeline/requirements.txt
+	$(UV) lock
+	$(UV) export --no-hashes --no-dev --no-emit-project --frozen --quiet -o pipeline/requirements.txt
+
+clean: ## Remove local runs, stores and caches (.tagserve/, caches)
+	rm -rf .tagserve .pytest_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real Hydra config, composed and shrunk for tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
+VENV_BIN = Path(sys.executable).parent
+
+# Forests are shrunk in tests, never in the default config.
+SMALL_FOREST = ["model.random_forest.n_estimators=5", "model.random_forest.max_depth=8"]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real pipeline config with a temp home, a small forest and extra overrides."""
+
+    def _make(*overrides: str, home: Path | None = None, tracking: str = "disabled") -> DictConfig:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=[
+                    f"main.home={home or tmp_path / 'home'}",
+                    f"tracking={tracking}",
+                    *SMALL_FOREST,
+                    *overrides,
+                ],
+            )
+
+    return _make
+
+
+@pytest.fixture
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: the project's venv first, a temp home, quiet W&B."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        TAGSERVE_HOME=str(tmp_path / "home"),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    return env
+
+
+@pytest.fixture
+def diamonds_rows() -> pd.DataFrame:
+    """Three diamonds with every feature kind the default config uses."""
+    return pd.DataFrame(
+        {
+            "carat": [0.23, 0.31, 1.5],
+            "cut": ["Ideal", "Good", "Premium"],
+            "color": ["E", "J", "G"],
+            "clarity": ["SI2", "VS1", "IF"],
+            "depth": [61.5, 63.3, 60.1],
+            "table": [55.0, 58.0, 57.0],
+            "price": [326, 335, 9000],
+            "x": [3.95, 4.34, 7.3],
+            "y": [3.98, 4.35, 7.25],
+            "z": [2.43, 2.75, 4.4],
+        }
+    )

@@ -413,12 +413,13 @@ class WandbArtifactStore:
             artifact.add_dir(str(path))
         else:
             artifact.add_file(str(path))
-        self.run.log_artifact(artifact, aliases=["latest", *aliases]).wait()
+        logged = self.run.log_artifact(artifact, aliases=["latest", *aliases])
+        logged.wait()  # version and digest exist once the server has committed it
         return ArtifactVersion(
             name=name,
-            version=artifact.version,
+            version=logged.version,
             type=type,
-            digest=artifact.digest,
+            digest=logged.digest,
             metadata=dict(metadata or {}),
             path=path,
             aliases=("latest", *aliases),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -114,8 +115,6 @@ def step_context(
         if run is not None:
             run.finish()
     finally:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -18,8 +18,9 @@ $(CURDIR)/.tools/bin/uv:
 install: $(UV) ## Create .venv with the locked dependencies (uv.lock)
 	$(UV) sync --frozen --quiet
 
-demo: install ## Run the pipeline end to end on the shipped data, offline: ends with a prod model
+demo: install ## Pipeline end to end on the shipped data (offline), then import the prod model into BentoML
 	$(RUN) python -m pipeline
+	$(RUN) python -m importers
 
 test: install ## Run the test suite
 	$(RUN) pytest

@@ -1,0 +1,223 @@
+"""Atomic, idempotent writes into the BentoML model store.
+
+BentoML's own save (``bentoml.models._create`` -> ``Model.save`` -> ``Store.register``)
+creates ``<store>/<name>/<version>/`` first and then copies the files into it, so an import
+killed mid-copy leaves a partial model that ``bentoml models list`` trips over. Here
+``bentoml.mlflow.import_model`` saves into a private *staging* model store instead, next to
+the real one (same file system), and the finished model folder is published with a single
+``os.rename``: the real store holds either the whole model or nothing.
+
+A file lock per model name serializes publishers, so two imports of the same artifact at once
+end with one model (the second one finds it and reports "already imported"). Staging folders
+of killed imports are removed by the next import (no live process holds their lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from importers.errors import ModelImportError
+from pipeline.store import directory_digest
+
+MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the files
+STAGING_DIRNAME = ".tagserve-import"
+LOCK_TIMEOUT_SECONDS = 600
+# The model-store override below is process-wide: one in-process import at a time.
+_STORE_OVERRIDE = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What the store holds under a tag: nothing, a partial folder, or a whole model."""
+
+    state: str  # "absent" | "partial" | "complete"
+    path: Path
+
+
+def store_dir() -> Path:
+    """The BentoML model store folder (``$BENTOML_HOME/models`` unless configured otherwise)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store_dir.get())
+
+
+def staging_root() -> Path:
+    """Scratch space on the store's file system, outside the folders BentoML scans."""
+    return store_dir().parent / STAGING_DIRNAME
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[Path]:
+    """A scratch folder for one import, always removed afterwards.
+
+    The folder's lock file is held while the import runs; the kernel releases it when the
+    process dies, which is how a later import tells a killed import's leftovers from a
+    running one's (see :func:`remove_stale_workspaces`).
+    """
+    root = staging_root()
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_workspaces(root)
+    path = root / uuid.uuid4().hex
+    lock = FileLock(f"{path}.lock")
+    lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)  # before mkdir: never a folder without owner
+    try:
+        path.mkdir()
+        yield path
+    finally:
+        _rmtree(path)
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}.lock")
+
+
+def remove_stale_workspaces(root: Path) -> list[Path]:
+    """Remove the workspaces no live import holds (those of killed imports)."""
+    removed = []
+    for path in sorted(root.iterdir()):
+        if not path.is_dir():
+            continue
+        lock = FileLock(f"{path}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # a running import
+        try:
+            _rmtree(path)
+            removed.append(path)
+        finally:
+            lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}.lock")
+    return removed
+
+
+def lookup(tag: str) -> Existing:
+    """What the real store holds under ``tag``."""
+    name, version = tag.split(":", 1)
+    path = store_dir() / name / version
+    if not path.exists():
+        return Existing("absent", path)
+    if not (path / "model.yaml").is_file() or not (path / MLFLOW_MODEL_FOLDER).is_dir():
+        return Existing("partial", path)
+    return Existing("complete", path)
+
+
+def check_digest(existing: Existing, tag: str, digest: str) -> None:
+    """Make sure the model already stored under ``tag`` holds exactly the artifact's files.
+
+    Raises:
+        ModelImportError: Its files differ (edited or corrupted in the store).
+    """
+    stored = directory_digest(existing.path / MLFLOW_MODEL_FOLDER)
+    if stored != digest:
+        raise ModelImportError(
+            f"BentoML model {tag} exists but its files do not match the artifact (digest "
+            f"{stored[:12]}, expected {digest[:12]}): remove it with `bentoml models delete "
+            f"{tag}` and import again"
+        )
+
+
+def save_atomically(
+    tag: str,
+    digest: str,
+    ws: Path,
+    save: Callable[[], Any],
+) -> bool:
+    """Run ``save`` (a ``bentoml.mlflow.import_model`` call) against a staging store, then
+    publish the finished model into the real store with one rename.
+
+    Args:
+        tag: ``name:version`` of the model ``save`` creates.
+        digest: The artifact digest the model's ``mlflow_model/`` must have.
+        ws: This import's workspace (see :func:`workspace`).
+        save: Saves the model into whatever store BentoML's container provides.
+
+    Returns:
+        True if this call published the model, False if an equal one was already there.
+
+    Raises:
+        ModelImportError: Saving failed, or the staged copy differs from the artifact.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    name, version = tag.split(":", 1)
+    staged_store = ws / "store"
+    staged_store.mkdir()
+    with _STORE_OVERRIDE, _overridden(BentoMLContainer.model_store, ModelStore(str(staged_store))):
+        save()
+    staged = staged_store / name / version
+    if not (staged / "model.yaml").is_file():
+        raise ModelImportError(f"BentoML did not save {tag} (no model.yaml in {staged})")
+    # The digest proves the bytes that enter the store are the ones that were verified.
+    copied = directory_digest(staged / MLFLOW_MODEL_FOLDER)
+    if copied != digest:
+        raise ModelImportError(
+            f"the copy of the model differs from the artifact (digest {copied[:12]}, expected "
+            f"{digest[:12]}): were its files changed during the import?"
+        )
+    return _publish(tag, staged, ws)
+
+
+@contextlib.contextmanager
+def _overridden(provider: Any, value: Any) -> Iterator[None]:
+    """``provider.patch(value)``, restored on exceptions too.
+
+    simple_di's ``patch`` restores only when its body returns normally: after a failed save
+    BentoML would go on using the staging store.
+    """
+    patch = provider.patch(value)
+    patch.__enter__()
+    try:
+        yield
+    finally:
+        patch.__exit__(None, None, None)
+
+
+def _publish(tag: str, staged: Path, ws: Path) -> bool:
+    name, version = tag.split(":", 1)
+    target_parent = store_dir() / name
+    with FileLock(str(staging_root() / f"publish-{name}.lock"), timeout=LOCK_TIMEOUT_SECONDS):
+        existing = lookup(tag)
+        if existing.state == "complete":
+            return False
+        if existing.state == "partial":
+            # Left by a non-atomic writer (a plain `bentoml` save that was killed): it
+            # cannot be loaded, so it is replaced. Moved aside first so that the store never
+            # shows a half-deleted folder.
+            os.rename(existing.path, ws / "replaced-partial")
+        target_parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, existing.path)
+        _write_latest(target_parent, version)
+    return True
+
+
+def _write_latest(model_dir: Path, version: str) -> None:
+    # BentoML points `latest` at the newest model; an atomic replace, so readers never see
+    # an empty file.
+    tmp = model_dir / f".latest.{uuid.uuid4().hex}"
+    tmp.write_text(version)
+    os.replace(tmp, model_dir / "latest")
+
+
+def _rmtree(path: Path) -> None:
+    def force(func: Callable[..., Any], target: str, _exc_info: Any) -> None:
+        # Artifact files are read-only; their folders may be too after a copy.
+        os.chmod(os.path.dirname(target), stat.S_IRWXU)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(target, stat.S_IRWXU)
+        func(target)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=force)

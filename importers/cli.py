@@ -1,0 +1,104 @@
+"""`python -m importers [SOURCE] [--name N] [--home DIR] [--project P] [--entity E] [--json]`.
+
+Prints one line, ``imported <tag> from <source> (digest ...)`` or ``already imported ...``
+(or a JSON object with ``--json``), exit 0. On failure: one line ``error: ...`` on stderr,
+exit 1 (2 for bad usage), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import NoReturn
+
+EPILOG = """\
+sources:
+  model_export:prod                       the pipeline's local store (the default:
+                                          what `make demo` leaves)
+  local:[project/]model_export:v2         the local store, any alias or version
+  wandb:[entity/]project/model_export:prod
+                                          W&B (entity/project default: WANDB_ENTITY/WANDB_PROJECT)
+  dir:/path/to/model  or  /path/to/model  an MLflow model folder (`wandb artifact get --root`)
+  runs:/<run_id>/model  models:/<name>@<alias>
+                                          MLflow URIs
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other failure (argparse would print the usage too).
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importers.core import DEFAULT_MODEL_NAME
+
+    parser = _Parser(
+        prog="python -m importers",
+        description="Import the prod MLflow model into the BentoML model store: verified, "
+        "idempotent, atomic, with lineage.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", nargs="?", default=None, help="what to import (see below)")
+    parser.add_argument(
+        "--name", default=None, help=f"BentoML model name (default {DEFAULT_MODEL_NAME})"
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="pipeline home (default $TAGSERVE_HOME or .tagserve)",
+    )
+    parser.add_argument("--project", default=None, help="local-store / W&B project")
+    parser.add_argument("--entity", default=None, help="W&B entity (default $WANDB_ENTITY)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the importer CLI; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        from importers.core import import_model
+
+        result = import_model(
+            args.source, name=args.name, home=args.home, project=args.project, entity=args.entity
+        )
+    except KeyboardInterrupt:
+        print("error: interrupted (nothing was imported)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the CLI boundary: one readable line, never a traceback
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict()) if args.json else result.line())
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    from importers.errors import ModelImportError
+    from pipeline.errors import PipelineError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ModelImportError | PipelineError):
+        return text
+    # Not one of ours: name its type, it is a bug or an environment problem.
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _quiet_libraries() -> None:
+    # BentoML, MLflow and W&B log at INFO/WARNING to the terminal; the importer's own line
+    # (or its error line) is the whole output.
+    warnings.filterwarnings("ignore")
+    for name in ("bentoml", "mlflow", "wandb", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Verification of an MLflow model folder before it may enter the BentoML model store.
+
+Two levels: :func:`inspect_model` reads the files only (MLmodel, flavors, signature,
+serialization, requirements) and is cheap; :func:`verify_model` also loads the model with the
+same loader the service uses and checks it predicts its input example as recorded at export.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from importers.errors import ModelRejected
+
+REQUIRED_FLAVORS = ("python_function", "sklearn")
+# Only skops: a pickled model would run arbitrary code while loading (MLflow itself refuses
+# both unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set, which pipeline.train.load_model does).
+ALLOWED_SERIALIZATION = ("skops",)
+# Predictions of the same model on the same rows may differ in the last bits across BLAS builds.
+RTOL, ATOL = 1e-6, 1e-9
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the MLmodel file and its neighbours say about a model (no model loaded).
+
+    Attributes:
+        signature: ``{"inputs": [...], "outputs": [...]}`` (plus ``params`` when set).
+        input_columns: The signature's input column names.
+        mlflow_metadata: The MLmodel ``metadata:`` block (task, classes, example predictions...).
+        requirements: The pinned lines of ``requirements.txt``.
+        model_file: The serialized model (``model.skops``).
+        mlflow_version: The MLflow version that saved the model.
+    """
+
+    signature: dict[str, Any]
+    input_columns: list[str]
+    mlflow_metadata: dict[str, Any]
+    requirements: list[str]
+    model_file: Path
+    mlflow_version: str | None
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model that loaded and predicted its input example as expected."""
+
+    facts: ModelFacts
+    task: str
+    classes: list[Any] | None
+    feature_columns: list[str]
+    target: str | None
+    example_rows: int
+    matched_expected: bool
+
+
+def inspect_model(path: Path) -> ModelFacts:
+    """Check the files of the MLflow model at ``path`` without loading the model.
+
+    Raises:
+        ModelRejected: Not an MLflow model, a flavor missing, no signature, pickled, no
+            requirements.txt, or the model file missing.
+    """
+    mlmodel = _load_mlmodel(path)
+    missing = [f for f in REQUIRED_FLAVORS if f not in mlmodel.flavors]
+    if missing:
+        raise ModelRejected(
+            f"not a scikit-learn MLflow model: MLmodel lacks the {' and '.join(missing)} "
+            f"flavor (it has: {', '.join(mlmodel.flavors) or 'none'})"
+        )
+    if mlmodel.signature is None:
+        raise ModelRejected(
+            "the model has no signature (MLmodel `signature:` is missing): re-export it with "
+            "one, as pipeline.train.export_model does"
+        )
+    sklearn_flavor = mlmodel.flavors["sklearn"]
+    serialization = sklearn_flavor.get("serialization_format")
+    if serialization not in ALLOWED_SERIALIZATION:
+        raise ModelRejected(
+            f"the model is serialized with {serialization!r}, not skops: refusing to load a "
+            "format that can run arbitrary code"
+        )
+    model_file = path / str(sklearn_flavor.get("pickled_model", ""))
+    if not model_file.is_file():
+        raise ModelRejected(f"the model file {model_file.name or '?'} named by MLmodel is missing")
+    return ModelFacts(
+        signature=signature_dict(mlmodel.signature),
+        input_columns=list(mlmodel.signature.inputs.input_names()),
+        mlflow_metadata=dict(mlmodel.metadata or {}),
+        requirements=read_requirements(path),
+        model_file=model_file,
+        mlflow_version=mlmodel.mlflow_version,
+    )
+
+
+def verify_model(path: Path) -> VerifiedModel:
+    """Inspect, load and test-predict the MLflow model at ``path``.
+
+    The model is loaded with ``pipeline.train.load_model`` (the loader the service uses) and
+    must predict its input example; when MLmodel records ``example_predictions`` (the
+    pipeline's export does), the predictions must match them.
+
+    Raises:
+        ModelRejected: Any check failed; the message names the problem.
+    """
+    facts = inspect_model(path)
+    model = _load(path, facts)
+    example = _input_example(path)
+    missing = [c for c in facts.input_columns if c not in example.columns]
+    if missing:
+        raise ModelRejected(f"the input example lacks signature column(s): {', '.join(missing)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictions = np.asarray(model.predict(example[facts.input_columns]))
+    except Exception as exc:  # any failure to predict disqualifies the model
+        raise ModelRejected(f"the model fails to predict its input example: {_brief(exc)}") from exc
+    if len(predictions) != len(example):
+        raise ModelRejected(
+            f"the model returned {len(predictions)} predictions for {len(example)} example rows"
+        )
+    expected = facts.mlflow_metadata.get("example_predictions")
+    if expected is not None:
+        _check_expected(predictions, expected)
+    info = facts.mlflow_metadata
+    task = info.get("task") or (
+        "classification" if hasattr(model, "predict_proba") else "regression"
+    )
+    classes = info.get("classes")
+    if classes is None and task == "classification" and hasattr(model, "classes_"):
+        classes = np.asarray(model.classes_).tolist()
+    return VerifiedModel(
+        facts=facts,
+        task=task,
+        classes=list(classes) if classes is not None else None,
+        feature_columns=list(info.get("feature_columns") or facts.input_columns),
+        target=info.get("target"),
+        example_rows=len(example),
+        matched_expected=expected is not None,
+    )
+
+
+def signature_dict(signature: Any) -> dict[str, Any]:
+    """MLflow's ``signature.to_dict()`` with its JSON strings parsed into lists."""
+    return {
+        key: json.loads(value) if isinstance(value, str) else value
+        for key, value in signature.to_dict().items()
+        if value is not None
+    }
+
+
+def read_requirements(path: Path) -> list[str]:
+    """The requirement lines of the model's ``requirements.txt`` (no comments or blanks).
+
+    Raises:
+        ModelRejected: There is none: the bento could not install what the model needs.
+    """
+    file = path / "requirements.txt"
+    if not file.is_file():
+        raise ModelRejected(
+            "the model has no requirements.txt: the bento could not pin the packages it needs"
+        )
+    lines = (line.split("#", 1)[0].strip() for line in file.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def _load_mlmodel(path: Path) -> Any:
+    from mlflow.models import Model
+
+    if not path.is_dir():
+        raise ModelRejected(f"not an MLflow model: {path} is not a folder")
+    mlmodel_file = path / "MLmodel"
+    if not mlmodel_file.is_file():
+        raise ModelRejected(f"not an MLflow model: no MLmodel file in {path}")
+    try:
+        return Model.load(str(mlmodel_file))
+    except Exception as exc:  # YAML errors, missing keys: all mean a broken MLmodel
+        raise ModelRejected(f"corrupt MLmodel file in {path}: {_brief(exc)}") from exc
+
+
+def _load(path: Path, facts: ModelFacts) -> Any:
+    from pipeline.train import load_model
+
+    try:
+        with warnings.catch_warnings():
+            # sklearn warns about version mismatches here; requirements.txt carries the pins.
+            warnings.simplefilter("ignore")
+            return load_model(path)
+    except Exception as exc:  # skops, zipfile, sklearn... all mean "cannot load"
+        raise ModelRejected(
+            f"cannot load the model from {facts.model_file.name}: {_brief(exc)}"
+        ) from exc
+
+
+def _input_example(path: Path) -> Any:
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(path / "MLmodel"))
+    try:
+        example = mlmodel.load_input_example(str(path))
+    except Exception as exc:  # a missing or unreadable input_example.json
+        raise ModelRejected(f"cannot read the model's input example: {_brief(exc)}") from exc
+    if example is None:
+        raise ModelRejected("the model has no input example to verify its predictions on")
+    if not hasattr(example, "columns"):
+        raise ModelRejected(f"the model's input example is a {type(example).__name__}, not a table")
+    return example
+
+
+def _check_expected(predictions: np.ndarray, expected: list[Any]) -> None:
+    wanted = np.asarray(expected)
+    same_shape = wanted.shape == predictions.shape
+    numeric = same_shape and all(
+        np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.bool_)
+        for a in (predictions, wanted)
+    )
+    if numeric:
+        matches = bool(np.allclose(predictions, wanted, rtol=RTOL, atol=ATOL))
+    else:
+        matches = same_shape and predictions.tolist() == wanted.tolist()
+    if not matches:
+        raise ModelRejected(
+            "the model's predictions of its input example do not match those recorded at "
+            f"export: got {_short(predictions.tolist())}, expected {_short(wanted.tolist())}"
+        )
+
+
+def _short(values: list[Any], limit: int = 5) -> str:
+    shown = ", ".join(f"{v:.6g}" if isinstance(v, float) else repr(v) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def _brief(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,333 @@
+"""Build the bento: a release (version = the git release tag at HEAD) or a development build.
+
+Both read ``bentofile.yaml`` and then pin what a release must not leave open:
+
+- ``models``: the exact model tag (``tagserve-diamonds:v3-1a2b3c4d5e6f``, not ``latest``),
+  chosen by ``--model``, else ``TAGSERVE_MODEL``, else the bentofile's first model;
+- ``python.packages``: that model's own pinned requirements (``importers.model_requirements``);
+- bento arguments ``model``, ``git_commit``, ``git_tag``: what ``service.py`` serves and
+  reports in ``/metadata``, whatever the environment of the server;
+- labels ``git_commit``, ``git_tag``, ``model_tag``, ``artifact``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from release import git
+from release.errors import ReleaseError
+from release.versions import dev_version
+
+DEFAULT_MODEL = "tagserve-diamonds:latest"
+BENTOFILE = "bentofile.yaml"
+MLFLOW_FOLDER = "mlflow_model"
+# The keys of bentofile.yaml that bentoml.bentos.build takes as arguments.
+BUILD_KEYS = (
+    "service",
+    "name",
+    "description",
+    "labels",
+    "include",
+    "exclude",
+    "envs",
+    "docker",
+    "python",
+    "conda",
+    "models",
+    "args",
+)
+
+# BentoML usage analytics would try to reach the internet on every build.
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A built (or found) bento."""
+
+    tag: str
+    model_tag: str
+    artifact: str
+    git_commit: str
+    git_tag: str
+    created: bool = True
+    dev: str = ""  # why this is a development build ("": a release)
+    example: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        what = "built" if self.created else "already built"
+        kind = f"development build: {self.dev}; " if self.dev else ""
+        commit = self.git_commit[:12] or "no git"
+        lines = [
+            f"{what} {self.tag} ({kind}commit {commit}, model {self.model_tag}"
+            + (f" from {self.artifact})" if self.artifact else ")"),
+            f"serve it:  bentoml serve {self.tag} --port 3000",
+        ]
+        if self.example:
+            body = json.dumps(self.example, separators=(",", ":"))
+            lines.append(
+                "call it:   curl -s -X POST http://127.0.0.1:3000/predict "
+                f"-H 'content-type: application/json' -d '{body}'"
+            )
+        return lines
+
+
+def read_bentofile(root: Path, name: str = BENTOFILE) -> dict[str, Any]:
+    import yaml
+
+    path = root / name
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ReleaseError(f"no {name} in {root}") from None
+    except yaml.YAMLError as exc:
+        raise ReleaseError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(config, dict) or not config.get("service"):
+        raise ReleaseError(f"{path} names no service")
+    unknown = sorted(set(config) - set(BUILD_KEYS))
+    if unknown:
+        raise ReleaseError(f"{path}: unsupported key(s) {', '.join(unknown)}")
+    return config
+
+
+def bento_name(config: dict[str, Any]) -> str:
+    if config.get("name"):
+        return str(config["name"])
+    # BentoML names a bento after its service; this project's is "tagserve".
+    return "tagserve"
+
+
+def wanted_model(config: dict[str, Any], model: str | None = None) -> str:
+    if model:
+        return model
+    if os.environ.get("TAGSERVE_MODEL"):
+        return os.environ["TAGSERVE_MODEL"]
+    for spec in config.get("models") or []:
+        return str(spec["tag"] if isinstance(spec, dict) else spec)
+    return DEFAULT_MODEL
+
+
+def resolve_model(tag: str) -> Any:
+    """The ``bentoml.Model`` that ``tag`` names (``latest`` resolved)."""
+    import bentoml
+
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ReleaseError(
+            f"model {tag} is not in the BentoML model store: import it first "
+            "(`python -m importers`) or pick one with --model / TAGSERVE_MODEL"
+        ) from None
+    except (ValueError, bentoml.exceptions.BentoMLException) as exc:
+        raise ReleaseError(f"bad model tag {tag!r}: {exc}") from None
+
+
+def model_requirements(model: Any) -> list[str]:
+    """The model's pinned requirements, as the importer reads them."""
+    try:
+        from importers import model_requirements as importer_requirements
+    except ImportError:  # a checkout without the importer: the model's own metadata
+        requirements = list(model.info.metadata.get("requirements") or [])
+    else:
+        requirements = importer_requirements(model)
+    if not requirements:
+        raise ReleaseError(f"model {model.tag} records no Python requirements")
+    return requirements
+
+
+def artifact_of(model: Any) -> str:
+    meta = model.info.metadata
+    return str(meta.get("artifact_qualified_name") or meta.get("artifact") or "")
+
+
+def example_record(model: Any) -> dict[str, Any]:
+    """The first row of the model's serving input example, as a /predict body."""
+    path = Path(model.path_of(MLFLOW_FOLDER)) / "serving_input_example.json"
+    try:
+        split = json.loads(path.read_text())["dataframe_split"]
+        return dict(zip(split["columns"], split["data"][0], strict=True))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}
+
+
+def existing_bento(tag: str) -> Any | None:
+    import bentoml
+
+    try:
+        return bentoml.bentos.get(tag)
+    except bentoml.exceptions.NotFound:
+        return None
+
+
+def _build(
+    root: Path,
+    config: dict[str, Any],
+    version: str,
+    model: Any,
+    git_commit: str,
+    git_tag: str,
+    base_image: str | None,
+    extra_labels: dict[str, str] | None = None,
+) -> Any:
+    import bentoml
+    import yaml
+
+    model_tag = str(model.tag)
+    docker = dict(config.get("docker") or {})
+    base_image = base_image or os.environ.get("TAGSERVE_BASE_IMAGE")
+    if base_image:
+        docker["base_image"] = base_image
+    python = {**(config.get("python") or {}), "packages": model_requirements(model)}
+    python.pop("requirements_txt", None)
+    labels = {
+        **(config.get("labels") or {}),
+        **(extra_labels or {}),
+        "git_commit": git_commit,
+        "git_tag": git_tag,
+        "model_tag": model_tag,
+        "artifact": artifact_of(model),
+    }
+    args = {
+        **(config.get("args") or {}),
+        "model": model_tag,
+        "git_commit": git_commit,
+        "git_tag": git_tag,
+    }
+    config = {
+        **config,
+        "labels": labels,
+        "python": python,
+        "models": [model_tag],
+        "args": args,
+    }
+    if docker:
+        config["docker"] = docker
+    # BentoML logs each step at INFO; the CLI prints its own summary.
+    logging.getLogger("bentoml").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="tagserve-release-") as tmp:
+        # The bentofile with the pins, built exactly as `bentoml build -f` would build it.
+        bentofile = Path(tmp) / BENTOFILE
+        bentofile.write_text(yaml.safe_dump(config, sort_keys=False))
+        try:
+            return bentoml.bentos.build_bentofile(
+                str(bentofile), version=version, build_ctx=str(root), args=args
+            )
+        except Exception as exc:  # BentoML raises many kinds; all end the build
+            text = " ".join(str(exc).split())
+            raise ReleaseError(f"bentoml build failed: {type(exc).__name__}: {text}") from exc
+
+
+def build_release(
+    cwd: Path, *, model: str | None = None, base_image: str | None = None
+) -> BuildResult:
+    """Build ``<name>:<tag>`` from the release tag at HEAD of the clean work tree at ``cwd``.
+
+    Raises:
+        ReleaseError: no tag at HEAD, a tag that is not semver (or several), a dirty tree,
+            a bento of that version already in the store, no such model, a failed build.
+            Each is checked before anything is built.
+    """
+    root = git.repo_root(cwd)
+    head = git.head_state(root)
+    tag = _release_tag(head)
+    if head.dirty:
+        raise ReleaseError(
+            f"the work tree has uncommitted changes ({head.describe_changes()}): a release is "
+            f"built from the tagged commit {tag} only; commit or stash them"
+        )
+    config = read_bentofile(root)
+    bento_tag = f"{bento_name(config)}:{tag}"
+    found = existing_bento(bento_tag)
+    if found is not None:
+        built = found.info.labels.get("git_commit", "")[:12] or "unknown"
+        raise ReleaseError(
+            f"bento {bento_tag} is already in the store (commit {built}, built "
+            f"{found.info.creation_time:%Y-%m-%d %H:%M}): releases are immutable; cut a new "
+            f"tag (`python -m release cut patch`) or delete it (`bentoml delete {bento_tag}`)"
+        )
+    chosen = resolve_model(wanted_model(config, model))
+    extra = {"dirty": "false", "release": "true"}
+    bento = _build(root, config, tag, chosen, head.commit, tag, base_image, extra)
+    return _result(bento, chosen, head.commit, tag, created=True)
+
+
+def build_dev(cwd: Path, *, model: str | None = None, base_image: str | None = None) -> BuildResult:
+    """What ``make demo`` ends with: the release if HEAD carries a release tag and the tree is
+    clean (reused when already built), else a development build ``dev-<commit>[-dirty]``,
+    which replaces an earlier development build of the same version."""
+    try:
+        root = git.repo_root(cwd)
+        head: git.HeadState | None = git.head_state(root)
+    except ReleaseError:
+        root, head = cwd, None
+    if head is not None and not head.dirty and len(head.release_tags) == 1:
+        tag = head.release_tags[0]
+        config = read_bentofile(root)
+        found = existing_bento(f"{bento_name(config)}:{tag}")
+        if found is None:
+            return build_release(root, model=model, base_image=base_image)
+        chosen = resolve_model(found.info.labels.get("model_tag") or wanted_model(config))
+        return _result(found, chosen, head.commit, tag, created=False)
+    config = read_bentofile(root)
+    version = dev_version(head.commit if head else None, bool(head and head.dirty))
+    bento_tag = f"{bento_name(config)}:{version}"
+    chosen = resolve_model(wanted_model(config, model))
+    if existing_bento(bento_tag) is not None:
+        import bentoml
+
+        bentoml.bentos.delete(bento_tag)
+    commit = head.commit if head else ""
+    extra = {"dirty": "true" if head and head.dirty else "false", "release": "false"}
+    bento = _build(root, config, version, chosen, commit, "", base_image, extra)
+    return _result(bento, chosen, commit, "", created=True, dev=_why_dev(head))
+
+
+def _why_dev(head: git.HeadState | None) -> str:
+    if head is None:
+        return "not a git checkout"
+    if head.dirty:
+        return "uncommitted changes"
+    if len(head.release_tags) > 1:
+        return "several release tags at HEAD"
+    return "no release tag at HEAD"
+
+
+def _release_tag(head: git.HeadState) -> str:
+    if not head.tags:
+        raise ReleaseError(
+            f"no tag at HEAD ({head.commit[:12]}): tag the release first, e.g. "
+            "`python -m release cut patch` or `git tag v1.2.3`"
+        )
+    releases = head.release_tags
+    if not releases:
+        shown = ", ".join(head.tags)
+        raise ReleaseError(
+            f"the tag at HEAD ({shown}) is not a release tag: use semantic versioning, "
+            "X.Y.Z or vX.Y.Z (e.g. v1.2.3)"
+        )
+    if len(releases) > 1:
+        raise ReleaseError(
+            f"several release tags at HEAD ({', '.join(releases)}): keep one (`git tag -d TAG`)"
+        )
+    return releases[0]
+
+
+def _result(
+    bento: Any, model: Any, commit: str, tag: str, *, created: bool, dev: str = ""
+) -> BuildResult:
+    return BuildResult(
+        tag=str(bento.tag),
+        model_tag=str(model.tag),
+        artifact=artifact_of(model),
+        git_commit=commit,
+        git_tag=tag,
+        created=created,
+        dev=dev,
+        example=example_record(model),
+    )

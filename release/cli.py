@@ -1,0 +1,192 @@
+"""``python -m release COMMAND``: build, dev, cut, latest, example-request.
+
+A refusal or failure prints one line, ``error: ...``, on stderr and exits with 1 (2 for bad
+usage), never a traceback (set TAGSERVE_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from release.errors import ReleaseError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m release",
+        description="Release builds of the tagserve bento: version = the git release tag at "
+        "HEAD (X.Y.Z or vX.Y.Z).",
+    )
+    parser.add_argument(
+        "-C",
+        "--repo",
+        type=Path,
+        default=Path.cwd(),
+        help="the git work tree to build from (default: the current folder)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model",
+            metavar="TAG",
+            help="BentoML model to ship (default: $TAGSERVE_MODEL, else bentofile.yaml's)",
+        )
+        p.add_argument(
+            "--base-image",
+            metavar="IMAGE",
+            help="container base image (default: $TAGSERVE_BASE_IMAGE, else bentofile.yaml's)",
+        )
+
+    p = sub.add_parser(
+        "build",
+        help="build <name>:<tag> from the release tag at HEAD; refuses an untagged or "
+        "non-semver HEAD, a dirty tree and an existing bento of that version",
+    )
+    model_options(p)
+    p = sub.add_parser(
+        "dev",
+        help="make demo's build: the release if HEAD is tagged and clean, else a development "
+        "bento dev-<commit>[-dirty]",
+    )
+    model_options(p)
+    p = sub.add_parser("cut", help="tag HEAD with the next release version")
+    p.add_argument("part", choices=["major", "minor", "patch"], help="which number to bump")
+    p.add_argument("--dry-run", action="store_true", help="print the tag, create nothing")
+    p = sub.add_parser("latest", help="print the newest bento of the service in the store")
+    p.add_argument("--name", default=None, help="bento name (default: bentofile.yaml's)")
+    p = sub.add_parser(
+        "example-request",
+        help="print a /predict body: the first row of the model's serving input example",
+    )
+    p.add_argument(
+        "tag", nargs="?", default=None, help="a bento or model tag (default: the newest bento)"
+    )
+    return parser
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from release.build import build_release
+
+    result = build_release(args.repo, model=args.model, base_image=args.base_image)
+    print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from release.build import build_dev
+
+    result = build_dev(args.repo, model=args.model, base_image=args.base_image)
+    print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_cut(args: argparse.Namespace) -> int:
+    from release import git
+    from release.versions import next_version
+
+    root = git.repo_root(args.repo)
+    head = git.head_state(root)
+    if head.release_tags:
+        raise ReleaseError(f"HEAD is already tagged {', '.join(head.release_tags)}")
+    if head.dirty:
+        raise ReleaseError(
+            f"the work tree has uncommitted changes ({head.describe_changes()}): commit "
+            "them before tagging a release"
+        )
+    tag = next_version(git.all_tags(root), args.part)
+    if args.dry_run:
+        print(tag)
+        return 0
+    git.create_tag(root, tag, f"tagserve {tag}")
+    print(f"tagged {tag} at {head.commit[:12]}; build it with `python -m release build`")
+    print(f"publish the tag with `git push origin {tag}`")
+    return 0
+
+
+def _newest_bento(name: str) -> str:
+    import bentoml
+
+    bentos = [b for b in bentoml.bentos.list(name) if b.tag.name == name]
+    if not bentos:
+        raise ReleaseError(f"no {name} bento in the store: build one (`python -m release dev`)")
+    return str(max(bentos, key=lambda b: b.info.creation_time).tag)
+
+
+def _bento_name(repo: Path) -> str:
+    from release.build import bento_name, read_bentofile
+
+    try:
+        return bento_name(read_bentofile(repo))
+    except ReleaseError:
+        return "tagserve"
+
+
+def cmd_latest(args: argparse.Namespace) -> int:
+    print(_newest_bento(args.name or _bento_name(args.repo)))
+    return 0
+
+
+def cmd_example_request(args: argparse.Namespace) -> int:
+    import bentoml
+
+    from release.build import example_record, resolve_model
+
+    tag = args.tag or _newest_bento(_bento_name(args.repo))
+    try:
+        bento = bentoml.bentos.get(tag)
+    except (bentoml.exceptions.NotFound, ValueError):
+        model = resolve_model(tag)  # not a bento: a model tag
+    else:
+        models = bento.info.all_models
+        if not models:
+            raise ReleaseError(f"bento {tag} holds no model")
+        model = resolve_model(str(models[0].tag))
+    record = example_record(model)
+    if not record:
+        raise ReleaseError(f"model {model.tag} has no serving input example")
+    print(json.dumps(record))
+    return 0
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "dev": cmd_dev,
+    "cut": cmd_cut,
+    "latest": cmd_latest,
+    "example-request": cmd_example_request,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("ignore")  # MLflow/pydantic chatter while the service is imported
+    try:
+        return COMMANDS[args.command](args)
+    except ReleaseError as exc:
+        if os.environ.get("TAGSERVE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last resort: still one line
+        if os.environ.get("TAGSERVE_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())
+        print(f"error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1

@@ -1,0 +1,5 @@
+"""The one error type of the release CLI: its message is the one line the user sees."""
+
+
+class ReleaseError(Exception):
+    """A refusal or a failure, worded for the user (printed as ``error: <message>``)."""

@@ -1,0 +1,286 @@
+"""Helpers for the service and release tests.
+
+Real models, made the way the pipeline makes them (``pipeline.train.fit`` and
+``export_model`` on small samples of the shipped data, logged to a local artifact store
+and aliased ``prod``), imported by the real importer into a BentoML home of the test
+session; the service module loaded in-process for a given model; a real ``bentoml serve``
+subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pandas as pd
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+VENV_BIN = Path(sys.executable).parent
+BENTOML_CLI = str(VENV_BIN / "bentoml")
+CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
+REGRESSOR_NAME = "tagserve-diamonds"  # the importer's default model name
+CLASSIFIER_NAME = "tagserve-penguins"
+TINY_FOREST = {"n_estimators": 5, "max_depth": 6, "random_state": 0, "n_jobs": 1}
+
+
+def features(name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "features" / f"{name}.yaml"))
+
+
+def diamonds_sample(n: int = 600) -> pd.DataFrame:
+    return pd.read_parquet(PROJECT_ROOT / "data" / "diamonds.parquet").sample(n, random_state=0)
+
+
+def penguins() -> pd.DataFrame:
+    """The shipped penguins (with their missing values: optional signature columns)."""
+    return pd.read_csv(PROJECT_ROOT / "data" / "penguins.csv")
+
+
+def train_and_log(home: Path, project: str, *, classifier: bool, seed: int = 0) -> str:
+    """Fit and export a tiny model as the pipeline does, log it as the next ``model_export``
+    of ``project`` in the local store under ``home``, evaluated and aliased ``prod``.
+    Returns the artifact version (``v0``...)."""
+    from pipeline.store import LocalArtifactStore
+    from pipeline.train import export_model, feature_columns, fit
+
+    if classifier:
+        frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
+        estimator = "RandomForestClassifier"
+    else:
+        frame, target, feats, stratify = diamonds_sample(), "price", features("diamonds"), None
+        estimator = "RandomForestRegressor"
+    model_cfg = {"estimator": estimator, "random_forest": {**TINY_FOREST, "random_state": seed}}
+    model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
+    export = home / "exports" / f"{project}-{seed}"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export_model(model, export, frame[feature_columns(feats)], {"target": target})
+    store = LocalArtifactStore(home / "store" / project)
+    version = store.log_artifact(
+        export,
+        "model_export",
+        "model_export",
+        {
+            "task": "classification" if classifier else "regression",
+            "target": target,
+            "val_metrics": val_metrics,
+            "git_commit": "0" * 40,
+            "run_id": f"test-{project}-{seed}",
+            "lineage": {"raw_data": {"ref": "raw_data:v0", "digest": "a" * 64}},
+        },
+        run_id=f"test-{project}-{seed}",
+    )
+    store.update_metadata(version.qualified_name, {"test_metrics": val_metrics})
+    store.set_alias(version.qualified_name, "prod")
+    return version.version
+
+
+@contextlib.contextmanager
+def bentoml_home(home: Path) -> Iterator[Path]:
+    """Point this process's BentoML at ``home`` (its model and bento stores).
+
+    BentoML resolves ``BENTOML_HOME`` once and caches the stores in its DI container: the
+    container's providers are overridden, and restored afterwards (by hand: simple_di's
+    ``patch`` does not restore when its body raises).
+    """
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    models, bentos = home / "models", home / "bentos"
+    models.mkdir(parents=True, exist_ok=True)
+    bentos.mkdir(parents=True, exist_ok=True)
+    overrides = [
+        (BentoMLContainer.bentoml_home, str(home)),
+        (BentoMLContainer.model_store_dir, str(models)),
+        (BentoMLContainer.model_store, ModelStore(str(models))),
+        (BentoMLContainer.bento_store_dir, str(bentos)),
+        (BentoMLContainer.bento_store, BentoStore(str(bentos))),
+    ]
+    patches = [provider.patch(value) for provider, value in overrides]
+    for patch in patches:
+        patch.__enter__()
+    try:
+        yield home
+    finally:
+        for patch in reversed(patches):
+            patch.__exit__(None, None, None)
+
+
+def import_prod(project: str, *, home: Path, name: str) -> str:
+    """``importers.import_model`` of ``project``'s ``model_export:prod`` (inside
+    :func:`bentoml_home`). Returns the BentoML tag."""
+    from importers import import_model
+
+    return import_model(f"local:{project}/model_export:prod", name=name, home=home).tag
+
+
+@dataclass(frozen=True)
+class Models:
+    """What the service tests share: a BentoML home holding a regressor and a classifier."""
+
+    bentoml_home: Path
+    tagserve_home: Path
+    regressor: str  # BentoML tag
+    classifier: str
+
+    def mlflow_folder(self, tag: str) -> Path:
+        name, version = tag.split(":")
+        return self.bentoml_home / "models" / name / version / "mlflow_model"
+
+    def example(self, tag: str) -> dict[str, Any]:
+        """The model's own serving_input_example.json."""
+        import json
+
+        return json.loads((self.mlflow_folder(tag) / "serving_input_example.json").read_text())
+
+
+_MODELS: Models | None = None
+
+
+def shared_models(root: Path) -> Models:
+    """The session's models, made once (test modules each hold a session fixture calling
+    this; a fixture imported into several modules would run once per module)."""
+    global _MODELS
+    if _MODELS is None:
+        tagserve_home, home = root / "tagserve", root / "bentoml"
+        train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False)
+        train_and_log(tagserve_home, CLASSIFIER_NAME, classifier=True)
+        with bentoml_home(home):
+            regressor = import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME)
+            classifier = import_prod(CLASSIFIER_NAME, home=tagserve_home, name=CLASSIFIER_NAME)
+        _MODELS = Models(home, tagserve_home, regressor, classifier)
+    return _MODELS
+
+
+_loaded = itertools.count()
+
+
+def load_service(tag: str) -> ModuleType:
+    """A fresh copy of ``service.py`` configured for the model ``tag`` (call inside
+    :func:`bentoml_home`). Each copy builds its own record and prediction models."""
+    from bentoml._internal.utils.args import set_arguments
+
+    name = f"tagserve_service_{next(_loaded)}"
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "service.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    previous = os.environ.get("TAGSERVE_MODEL")
+    os.environ["TAGSERVE_MODEL"] = tag
+    set_arguments({})  # the bento arguments a previous copy recorded
+    sys.modules[name] = module  # BentoML evaluates the API annotations in it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        set_arguments({})
+        if previous is None:
+            os.environ.pop("TAGSERVE_MODEL", None)
+        else:
+            os.environ["TAGSERVE_MODEL"] = previous
+    return module
+
+
+def subprocess_env(models: Models, **extra: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: the session's BentoML home, the project importable,
+    no configuration leaking in from the caller's shell."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BENTOML_", "TAGSERVE_", "WANDB_", "MLFLOW_"))
+    }
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        BENTOML_HOME=str(models.bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+        TAGSERVE_HOME=str(models.tagserve_home),
+        PYTHONPATH=str(PROJECT_ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def bentoml_server(
+    target: str, *, env: dict[str, str], cwd: Path, log: Path, timeout: float = 180
+) -> Iterator[str]:
+    """``bentoml serve TARGET`` on 127.0.0.1 and a free port; yields its URL once /readyz
+    answers 200; stops it and its workers afterwards."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [BENTOML_CLI, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve not ready after {timeout} s:\n{tail(log)}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server, then whatever it started that outlived it (BentoML's workers run in
+    sessions of their own: found by parentage while the server runs, stopped by id)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.terminate()  # the arbiter stops its workers itself
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def records(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an MLflow ``dataframe_split`` example as records."""
+    split = example["dataframe_split"]
+    return [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]

@@ -5,11 +5,12 @@ PYTHON ?= python3
 # uv from PATH, else bootstrapped with pip into .tools/ (a fresh machine has only python + pip).
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
+PART ?= patch
 
-.PHONY: help install demo test lint format lock clean
+.PHONY: help install demo release cut-release serve container test lint format lock clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -18,9 +19,22 @@ $(CURDIR)/.tools/bin/uv:
 install: $(UV) ## Create .venv with the locked dependencies (uv.lock)
 	$(UV) sync --frozen --quiet
 
-demo: install ## Pipeline end to end on the shipped data (offline), then import the prod model into BentoML
+demo: install ## Pipeline end to end (offline), import the prod model, build the bento
 	$(RUN) python -m pipeline
 	$(RUN) python -m importers
+	$(RUN) python -m release dev
+
+release: install ## Build the bento versioned by the git release tag at HEAD (X.Y.Z or vX.Y.Z)
+	$(RUN) python -m release build
+
+cut-release: install ## Tag the next release: make cut-release PART=major|minor|patch
+	$(RUN) python -m release cut $(PART)
+
+serve: install ## Serve the newest imported model from this checkout (bentoml serve)
+	$(RUN) bentoml serve service:Tagserve
+
+container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
+	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)
 
 test: install ## Run the test suite
 	$(RUN) pytest

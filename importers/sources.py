@@ -16,15 +16,15 @@ folder the caller owns.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from importers.errors import SourceError
+from pipeline.envvars import scoped_env
 from pipeline.errors import PipelineError
 from pipeline.store import ArtifactNotFound, ArtifactRef, ArtifactVersion, LocalArtifactStore
 
@@ -243,7 +243,8 @@ def _wandb_artifact(path: str) -> Any:
         import wandb
     except ImportError:  # pragma: no cover - wandb is a project dependency
         raise SourceError("the W&B source needs the wandb package") from None
-    with _quiet_wandb():
+    # The SDK prints login hints to the terminal; the importer reports one line itself.
+    with scoped_env(WANDB_SILENT="true"):
         try:
             api = wandb.Api(timeout=WANDB_TIMEOUT_SECONDS)
             return api.artifact(path)
@@ -273,20 +274,6 @@ def _wandb_problem(exc: Exception, path: str) -> str:
     if isinstance(exc, CommError):
         return f"cannot reach W&B for {path}: {message}"
     return f"W&B lookup of {path} failed: {type(exc).__name__}: {message}"
-
-
-@contextlib.contextmanager
-def _quiet_wandb() -> Iterator[None]:
-    # The SDK prints login hints to the terminal; the importer reports one line itself.
-    previous = os.environ.get("WANDB_SILENT")
-    os.environ["WANDB_SILENT"] = "true"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("WANDB_SILENT", None)
-        else:
-            os.environ["WANDB_SILENT"] = previous
 
 
 # -- folders and MLflow URIs -----------------------------------------------------------------
@@ -323,18 +310,9 @@ def _mlflow_source(uri: str) -> Source:
     )
 
 
-@contextlib.contextmanager
-def quiet_mlflow() -> Iterator[None]:
+def quiet_mlflow():
     """No MLflow download progress bars (they would break the one-line output)."""
-    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+    return scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
 
 
 def _one_line(exc: BaseException) -> str:

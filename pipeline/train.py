@@ -7,11 +7,9 @@ importer and the service consume.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from pipeline.envvars import scoped_env
 from pipeline.errors import PipelineError
 from pipeline.segregate import split
 from pipeline.tracking import StepContext, git_commit
@@ -189,26 +188,13 @@ def export_model(
     return path
 
 
-@contextlib.contextmanager
-def _allow_deserialization() -> Iterator[None]:
-    # MLflow refuses to deserialize any model unless this is set; we only load models that
-    # this project's own pipeline exported (and the importer verified).
-    previous = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
-        else:
-            os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = previous
-
-
 def load_model(path: Path) -> Pipeline:
     """Load an exported MLflow model back as its native sklearn Pipeline."""
     import mlflow.sklearn
 
-    with _allow_deserialization():
+    # MLflow refuses to deserialize any model unless this is set; we only load models that
+    # this project's own pipeline exported (and the importer verified).
+    with scoped_env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true"):
         return mlflow.sklearn.load_model(str(path))
 
 

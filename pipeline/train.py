@@ -140,6 +140,10 @@ def fit(
     train, val = split(frame, val_size, seed, stratify)
     pipeline = build_model(features, model)
     pipeline.fit(train[columns], train[target])
+    # A multi-threaded forest sums its trees in whatever order the threads finish, so the
+    # last bits of a prediction vary from run to run: everything after training (validation,
+    # the exported model, its consumers) predicts single-threaded and bit-reproducibly.
+    pipeline.set_params(model__n_jobs=1)
     return pipeline, score(pipeline, val[columns], val[target]), val[columns], val[target]
 
 

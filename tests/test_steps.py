@@ -208,9 +208,11 @@ def test_build_model_rejects_unknown_estimator():
 
 def test_fit_is_deterministic_and_handles_unknown_categories():
     frame = _diamonds(60)
-    first, metrics, X_val, _ = fit(frame, "price", FEATURES, FOREST, 0.25, seed=3)
-    second, metrics_again, _, _ = fit(frame, "price", FEATURES, FOREST, 0.25, seed=3)
+    threaded = {**FOREST, "random_forest": {**FOREST["random_forest"], "n_jobs": -1}}
+    first, metrics, X_val, _ = fit(frame, "price", FEATURES, threaded, 0.25, seed=3)
+    second, metrics_again, _, _ = fit(frame, "price", FEATURES, threaded, 0.25, seed=3)
     assert metrics == metrics_again and set(metrics) == {"r2", "mae", "rmse"}
+    assert first[-1].n_jobs == 1  # inference is single-threaded, hence bit-reproducible
     np.testing.assert_array_equal(first.predict(X_val), second.predict(X_val))
     unseen = X_val.head(1).assign(cut="Astonishing", color="Z")
     assert np.isfinite(first.predict(unseen)).all()

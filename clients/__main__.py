@@ -1,0 +1,284 @@
+"""`python -m clients COMMAND ...`: predict, stream, score, spark (`--help` on each).
+
+Bad input ends with exit code != 0 and one `error: ...` line on stderr, never a traceback
+(set TAGSERVE_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from clients.errors import ClientError
+
+DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    return whole(text, 1)
+
+
+def non_negative(text: str) -> int:
+    return whole(text, 0)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="TAG", help="a BentoML model tag, e.g. name:latest")
+    which.add_argument("--model-dir", metavar="DIR", help="an MLflow model folder")
+
+
+def add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", metavar="INPUT", help=".parquet, .csv or .jsonl file")
+    p.add_argument("output", metavar="OUTPUT", help="the output file (.parquet, .csv, .jsonl)")
+    p.add_argument(
+        "--id-column",
+        metavar="C",
+        help="the input column that identifies a row (default: "
+        "the 0-based row number, as column id)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT, never resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_http(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url", default=DEFAULT_URL, help="the service (default %(default)s, or $TAGSERVE_URL)"
+    )
+    p.add_argument(
+        "--timeout", type=seconds, default=30.0, help="seconds per request (default %(default)s)"
+    )
+    p.add_argument(
+        "--retries",
+        type=non_negative,
+        default=8,
+        help="retries of a request after "
+        "503 or a connection error, with exponential backoff (default %(default)s)",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="python -m clients",
+        description="Clients of the tagserve service (predict, stream), offline batch scoring "
+        "(score) and the same job on Spark (spark). Progress bars show on a terminal.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="send one record to the service, print the prediction")
+    p.add_argument(
+        "record",
+        nargs="?",
+        metavar="JSON",
+        help="the record as a JSON object (- reads it from stdin)",
+    )
+    p.add_argument(
+        "-f",
+        "--field",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a feature value (repeatable); numbers are parsed as numbers",
+    )
+    add_http(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "stream",
+        help="stream a file to the service's predict_batch, resumably",
+        description="INPUT may be - for JSON lines on stdin.",
+    )
+    add_output(p)
+    add_http(p)
+    p.add_argument(
+        "-c",
+        "--concurrency",
+        type=positive,
+        default=4,
+        help="requests in flight (default %(default)s)",
+    )
+    p.add_argument(
+        "-b",
+        "--batch-size",
+        type=positive,
+        default=100,
+        help="rows per request (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser("score", help="score a file offline with the model, in chunks")
+    add_output(p)
+    add_model(p)
+    p.add_argument(
+        "--chunk-size",
+        type=positive,
+        default=50_000,
+        help="rows per chunk, which bounds memory (default %(default)s)",
+    )
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("spark", help="score a file with Spark (mlflow.pyfunc.spark_udf)")
+    p.add_argument("input", metavar="INPUT", help=".parquet or .csv file or folder")
+    p.add_argument("output", metavar="OUTPUT", help="output folder of Parquet (or .csv) parts")
+    add_model(p)
+    p.add_argument(
+        "--id-column",
+        metavar="C",
+        help="the input column that identifies a row (default: the row number)",
+    )
+    p.add_argument(
+        "--master",
+        default=os.environ.get("SPARK_MASTER", "local[2]"),
+        help="Spark master URL (default %(default)s, or $SPARK_MASTER)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive,
+        default=None,
+        help="repartition the input into N partitions first",
+    )
+    p.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting (repeatable), e.g. spark.executor.memory=4g",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Spark's own log")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
+    p.set_defaults(func=cmd_spark)
+    return parser
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from clients.single import parse_record, predict_one, service_for_fields
+
+    service = service_for_fields(args.url, args.timeout, args.retries) if args.field else None
+    record = parse_record(args.record, args.field, service)
+    result = predict_one(record, url=args.url, timeout=args.timeout, retries=args.retries)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from clients.stream import stream_file
+
+    summary = stream_file(
+        args.input,
+        args.output,
+        url=args.url,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        id_column=args.id_column,
+        timeout=args.timeout,
+        retries=args.retries,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary.as_dict()) if args.json else summary.text())
+    if summary.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0 if summary.ok else 1
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from clients.model import resolve
+    from clients.offline import score_file
+
+    info = resolve(args.model, args.model_dir)
+    summary = score_file(
+        args.input,
+        args.output,
+        info,
+        chunk_size=args.chunk_size,
+        id_column=args.id_column,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(summary.line())
+    return 0
+
+
+def cmd_spark(args: argparse.Namespace) -> int:
+    from clients.model import resolve
+    from clients.spark import score_with_spark
+
+    conf = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ClientError(f"--conf takes KEY=VALUE, not {item!r}")
+        conf[key.strip()] = value
+    info = resolve(args.model, args.model_dir)
+    summary = score_with_spark(
+        args.input,
+        args.output,
+        info,
+        master=args.master,
+        id_column=args.id_column,
+        partitions=args.partitions,
+        overwrite=args.overwrite,
+        conf=conf,
+        quiet=not args.verbose,
+    )
+    print(summary.line())
+    return 0
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ClientError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("TAGSERVE_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Chunked input (CSV, Parquet, JSON lines, stdin) and resumable, crash-safe output.
+
+Input is read ``chunk_size`` rows at a time, never whole; each chunk is a DataFrame whose
+index holds the global row numbers (0-based), which become the ``id`` column unless the input
+names one.
+
+Output goes to ``OUTPUT.partial/`` first: a manifest plus numbered Parquet parts, each a run
+of consecutive input rows, written to a temporary name, fsynced and renamed, so that a killed
+run leaves only whole parts. A run that finds a partial folder of the same job skips the rows
+its parts hold; the last run assembles the parts into OUTPUT (Parquet, CSV or JSON lines, by
+suffix) and renames it into place: OUTPUT exists only when every row has been written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clients.errors import ClientError
+
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+STDIN = "-"
+PREDICTION = "prediction"
+DEFAULT_ID = "id"
+
+
+def file_format(path: str | Path) -> str:
+    if str(path) == STDIN:
+        return "jsonl"
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst", ".xz") and len(suffixes) > 1:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise ClientError(
+            f"{path}: unknown file type (use .parquet, .csv or .jsonl, or - for JSON lines "
+            "on stdin)"
+        )
+    return fmt
+
+
+# --------------------------------------------------------------------------- input
+
+
+def iter_chunks(
+    path: str | Path,
+    chunk_size: int,
+    *,
+    columns: list[str] | None = None,
+    dtypes: dict[str, str] | None = None,
+    skip: int = 0,
+) -> Iterator[pd.DataFrame]:
+    """Yield DataFrames of at most ``chunk_size`` rows, skipping the first ``skip`` rows.
+
+    ``columns`` limits what is read (missing ones are simply absent: the caller checks);
+    ``dtypes`` maps column -> pandas dtype for text formats (so "007" stays text). The index
+    of every chunk is the global row number.
+    """
+    if chunk_size < 1:
+        raise ClientError("the chunk size must be at least 1")
+    fmt = file_format(path)
+    if str(path) != STDIN and not Path(path).is_file():
+        raise ClientError(f"input file {path} does not exist")
+    reader = {"parquet": _parquet_chunks, "csv": _csv_chunks, "jsonl": _jsonl_chunks}[fmt]
+    yield from reader(path, chunk_size, columns, dtypes or {}, skip)
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows in the input when cheap to know (Parquet metadata), else None."""
+    if str(path) != STDIN and file_format(path) == "parquet":
+        with contextlib.suppress(Exception):
+            return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ClientError(f"cannot read {path} as Parquet: {exc}") from exc
+    names = pf.schema_arrow.names
+    wanted = [c for c in columns if c in names] if columns is not None else None
+    # Start at the row group holding row ``skip``: skipped groups are never read.
+    start, first_group = 0, pf.metadata.num_row_groups
+    for g in range(pf.metadata.num_row_groups):
+        rows = pf.metadata.row_group(g).num_rows
+        if start + rows > skip:
+            first_group = g
+            break
+        start += rows
+    groups = list(range(first_group, pf.metadata.num_row_groups))
+    if not groups:
+        return
+    row, drop = start, skip - start
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted):
+        if drop:
+            cut = min(drop, batch.num_rows)
+            batch, drop, row = batch.slice(cut), drop - cut, row + cut
+        if batch.num_rows:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+        # Row groups end batches early: re-chunk so every chunk but the last is full.
+        while pending_rows >= chunk_size:
+            table = pa.Table.from_batches(pending)
+            yield _frame(table.slice(0, chunk_size), row)
+            row += chunk_size
+            rest = table.slice(chunk_size)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows:
+        yield _frame(pa.Table.from_batches(pending), row)
+
+
+def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+    return frame
+
+
+def _csv_chunks(path, chunk_size, columns, dtypes, skip):
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
+    usecols = [c for c in columns if c in header] if columns is not None else None
+    text_types = {c: t for c, t in dtypes.items() if t == "object" and c in header}
+    try:
+        reader = pd.read_csv(
+            path,
+            chunksize=chunk_size,
+            usecols=usecols,
+            dtype={c: str for c in text_types} or None,
+            float_precision="round_trip",  # the exact double a CSV value spells
+            skiprows=(lambda i: 0 < i <= skip) if skip else None,
+        )
+        row = skip
+        for chunk in reader:
+            chunk.index = pd.RangeIndex(row, row + len(chunk))
+            row += len(chunk)
+            yield chunk
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
+
+
+def _jsonl_chunks(path, chunk_size, columns, dtypes, skip):
+    stream = sys.stdin if str(path) == STDIN else open(path, encoding="utf-8")  # noqa: SIM115
+    name = "stdin" if str(path) == STDIN else str(path)
+    try:
+        records: list[dict[str, Any]] = []
+        row = 0
+        for line_no, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            if row < skip:
+                row += 1
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ClientError(f"{name}, line {line_no}: not JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise ClientError(f"{name}, line {line_no}: expected a JSON object per line")
+            records.append(record)
+            if len(records) == chunk_size:
+                yield _records_frame(records, row - len(records) + 1, columns)
+                records = []
+            row += 1
+        if records:
+            yield _records_frame(records, row - len(records), columns)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _records_frame(records, first_row, columns):
+    frame = pd.DataFrame.from_records(records)
+    if columns is not None:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+    return frame
+
+
+def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: Python scalars, missing values as None (never NaN)."""
+    obj = frame.astype(object)
+    return obj.where(frame.notna(), None).to_dict("records")
+
+
+# --------------------------------------------------------------------------- output
+
+
+@dataclass
+class Manifest:
+    """What a partial output belongs to: resuming another job's partial output is an error."""
+
+    input: str
+    input_size: int | None
+    model: str
+    id_column: str | None
+
+    @classmethod
+    def for_job(cls, input: str | Path, model: str, id_column: str | None) -> Manifest:
+        stdin = str(input) == STDIN
+        file_format(input)
+        if not stdin and not Path(input).is_file():
+            raise ClientError(f"input file {input} does not exist")
+        return cls(
+            input=STDIN if stdin else str(Path(input).resolve()),
+            input_size=None if stdin else Path(input).stat().st_size,
+            model=model,
+            id_column=id_column,
+        )
+
+
+class PartWriter:
+    """Resumable output: whole parts in ``OUTPUT.partial/``, then OUTPUT in one rename."""
+
+    def __init__(self, output: str | Path, manifest: Manifest, *, overwrite: bool = False):
+        self.output = Path(output)
+        self.format = file_format(self.output)
+        if str(output) == STDIN:
+            raise ClientError("the output must be a file, not -")
+        self.partial = self.output.with_name(self.output.name + ".partial")
+        self.manifest = manifest
+        self.rows_done = 0
+        self.parts = 0
+        self.last_id: Any = None
+        self._open(overwrite)
+
+    # -- state
+
+    def _open(self, overwrite: bool) -> None:
+        if not self.output.parent.is_dir():
+            raise ClientError(f"output folder {self.output.parent} does not exist")
+        if overwrite:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.output.unlink()
+        elif self.output.exists():
+            raise ClientError(f"{self.output} already exists (pass --overwrite to replace it)")
+        manifest_file = self.partial / "manifest.json"
+        if manifest_file.is_file():
+            self._resume(manifest_file)
+        else:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial.mkdir()
+            _write_atomic(manifest_file, json.dumps(self.manifest.__dict__, indent=1).encode())
+
+    def _resume(self, manifest_file: Path) -> None:
+        try:
+            found = json.loads(manifest_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ClientError(f"cannot read {manifest_file}: {exc}") from exc
+        mine = self.manifest.__dict__
+        different = [k for k in mine if found.get(k) != mine[k]]
+        if different:
+            what = ", ".join(f"{k} {found.get(k)!r} (now {mine[k]!r})" for k in different)
+            raise ClientError(
+                f"{self.partial} belongs to another job: {what}; remove it, or pass "
+                "--overwrite to start over"
+            )
+        for stray in self.partial.glob("*.tmp"):
+            stray.unlink()
+        parts = self.part_files()
+        for i, part in enumerate(parts):
+            if part.name != _part_name(i):
+                raise ClientError(f"{self.partial}: part {part.name} is out of sequence")
+        self.parts = len(parts)
+        self.rows_done = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        if parts:
+            table = pq.read_table(parts[-1], columns=[self.id_name])
+            self.last_id = table.column(0)[-1].as_py() if table.num_rows else None
+
+    @property
+    def id_name(self) -> str:
+        return self.manifest.id_column or DEFAULT_ID
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.partial.glob("part-*.parquet"))
+
+    def remaining_chunks(
+        self,
+        path: str | Path,
+        chunk_size: int,
+        *,
+        columns: list[str] | None = None,
+        dtypes: dict[str, str] | None = None,
+    ) -> Iterator[pd.DataFrame]:
+        """The input chunks after the rows already written.
+
+        On resume, the last written row is read again and must carry the last written id
+        (with an input id column): a changed input is an error, not a silent mix.
+        """
+        id_column = self.manifest.id_column
+        if columns is not None and id_column and id_column not in columns:
+            columns = [*columns, id_column]
+        skip = max(self.rows_done - 1, 0) if id_column else self.rows_done
+        chunks = iter_chunks(path, chunk_size, columns=columns, dtypes=dtypes, skip=skip)
+        first = True
+        for chunk in chunks:
+            if id_column and id_column not in chunk.columns:
+                raise ClientError(f"input has no id column {id_column!r}")
+            if first and id_column and self.rows_done:
+                first = False
+                got = chunk[id_column].iloc[0]
+                got = got.item() if hasattr(got, "item") else got
+                if str(got) != str(self.last_id):
+                    raise ClientError(
+                        f"{self.partial} ends at id {self.last_id!r} but input row "
+                        f"{self.rows_done - 1} has id {got!r}: the input changed; pass "
+                        "--overwrite to start over"
+                    )
+                chunk = chunk.iloc[1:]
+                if not len(chunk):
+                    continue
+            first = False
+            yield chunk
+
+    def ids_of(self, chunk: pd.DataFrame) -> Any:
+        """The id column values of a chunk: the input's id column, or the row numbers."""
+        if self.manifest.id_column:
+            return chunk[self.manifest.id_column].to_numpy()
+        return chunk.index.to_numpy()
+
+    # -- writing
+
+    def write(self, ids: Any, predictions: Any) -> None:
+        """Append the next consecutive rows as one durable part."""
+        frame = pd.DataFrame({self.id_name: np.asarray(ids), PREDICTION: np.asarray(predictions)})
+        if not len(frame):
+            return
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # ids of mixed types: keep them as text
+            frame[self.id_name] = [None if pd.isna(v) else str(v) for v in frame[self.id_name]]
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        target = self.partial / _part_name(self.parts)
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, tmp)
+        _fsync(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(self.partial)
+        self.parts += 1
+        self.rows_done += len(frame)
+        self.last_id = table.column(0)[-1].as_py()
+
+    def finish(self) -> Path:
+        """Assemble the parts into OUTPUT (atomically) and remove the partial folder."""
+        parts = self.part_files()
+        schema = _unified_schema([pq.read_schema(p) for p in parts], self.id_name)
+        tmp = self.output.with_name(f".{self.output.name}.tmp")
+        if self.format == "parquet":
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for part in parts:
+                    writer.write_table(_cast(pq.read_table(part), schema))
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as out:
+                for i, part in enumerate(parts):
+                    frame = _cast(pq.read_table(part), schema).to_pandas()
+                    if self.format == "csv":
+                        frame.to_csv(out, index=False, header=i == 0)
+                    else:
+                        for record in json_records(frame):
+                            out.write(json.dumps(record) + "\n")
+                if not parts and self.format == "csv":
+                    out.write(f"{self.id_name},{PREDICTION}\n")
+        _fsync(tmp)
+        os.replace(tmp, self.output)
+        _fsync_dir(self.output.parent)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return self.output
+
+
+def _part_name(i: int) -> str:
+    return f"part-{i:08d}.parquet"
+
+
+def _unified_schema(schemas: list[pa.Schema], id_name: str) -> pa.Schema:
+    """One schema for all parts: ints widen to floats, nulls take the other type, else text."""
+    if not schemas:
+        return pa.schema([(id_name, pa.int64()), (PREDICTION, pa.float64())])
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        fields = []
+        for name in schemas[0].names:
+            types = {s.field(name).type for s in schemas}
+            fields.append((name, types.pop() if len(types) == 1 else pa.string()))
+        return pa.schema(fields)
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    table = table.select(schema.names)
+    if table.schema.equals(schema):
+        return table
+    columns = []
+    for name, column in zip(schema.names, table.columns, strict=True):
+        target = schema.field(name).type
+        if column.type != target and target == pa.string() and not pa.types.is_string(column.type):
+            column = pa.array(
+                [None if v is None else str(v) for v in column.to_pylist()], pa.string()
+            )
+        columns.append(column.cast(target))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system syncs folders
+        _fsync(path)

@@ -1,0 +1,79 @@
+"""Offline batch inference: score a file in chunks with the model itself, no server.
+
+Memory holds one chunk (plus, for Parquet input, the row group being read), so the input can
+be far larger than memory. Output is resumable (see ``clients.io``): an interrupted run
+continues where its last whole chunk ended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients.io import Manifest, PartWriter, count_rows
+from clients.model import PANDAS_DTYPES, LoadedModel, ModelInfo
+
+DEFAULT_CHUNK_SIZE = 50_000
+
+
+@dataclass
+class ScoreSummary:
+    rows: int  # scored by this run
+    resumed_from: int  # rows already in the partial output when this run started
+    seconds: float  # reading, predicting and writing (the model load is apart)
+    load_seconds: float
+    output: Path
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        resumed = f", resumed after {self.resumed_from:,} rows" if self.resumed_from else ""
+        return (
+            f"scored {self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s; "
+            f"model load {self.load_seconds:.1f} s{resumed}) -> {self.output}"
+        )
+
+
+def score_file(
+    input: str | Path,
+    output: str | Path,
+    info: ModelInfo,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    id_column: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ScoreSummary:
+    """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``)."""
+    from tqdm import tqdm
+
+    model = LoadedModel(info)  # loaded with the first chunk, once that chunk fits the model
+    writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
+    resumed_from = writer.rows_done
+    dtypes = {c.name: PANDAS_DTYPES.get(c.type, "object") for c in info.columns}
+    total = count_rows(input)
+    bar = tqdm(
+        total=total,
+        initial=resumed_from,
+        unit="rows",
+        unit_scale=True,
+        disable=True if not progress else None,  # None: only on a terminal
+        desc="score",
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    scored = 0
+    with bar:
+        for chunk in writer.remaining_chunks(
+            input, chunk_size, columns=info.features, dtypes=dtypes
+        ):
+            predictions = model.predict(chunk)
+            writer.write(writer.ids_of(chunk), predictions)
+            scored += len(chunk)
+            bar.update(len(chunk))
+    writer.finish()
+    seconds = time.perf_counter() - start - model.load_seconds
+    return ScoreSummary(scored, resumed_from, seconds, model.load_seconds, writer.output)

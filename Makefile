@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 PART ?= patch
 
-.PHONY: help install demo release cut-release serve container test lint format lock clean
+.PHONY: help install demo release cut-release serve container bench test lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ serve: install ## Serve the newest imported model from this checkout (bentoml se
 
 container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
 	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)
+
+bench: install ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/
+	$(RUN) python -m benchmarks.serving
 
 test: install ## Run the test suite
 	$(RUN) pytest

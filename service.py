@@ -368,18 +368,27 @@ def conform(frame: pd.DataFrame, inputs: Sequence[Mapping[str, Any]]) -> pd.Data
 def records_frame(
     records: Sequence[BaseModel], inputs: Sequence[Mapping[str, Any]]
 ) -> pd.DataFrame:
-    """Validated records (already typed by pydantic) as the model's input frame."""
-    names = [col["name"] for col in inputs]
+    """Validated records (already typed by pydantic) as the model's input frame.
+
+    Built column by column from plain lists (one numpy array each), typed as ``_cast`` types
+    them: this is on every request's path, and a per-column pandas ``astype`` costs about a
+    millisecond more per request than the model's own preprocessing saves.
+    """
     rows = [record.model_dump(by_alias=True) for record in records]
-    frame = pd.DataFrame.from_records(rows, columns=names)
-    return pd.DataFrame(
-        {
-            col["name"]: _cast(
-                frame[col["name"]], col["type"], frame[col["name"]].isna().to_numpy()
-            )
-            for col in inputs
-        }
-    )
+    columns = {}
+    for col in inputs:
+        name, kind = col["name"], col["type"]
+        values = [row.get(name) for row in rows]
+        missing = any(v is None for v in values)
+        if kind in ("double", "float"):
+            columns[name] = np.array(values, dtype=TYPES[kind][1])  # None -> NaN
+        elif kind in ("long", "integer"):
+            columns[name] = np.array(values, dtype="float64" if missing else TYPES[kind][1])
+        elif kind == "boolean" and not missing:
+            columns[name] = np.array(values, dtype=bool)
+        else:  # strings, and booleans with missing values: objects with NaN
+            columns[name] = np.array([np.nan if v is None else v for v in values], dtype=object)
+    return pd.DataFrame(columns)
 
 
 # --- the MLflow scoring protocol ------------------------------------------------------------

@@ -4,22 +4,21 @@ on tiny data, a real local artifact store, a per-test BentoML home, and the one 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import OmegaConf
 
 from pipeline.store import ArtifactVersion, LocalArtifactStore
 from pipeline.train import export_model, feature_columns, fit
+from tests.factories import bentoml_home  # noqa: F401  (re-exported for the importer tests)
+from tests.factories import synthetic_diamonds as diamonds
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
@@ -53,26 +52,6 @@ TEST_METADATA = {
     "test_metrics": {"r2": 0.9, "mae": 125.0, "rmse": 160.0},
     "test_data": {"ref": "test_data:v0", "digest": "d" * 64},
 }
-
-
-def diamonds(n: int = 40, seed: int = 0) -> pd.DataFrame:
-    """Tiny diamonds-like data with every column the real feature config reads."""
-    rng = np.random.default_rng(seed)
-    carat = rng.uniform(0.2, 2.5, n)
-    return pd.DataFrame(
-        {
-            "carat": carat,
-            "depth": rng.uniform(58, 65, n),
-            "table": rng.uniform(53, 62, n),
-            "x": carat * 3,
-            "y": carat * 3,
-            "z": carat * 1.8,
-            "cut": rng.choice(["Ideal", "Good", "Premium"], n),
-            "color": rng.choice(list("JIHGFED"), n),
-            "clarity": rng.choice(["I1", "SI2", "VS1", "IF"], n),
-            "price": carat * 4000 + rng.normal(0, 50, n),
-        }
-    )
 
 
 def train_export(dest: Path, *, seed: int = 0, classifier: bool = False) -> Path:
@@ -109,35 +88,6 @@ def writable_copy(src: Path, dst: Path) -> Path:
     for file in dst.rglob("*"):
         file.chmod(file.stat().st_mode | stat.S_IWUSR)
     return dst
-
-
-@contextlib.contextmanager
-def bentoml_home(home: Path) -> Iterator[Path]:
-    """Point BentoML at ``home`` for this process.
-
-    BentoML resolves ``BENTOML_HOME`` once and caches the model store in its DI container, so
-    setting the variable is not enough in-process: the container's providers are overridden
-    too, and restored afterwards.
-    """
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    models = home / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    overrides = [
-        (BentoMLContainer.bentoml_home, str(home)),
-        (BentoMLContainer.model_store_dir, str(models)),
-        (BentoMLContainer.model_store, ModelStore(str(models))),
-    ]
-    patches = [provider.patch(value) for provider, value in overrides]
-    for patch in patches:
-        patch.__enter__()
-    try:
-        yield home
-    finally:
-        # Exited by hand: simple_di's patch() does not restore when its body raises.
-        for patch in reversed(patches):
-            patch.__exit__(None, None, None)
 
 
 def subprocess_env(bentoml_dir: Path, tagserve_home: Path) -> dict[str, str]:

@@ -27,6 +27,8 @@ import httpx
 import pandas as pd
 from omegaconf import OmegaConf
 
+from tests.factories import bentoml_home
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VENV_BIN = Path(sys.executable).parent
@@ -86,38 +88,6 @@ def train_and_log(home: Path, project: str, *, classifier: bool, seed: int = 0) 
     store.update_metadata(version.qualified_name, {"test_metrics": val_metrics})
     store.set_alias(version.qualified_name, "prod")
     return version.version
-
-
-@contextlib.contextmanager
-def bentoml_home(home: Path) -> Iterator[Path]:
-    """Point this process's BentoML at ``home`` (its model and bento stores).
-
-    BentoML resolves ``BENTOML_HOME`` once and caches the stores in its DI container: the
-    container's providers are overridden, and restored afterwards (by hand: simple_di's
-    ``patch`` does not restore when its body raises).
-    """
-    from bentoml._internal.bento import BentoStore
-    from bentoml._internal.configuration.containers import BentoMLContainer
-    from bentoml._internal.models import ModelStore
-
-    models, bentos = home / "models", home / "bentos"
-    models.mkdir(parents=True, exist_ok=True)
-    bentos.mkdir(parents=True, exist_ok=True)
-    overrides = [
-        (BentoMLContainer.bentoml_home, str(home)),
-        (BentoMLContainer.model_store_dir, str(models)),
-        (BentoMLContainer.model_store, ModelStore(str(models))),
-        (BentoMLContainer.bento_store_dir, str(bentos)),
-        (BentoMLContainer.bento_store, BentoStore(str(bentos))),
-    ]
-    patches = [provider.patch(value) for provider, value in overrides]
-    for patch in patches:
-        patch.__enter__()
-    try:
-        yield home
-    finally:
-        for patch in reversed(patches):
-            patch.__exit__(None, None, None)
 
 
 def import_prod(project: str, *, home: Path, name: str) -> str:

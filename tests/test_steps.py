@@ -15,6 +15,7 @@ from pipeline.preprocess import clean
 from pipeline.run import selected_steps
 from pipeline.segregate import split
 from pipeline.train import build_model, export_model, feature_columns, fit, load_model, score
+from tests.factories import synthetic_diamonds
 
 FEATURES = {
     "numeric": ["carat", "depth", "table", "x", "y", "z"],
@@ -168,28 +169,9 @@ def test_split_rejects_bad_settings(diamonds_rows):
 # -- train / evaluate --------------------------------------------------------------------
 
 
-def _diamonds(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    carat = rng.uniform(0.2, 2.5, n)
-    return pd.DataFrame(
-        {
-            "carat": carat,
-            "depth": rng.uniform(58, 65, n),
-            "table": rng.uniform(53, 62, n),
-            "x": carat * 3,
-            "y": carat * 3,
-            "z": carat * 1.8,
-            "cut": rng.choice(["Ideal", "Good", "Premium"], n),
-            "color": rng.choice(list("JIHGFED"), n),
-            "clarity": rng.choice(["I1", "SI2", "VS1", "IF"], n),
-            "price": carat * 4000 + rng.normal(0, 50, n),
-        }
-    )
-
-
 def test_build_model_uses_every_feature_kind(tmp_path):
     features = {**FEATURES, "text": "note", "tfidf_max_features": 5}
-    frame = _diamonds(30).assign(note=["bright stone", None, "dull"] * 10)
+    frame = synthetic_diamonds(30).assign(note=["bright stone", None, "dull"] * 10)
     model = build_model(features, FOREST).fit(frame[feature_columns(features)], frame["price"])
     names = list(model[:-1].get_feature_names_out())
     assert "numeric__carat" in names and "categorical__cut_Ideal" in names
@@ -207,7 +189,7 @@ def test_build_model_rejects_unknown_estimator():
 
 
 def test_fit_is_deterministic_and_handles_unknown_categories():
-    frame = _diamonds(60)
+    frame = synthetic_diamonds(60)
     threaded = {**FOREST, "random_forest": {**FOREST["random_forest"], "n_jobs": -1}}
     first, metrics, X_val, _ = fit(frame, "price", FEATURES, threaded, 0.25, seed=3)
     second, metrics_again, _, _ = fit(frame, "price", FEATURES, threaded, 0.25, seed=3)
@@ -224,7 +206,7 @@ def test_fit_names_missing_columns(diamonds_rows):
 
 
 def test_classifier_export_gives_probabilities(tmp_path):
-    frame = _diamonds(60).assign(kind=lambda d: np.where(d.carat > 1, "big", "small"))
+    frame = synthetic_diamonds(60).assign(kind=lambda d: np.where(d.carat > 1, "big", "small"))
     forest = {
         "estimator": "RandomForestClassifier",
         "random_forest": {"n_estimators": 3, "random_state": 0},
@@ -244,7 +226,7 @@ def test_export_writes_an_mlflow_model_that_loads_back(tmp_path):
 
     import yaml
 
-    frame = _diamonds(40)
+    frame = synthetic_diamonds(40)
     model, _, _, _ = fit(frame, "price", FEATURES, FOREST, 0.25, seed=0)
     X = frame[feature_columns(FEATURES)]
     export_model(model, tmp_path / "m", X, {"target": "price"})

@@ -12,14 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from clients.errors import ClientError
+from pipeline.cli import OneLineArgumentParser
 
 DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def whole(text: str, least: int) -> int:
@@ -85,8 +80,8 @@ def add_http(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> Parser:
-    parser = Parser(
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
         prog="python -m clients",
         description="Clients of the tagserve service (predict, stream), offline batch scoring "
         "(score) and the same job on Spark (spark). Progress bars show on a terminal.",

@@ -13,7 +13,8 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+
+from pipeline.cli import OneLineArgumentParser
 
 EPILOG = """\
 sources:
@@ -28,17 +29,10 @@ sources:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One line, like every other failure (argparse would print the usage too).
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from importers.core import DEFAULT_MODEL_NAME
 
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="python -m importers",
         description="Import the prod MLflow model into the BentoML model store: verified, "
         "idempotent, atomic, with lineage.",

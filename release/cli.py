@@ -13,19 +13,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
+from pipeline.cli import OneLineArgumentParser
 from release.errors import ReleaseError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="python -m release",
         description="Release builds of the tagserve bento: version = the git release tag at "
         "HEAD (X.Y.Z or vX.Y.Z).",
@@ -37,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path.cwd(),
         help="the git work tree to build from (default: the current folder)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
 
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -15,7 +15,6 @@ References look like W&B's: ``name``, ``name:latest``, ``name:v3`` or ``name:pro
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -24,7 +23,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -215,7 +214,7 @@ class LocalArtifactStore:
                     self._write_alias(name, alias, version)
         finally:
             if staging.exists():
-                shutil.rmtree(staging, onerror=_force_remove)
+                shutil.rmtree(staging)  # read-only files go too: the folder is writable
         self._record(run_id, "produced", f"{name}:{version}")
         return self.get(f"{name}:{version}")
 
@@ -466,27 +465,10 @@ class WandbArtifactStore:
         return True
 
 
-@contextlib.contextmanager
-def staged_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """A scratch folder under ``parent`` that is always removed afterwards."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = parent / f".{prefix}-{uuid.uuid4().hex}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, onerror=_force_remove)
-
-
 def _make_read_only(path: Path) -> None:
     for file in path.rglob("*"):
         if file.is_file():
             file.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-
-
-def _force_remove(func: Callable[..., Any], path: str, _exc: Any) -> None:
-    os.chmod(path, stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)
-    func(path)
 
 
 def _now() -> str:

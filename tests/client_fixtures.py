@@ -7,24 +7,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from tests import servers
+from tests.servers import Server
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BENTOML_CLI = str(Path(sys.executable).parent / "bentoml")
 FEATURES: dict[str, Any] = OmegaConf.to_container(
     OmegaConf.load(PROJECT_ROOT / "pipeline" / "conf" / "features" / "diamonds.yaml")
 )
@@ -148,57 +145,6 @@ def run_clients(*args: str, env: dict[str, str], timeout: float = 240, **kw: Any
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A real ``bentoml serve`` process on 127.0.0.1."""
-
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its workers: a crash, no graceful shutdown."""
-        kill_tree(self.process)
-
-
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL ``process`` and every descendant (BentoML's workers run in sessions of their
-    own, so killing the process group is not enough)."""
-    import psutil
-
-    try:
-        family = [psutil.Process(process.pid)]
-        family += family[0].children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    process.wait(30)
-    psutil.wait_procs(family, timeout=30)
-
-
-def stop_process(process: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM the process group (bentoml serve has workers), SIGKILL it after ``grace``."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        kill_tree(process)
-
-
 def start_server(
     env: dict[str, str],
     log: Path,
@@ -209,51 +155,14 @@ def start_server(
     """Start ``bentoml serve`` for the project's service and wait until it is ready."""
     from clients.service import SERVICE_TARGET
 
-    port = port or free_port()
-    out = open(log, "ab")  # noqa: SIM115 (owned by the process)
-    process = subprocess.Popen(
-        [
-            BENTOML_CLI,
-            "serve",
-            service or SERVICE_TARGET,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
+    return servers.start_server(
+        service or SERVICE_TARGET,
         env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopped as a whole
+        cwd=PROJECT_ROOT,
+        log=log,
+        port=port,
+        timeout=ready_timeout,
     )
-    out.close()
-    url = f"http://127.0.0.1:{port}"
-    server = Server(process, url, log)
-    try:
-        wait_ready(url, process, ready_timeout, log)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited ({process.returncode}):\n{tail(log)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"bentoml serve not ready after {timeout} s:\n{tail(log)}")
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
 
 
 @contextlib.contextmanager

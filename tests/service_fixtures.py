@@ -13,26 +13,22 @@ import contextlib
 import importlib.util
 import itertools
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pandas as pd
 from omegaconf import OmegaConf
 
 from tests.factories import bentoml_home
+from tests.servers import BENTOML_CLI, free_port, serving  # noqa: F401  (re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 VENV_BIN = Path(sys.executable).parent
-BENTOML_CLI = str(VENV_BIN / "bentoml")
 CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
 REGRESSOR_NAME = "tagserve-diamonds"  # the importer's default model name
 CLASSIFIER_NAME = "tagserve-penguins"
@@ -183,71 +179,14 @@ def subprocess_env(models: Models, **extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def bentoml_server(
     target: str, *, env: dict[str, str], cwd: Path, log: Path, timeout: float = 180
 ) -> Iterator[str]:
     """``bentoml serve TARGET`` on 127.0.0.1 and a free port; yields its URL once /readyz
     answers 200; stops it and its workers afterwards."""
-    port = free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [BENTOML_CLI, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{tail(log)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve not ready after {timeout} s:\n{tail(log)}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a server, then whatever it started that outlived it (BentoML's workers run in
-    sessions of their own: found by parentage while the server runs, stopped by id)."""
-    import psutil
-
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    proc.terminate()  # the arbiter stops its workers itself
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    _, alive = psutil.wait_procs(children, timeout=5)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(alive, timeout=10)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    with serving(target, env=env, cwd=cwd, log=log, timeout=timeout) as server:
+        yield server.url
 
 
 def records(example: dict[str, Any]) -> list[dict[str, Any]]:

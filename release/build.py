@@ -130,12 +130,9 @@ def resolve_model(tag: str) -> Any:
 
 def model_requirements(model: Any) -> list[str]:
     """The model's pinned requirements, as the importer reads them."""
-    try:
-        from importers import model_requirements as importer_requirements
-    except ImportError:  # a checkout without the importer: the model's own metadata
-        requirements = list(model.info.metadata.get("requirements") or [])
-    else:
-        requirements = importer_requirements(model)
+    from importers import model_requirements as importer_requirements
+
+    requirements = importer_requirements(model)
     if not requirements:
         raise ReleaseError(f"model {model.tag} records no Python requirements")
     return requirements

@@ -26,8 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+
+from tests.helpers.servers import free_port, start_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -83,60 +83,23 @@ def percentiles(latencies: list[float]) -> dict[str, float | None]:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_tree(process: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM the server, then SIGKILL it and every descendant still there."""
-    import psutil
-
-    try:
-        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-    except psutil.NoSuchProcess:
-        family = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
-
-
 @contextlib.contextmanager
 def server(
     name: str, cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path
 ) -> Iterator[str]:
+    """``cmd`` serving on 127.0.0.1:``port`` until the block ends (stopped with its workers)."""
     print(f"  starting {name} on 127.0.0.1:{port} ...", flush=True)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            cmd,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise BenchmarkError(f"{name} exited ({process.returncode}); see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"{name} not ready after 180 s; see {log}")
-            time.sleep(0.5)
+        process = start_process(
+            cmd, url=url, ready_path=ready_path, env=env, cwd=PROJECT_ROOT, log=log
+        )
+    except RuntimeError as exc:
+        raise BenchmarkError(f"{name}: {exc}") from None
+    try:
         yield url
     finally:
-        kill_tree(process)
+        process.stop()
 
 
 # --------------------------------------------------------------------------- load
@@ -276,8 +239,10 @@ def import_model(source: str, env: dict[str, str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from clients.model import LoadedModel, conform, read_model_info
-    from clients.service import MODEL_ENV, SERVICE_TARGET, ServiceInfo
+    from clients.service import SERVICE_TARGET, ServiceInfo
+    from inference.constants import MLFLOW_TRUST_SWITCH, MODEL_ENV
+    from inference.contract import coerce, json_records
+    from inference.model import load_model
 
     machine_info = machine()  # the load average before this run adds its own
     scale = 0.3 if args.quick else 1.0
@@ -298,13 +263,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     imported = import_model(args.source, env)
     tag = imported["tag"]
     model_dir = Path(imported["path"]) / "mlflow_model"
-    info = read_model_info(model_dir, tag)
-    model = LoadedModel(info)  # native sklearn, n_jobs=1: what the service runs
+    model = load_model(model_dir)  # native sklearn, n_jobs=1: what the service runs
     forest = model.pipeline[-1]
     frame = pd.read_parquet(DATA)
     rng = np.random.default_rng(0)
-    X = conform(frame.iloc[rng.integers(0, len(frame), 10_000)].reset_index(drop=True), info)
-    records = records_of(X, info)
+    sample = frame.iloc[rng.integers(0, len(frame), 10_000)].reset_index(drop=True)
+    X = coerce(sample, model.contract)
+    records = json_records(X, model.contract)
     results: list[Result] = []
 
     # 1. the floor: the model in this process
@@ -350,7 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # 2. mlflow models serve
     port = free_port()
-    mlflow_env = {**env, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}
+    mlflow_env = {**env, MLFLOW_TRUST_SWITCH: "true"}
     cmd = [
         str(VENV_BIN / "mlflow"),
         "models",
@@ -555,12 +520,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
         "work_dir": str(work),
     }
-
-
-def records_of(X: pd.DataFrame, info) -> list[dict[str, Any]]:
-    from clients.service import records_for
-
-    return records_for(X, info.columns)
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from clients.errors import ClientError
-from pipeline.cli import OneLineArgumentParser
+from inference.cli import OneLineArgumentParser, run_command
 
 DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
 
@@ -254,25 +254,12 @@ def cmd_spark(args: argparse.Namespace) -> int:
     return 0
 
 
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ClientError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get("TAGSERVE_DEBUG"):
-            raise
-        print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
-        return 1
+    return run_command(
+        lambda: args.func(args),
+        interrupted="interrupted: run the same command again to resume",
+    )
 
 
 if __name__ == "__main__":

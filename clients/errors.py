@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from inference.errors import TagserveError
 
-class ClientError(Exception):
+
+class ClientError(TagserveError):
     """Bad input, an unusable model or output, or a service that keeps failing.
 
     The CLI prints it as one ``error: ...`` line and exits with a non-zero code.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.io import Manifest, PartWriter, count_rows
-from clients.model import PANDAS_DTYPES, LoadedModel, ModelInfo
+from clients.model import ModelInfo, OfflineModel
 
 DEFAULT_CHUNK_SIZE = 50_000
 
@@ -50,10 +50,9 @@ def score_file(
     """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``)."""
     from tqdm import tqdm
 
-    model = LoadedModel(info)  # loaded with the first chunk, once that chunk fits the model
+    model = OfflineModel(info)  # loaded with the first chunk, once that chunk fits the model
     writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
     resumed_from = writer.rows_done
-    dtypes = {c.name: PANDAS_DTYPES.get(c.type, "object") for c in info.columns}
     total = count_rows(input)
     bar = tqdm(
         total=total,
@@ -68,7 +67,7 @@ def score_file(
     scored = 0
     with bar:
         for chunk in writer.remaining_chunks(
-            input, chunk_size, columns=info.features, dtypes=dtypes
+            input, chunk_size, columns=info.features, dtypes=info.dtypes
         ):
             predictions = model.predict(chunk)
             writer.write(writer.ids_of(chunk), predictions)

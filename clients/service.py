@@ -12,7 +12,6 @@ unknown fields), so rows are cast to the signature's types here before they are 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,15 @@ import pandas as pd
 
 from clients.errors import ClientError
 from clients.http import RETRY_STATUSES, Backoff, decode, describe, error_of
-from clients.model import PANDAS_DTYPES, Column, ModelInfo, conform
+from clients.model import ModelInfo, coerced
+from inference.constants import MODEL_ENV  # noqa: F401  (the model tag the service serves)
+from inference.contract import contract_from_signature, json_records
+from inference.errors import ModelRefused
 
 SERVICE_TARGET = "service:Tagserve"  # for `bentoml serve`, from the project root
 PREDICT_ROUTE = "/predict"
 BATCH_ROUTE = "/predict_batch"
 METADATA_ROUTE = "/metadata"
-MODEL_ENV = "TAGSERVE_MODEL"  # the model tag the service serves
 MAX_LATENCY_ENV = "TAGSERVE_MAX_LATENCY_MS"
 
 
@@ -48,7 +49,7 @@ class ServiceInfo:
 
     @property
     def dtypes(self) -> dict[str, str]:
-        return {c.name: PANDAS_DTYPES.get(c.type, "object") for c in self.info.columns}
+        return self.info.dtypes
 
     def read_columns(self, id_column: str | None) -> list[str]:
         return [*self.features, *([id_column] if id_column else [])]
@@ -56,49 +57,19 @@ class ServiceInfo:
     def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
         """The rows of ``frame`` as the JSON records the service accepts (signature types,
         model columns only, missing values as null)."""
-        return records_for(conform(frame, self.info), self.info.columns)
+        return json_records(coerced(frame, self.info.contract), self.info.contract)
 
     @classmethod
     def from_metadata(cls, meta: Any) -> ServiceInfo:
         try:
-            inputs = meta["signature"]["inputs"]
-            columns = [Column(c["name"], c["type"], c.get("required", True)) for c in inputs]
+            contract = contract_from_signature(meta["signature"]["inputs"], meta)
         except (KeyError, TypeError) as exc:
             raise ClientError(f"the service's /metadata lacks a signature ({exc})") from exc
-        order = meta.get("feature_columns")
-        if order and sorted(order) == sorted(c.name for c in columns):
-            by_name = {c.name: c for c in columns}
-            columns = [by_name[name] for name in order]
-        info = ModelInfo(
-            path=Path("."),
-            ref=str(meta.get("model") or ""),
-            columns=columns,
-            task=meta.get("task", "regression"),
-            classes=meta.get("classes"),
-            metadata=meta,
-        )
+        except ModelRefused as exc:
+            raise ClientError(f"the service's /metadata: {exc}") from None
+        info = ModelInfo(path=Path("."), ref=str(meta.get("model") or ""), contract=contract)
         limits = meta.get("limits") or {}
         return cls(model=meta.get("model"), info=info, max_rows=limits.get("max_rows"))
-
-
-def records_for(frame: pd.DataFrame, columns: list[Column]) -> list[dict[str, Any]]:
-    names = [c.name for c in columns]
-    values = [_json_values(frame[c.name], c.type) for c in columns]
-    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-
-
-def _json_values(series: pd.Series, kind: str) -> list[Any]:
-    convert = {"long": int, "integer": int, "double": float, "float": float, "boolean": bool}
-    to = convert.get(kind)
-    out = []
-    for v in series.tolist():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-        elif to is not None:
-            out.append(to(v))
-        else:
-            out.append(v)
-    return out
 
 
 def fetch_service_info(url: str, *, timeout: float, backoff: Backoff) -> ServiceInfo:

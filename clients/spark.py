@@ -8,7 +8,8 @@ batch would make a JSON round trip through the service's validation. ``spark_udf
 MLflow model to the executors itself and calls it on Arrow batches, with no server.
 
 Exactly the service's predictions: the model handed to ``spark_udf`` is a thin pyfunc
-wrapper (``clients/spark_pyfunc.py``, saved per run) around the very same sklearn Pipeline
+wrapper (``clients/spark_pyfunc.py``, saved per run with the core package ``inference`` as its
+code) around the very same sklearn Pipeline
 artifact. A plain ``spark_udf`` on the exported model is exact for complete rows, but differs
 in two places, both measured: a null in a text column arrives as None, which sklearn's
 imputers do not treat as missing (a penguin with unknown sex changes species), and the
@@ -29,24 +30,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import inference
 from clients.errors import ClientError
 from clients.io import DEFAULT_ID, PREDICTION
 from clients.model import ModelInfo
+from inference.contract import TYPES
 
-# Inside every Python worker: MLflow 3.17 loads no sklearn model without the first; the second
-# keeps any joblib pool of the model to one thread (the wrapper also sets n_jobs=1).
-WORKER_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true", "LOKY_MAX_CPU_COUNT": "1"}
+# Inside every Python worker: keep any joblib pool of the model to one thread (the loader
+# also sets n_jobs=1).
+WORKER_ENV = {"LOKY_MAX_CPU_COUNT": "1"}
 PYFUNC_CODE = Path(__file__).with_name("spark_pyfunc.py")
-SPARK_TYPES = {
-    "double": "double",
-    "float": "float",
-    "long": "bigint",
-    "integer": "int",
-    "boolean": "boolean",
-    "string": "string",
-    "binary": "binary",
-    "datetime": "timestamp",
-}
+CORE_PACKAGE = Path(inference.__file__).parent  # shipped as the wrapper's code
 
 
 @dataclass
@@ -251,7 +245,7 @@ def _run(spark, input, fmt, output, out_fmt, info, id_column, partitions) -> int
         df = with_row_numbers(df, id_name)
     features = []
     for col in info.columns:
-        spark_type = SPARK_TYPES.get(col.type, "string")
+        spark_type = TYPES[col.type].spark
         value = F.col(col.name) if col.name in df.columns else F.lit(None)
         features.append(value.cast(spark_type).alias(col.name))
     df = df.select(F.col(id_name), *features)
@@ -309,6 +303,7 @@ def wrap_model(info: ModelInfo, dest: Path) -> Path:
             path=str(dest),
             python_model=str(PYFUNC_CODE),
             artifacts={"sklearn_model": str(info.path)},
+            code_paths=[str(CORE_PACKAGE)],
             model_config={
                 "features": info.features,
                 "text_columns": [c.name for c in info.columns if c.type == "string"],

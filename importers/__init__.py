@@ -19,7 +19,7 @@ from importers.core import (
     requirements_dir,
 )
 from importers.errors import ModelImportError, ModelRejected, SourceError
-from importers.sources import DEFAULT_PROJECT
+from inference.constants import DEFAULT_PROJECT
 
 __all__ = [
     "DEFAULT_MODEL_NAME",

@@ -27,10 +27,10 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from artifacts.store import directory_digest
 from importers.errors import ModelImportError
-from pipeline.store import directory_digest
+from inference.constants import MLFLOW_FOLDER
 
-MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the files
 STAGING_DIRNAME = ".tagserve-import"
 LOCK_TIMEOUT_SECONDS = 600
 # The model-store override below is process-wide: one in-process import at a time.
@@ -108,7 +108,7 @@ def lookup(tag: str) -> Existing:
     path = store_dir() / name / version
     if not path.exists():
         return Existing("absent", path)
-    if not (path / "model.yaml").is_file() or not (path / MLFLOW_MODEL_FOLDER).is_dir():
+    if not (path / "model.yaml").is_file() or not (path / MLFLOW_FOLDER).is_dir():
         return Existing("partial", path)
     return Existing("complete", path)
 
@@ -119,7 +119,7 @@ def check_digest(existing: Existing, tag: str, digest: str) -> None:
     Raises:
         ModelImportError: Its files differ (edited or corrupted in the store).
     """
-    stored = directory_digest(existing.path / MLFLOW_MODEL_FOLDER)
+    stored = directory_digest(existing.path / MLFLOW_FOLDER)
     if stored != digest:
         raise ModelImportError(
             f"BentoML model {tag} exists but its files do not match the artifact (digest "
@@ -161,7 +161,7 @@ def save_atomically(
     if not (staged / "model.yaml").is_file():
         raise ModelImportError(f"BentoML did not save {tag} (no model.yaml in {staged})")
     # The digest proves the bytes that enter the store are the ones that were verified.
-    copied = directory_digest(staged / MLFLOW_MODEL_FOLDER)
+    copied = directory_digest(staged / MLFLOW_FOLDER)
     if copied != digest:
         raise ModelImportError(
             f"the copy of the model differs from the artifact (digest {copied[:12]}, expected "

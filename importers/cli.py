@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from pipeline.cli import OneLineArgumentParser
+from inference.cli import OneLineArgumentParser, run_command
 
 EPILOG = """\
 sources:
@@ -59,31 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the importer CLI; returns the exit code."""
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    try:
+
+    def command() -> int:
         from importers.core import import_model
 
         result = import_model(
             args.source, name=args.name, home=args.home, project=args.project, entity=args.entity
         )
-    except KeyboardInterrupt:
-        print("error: interrupted (nothing was imported)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the CLI boundary: one readable line, never a traceback
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    print(json.dumps(result.to_dict()) if args.json else result.line())
-    return 0
+        print(json.dumps(result.to_dict()) if args.json else result.line())
+        return 0
 
-
-def _one_line(exc: BaseException) -> str:
-    from importers.errors import ModelImportError
-    from pipeline.errors import PipelineError
-
-    text = " ".join(str(exc).split())
-    if isinstance(exc, ModelImportError | PipelineError):
-        return text
-    # Not one of ours: name its type, it is a bug or an environment problem.
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return run_command(command, interrupted="error: interrupted (nothing was imported)")
 
 
 def _quiet_libraries() -> None:

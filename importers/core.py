@@ -13,24 +13,22 @@ The flow of :func:`import_model`:
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from artifacts.store import directory_digest
 from importers import bento_store
 from importers.errors import ModelImportError
-from importers.sources import DEFAULT_PROJECT, Source, quiet_mlflow, resolve_source
+from importers.sources import Source, quiet_mlflow, resolve_source
 from importers.verify import VerifiedModel, read_requirements, verify_model
-from pipeline.store import directory_digest
+from inference.bento import get_model
+from inference.constants import DEFAULT_PROJECT, MLFLOW_FOLDER
+from inference.errors import TagserveError
 
 # The pipeline's project name is the model's name in the BentoML store.
 DEFAULT_MODEL_NAME = DEFAULT_PROJECT
 DIGEST_PREFIX = 12
-
-# This project runs offline: BentoML's usage analytics would try to reach t.bentoml.com on
-# every save. Set before bentoml is first imported by this process (it caches the answer).
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class ImportResult:
         created: True if this call added the model, False if it was already there.
         source_ref: The source in canonical form, e.g.
             ``local:tagserve-diamonds/model_export:prod``.
-        digest: sha256 of the MLflow model files (``pipeline.store.directory_digest``).
+        digest: sha256 of the MLflow model files (``artifacts.store.directory_digest``).
         source: ``local``, ``wandb``, ``dir`` or ``mlflow``.
         version: The artifact version (``v3``), None for folders and MLflow URIs.
         path: The model's folder in the BentoML store.
@@ -248,7 +246,7 @@ def requirements_dir(tag_or_bento_model: Any) -> Path:
     model = tag_or_bento_model
     if not isinstance(model, bentoml.Model):
         try:
-            model = bentoml.models.get(str(tag_or_bento_model))
-        except bentoml.exceptions.NotFound as exc:
+            model = get_model(str(tag_or_bento_model))
+        except TagserveError as exc:
             raise ModelImportError(str(exc)) from None
-    return Path(model.path_of(bento_store.MLFLOW_MODEL_FOLDER))
+    return Path(model.path_of(MLFLOW_FOLDER))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.errors import PipelineError
+from inference.errors import ModelRefused, TagserveError
 
 
-class ModelImportError(PipelineError):
+class ModelImportError(TagserveError):
     """An import failed; the message says what is wrong and, where possible, what to do."""
 
 
@@ -13,5 +13,5 @@ class SourceError(ModelImportError):
     """The source cannot be read: unknown artifact or alias, no store, no W&B access."""
 
 
-class ModelRejected(ModelImportError):
+class ModelRejected(ModelImportError, ModelRefused):
     """The model failed verification, so it did not enter the BentoML model store."""

@@ -23,15 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from artifacts.store import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactRef,
+    ArtifactVersion,
+    LocalArtifactStore,
+)
 from importers.errors import SourceError
-from pipeline.envvars import scoped_env
-from pipeline.errors import PipelineError
-from pipeline.store import ArtifactNotFound, ArtifactRef, ArtifactVersion, LocalArtifactStore
+from inference.constants import DEFAULT_PROJECT, MODEL_ARTIFACT, PROD_ALIAS
+from inference.envvars import scoped_env
+from inference.errors import one_line
 
-# The pipeline's default W&B project and local-store namespace (pipeline/conf/config.yaml
-# `main.project`); a test checks that the two stay equal.
-DEFAULT_PROJECT = "tagserve-diamonds"
-DEFAULT_ARTIFACT = "model_export:prod"
+# DEFAULT_PROJECT is the pipeline's default W&B project and local-store namespace
+# (pipeline/conf/config.yaml `main.project`); a test checks that the two stay equal.
+DEFAULT_ARTIFACT = f"{MODEL_ARTIFACT}:{PROD_ALIAS}"
 # How long a W&B API call may take before we call the server unreachable.
 WANDB_TIMEOUT_SECONDS = 15
 _MLFLOW_PREFIXES = ("runs:/", "models:/")
@@ -192,7 +198,7 @@ def stage_label(selector: str, aliases: tuple[str, ...] | list[str]) -> str:
 def _parse_ref(ref: str) -> ArtifactRef:
     try:
         return ArtifactRef.parse(ref)
-    except PipelineError as exc:
+    except ArtifactError as exc:
         raise SourceError(str(exc)) from None
 
 
@@ -221,7 +227,7 @@ def _wandb_source(ref: str, project: str | None, entity: str | None) -> Source:
         try:
             return Path(artifact.download(root=str(root)))
         except Exception as exc:  # the SDK raises several types, all with a readable message
-            raise SourceError(f"download of W&B artifact {path} failed: {_one_line(exc)}") from exc
+            raise SourceError(f"download of W&B artifact {path} failed: {one_line(exc)}") from exc
 
     return Source(
         kind="wandb",
@@ -255,7 +261,7 @@ def _wandb_artifact(path: str) -> Any:
 def _wandb_problem(exc: Exception, path: str) -> str:
     from wandb.errors import AuthenticationError, CommError, UsageError
 
-    message = _one_line(exc)
+    message = one_line(exc)
     if isinstance(exc, UsageError) and "api key" in message.lower():
         return (
             "no W&B credentials: set WANDB_API_KEY or run `wandb login` "
@@ -299,7 +305,7 @@ def _mlflow_source(uri: str) -> Source:
             with quiet_mlflow():
                 return Path(download_artifacts(artifact_uri=uri, dst_path=str(scratch / "mlflow")))
         except Exception as exc:  # MLflow raises several types for "not found"/"unreachable"
-            raise SourceError(f"cannot fetch {uri} from MLflow: {_one_line(exc)}") from exc
+            raise SourceError(f"cannot fetch {uri} from MLflow: {one_line(exc)}") from exc
 
     return Source(
         kind="mlflow",
@@ -313,8 +319,3 @@ def _mlflow_source(uri: str) -> Source:
 def quiet_mlflow():
     """No MLflow download progress bars (they would break the one-line output)."""
     return scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

@@ -2,12 +2,11 @@
 
 Two levels: :func:`inspect_model` reads the files only (MLmodel, flavors, signature,
 serialization, requirements) and is cheap; :func:`verify_model` also loads the model with the
-same loader the service uses and checks it predicts its input example as recorded at export.
+same loader every path uses and checks it predicts its input example as recorded at export.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from importers.errors import ModelRejected
+from inference import loading
+from inference.contract import Contract, contract_from_signature, read_mlmodel, signature_of
+from inference.errors import ModelRefused, one_line
 
 REQUIRED_FLAVORS = ("python_function", "sklearn")
-# Only skops: a pickled model would run arbitrary code while loading (MLflow itself refuses
-# both unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set, which pipeline.train.load_model does).
-ALLOWED_SERIALIZATION = ("skops",)
 # Predictions of the same model on the same rows may differ in the last bits across BLAS builds.
 RTOL, ATOL = 1e-6, 1e-9
 
@@ -36,6 +35,7 @@ class ModelFacts:
         requirements: The pinned lines of ``requirements.txt``.
         model_file: The serialized model (``model.skops``).
         mlflow_version: The MLflow version that saved the model.
+        contract: The signature as typed columns (``inference.contract``).
     """
 
     signature: dict[str, Any]
@@ -44,6 +44,7 @@ class ModelFacts:
     requirements: list[str]
     model_file: Path
     mlflow_version: str | None
+    contract: Contract
 
 
 @dataclass(frozen=True)
@@ -60,48 +61,48 @@ class VerifiedModel:
 
 
 def inspect_model(path: Path) -> ModelFacts:
-    """Check the files of the MLflow model at ``path`` without loading the model.
+    """Check the files of the MLflow model at ``path`` without loading the model, by the
+    trust rules of ``inference.loading`` (skops, no code, the model file inside the folder).
 
     Raises:
-        ModelRejected: Not an MLflow model, a flavor missing, no signature, pickled, no
-            requirements.txt, or the model file missing.
+        ModelRejected: Not an MLflow model, a flavor missing, no signature, pickled, code
+            shipped with it, no requirements.txt, or the model file missing.
     """
     mlmodel = _load_mlmodel(path)
-    missing = [f for f in REQUIRED_FLAVORS if f not in mlmodel.flavors]
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel.get("flavors"), dict) else {}
+    missing = [f for f in REQUIRED_FLAVORS if f not in flavors]
     if missing:
         raise ModelRejected(
             f"not a scikit-learn MLflow model: MLmodel lacks the {' and '.join(missing)} "
-            f"flavor (it has: {', '.join(mlmodel.flavors) or 'none'})"
+            f"flavor (it has: {', '.join(flavors) or 'none'})"
         )
-    if mlmodel.signature is None:
-        raise ModelRejected(
-            "the model has no signature (MLmodel `signature:` is missing): re-export it with "
-            "one, as pipeline.train.export_model does"
-        )
-    sklearn_flavor = mlmodel.flavors["sklearn"]
-    serialization = sklearn_flavor.get("serialization_format")
-    if serialization not in ALLOWED_SERIALIZATION:
-        raise ModelRejected(
-            f"the model is serialized with {serialization!r}, not skops: refusing to load a "
-            "format that can run arbitrary code"
-        )
-    model_file = path / str(sklearn_flavor.get("pickled_model", ""))
-    if not model_file.is_file():
-        raise ModelRejected(f"the model file {model_file.name or '?'} named by MLmodel is missing")
+    try:
+        signature = signature_of(mlmodel)
+        if not signature.get("inputs"):
+            raise ModelRejected(
+                "the model has no signature (MLmodel `signature:` is missing): re-export it "
+                "with one, as pipeline.train.export_model does"
+            )
+        metadata = dict(mlmodel.get("metadata") or {})
+        contract = contract_from_signature(signature["inputs"], metadata)
+        model_file = loading.model_file(path, mlmodel)
+    except ModelRefused as exc:
+        raise ModelRejected(str(exc)) from None
     return ModelFacts(
-        signature=signature_dict(mlmodel.signature),
-        input_columns=list(mlmodel.signature.inputs.input_names()),
-        mlflow_metadata=dict(mlmodel.metadata or {}),
+        signature=signature,
+        input_columns=[c["name"] for c in signature["inputs"]],
+        mlflow_metadata=metadata,
         requirements=read_requirements(path),
         model_file=model_file,
-        mlflow_version=mlmodel.mlflow_version,
+        mlflow_version=mlmodel.get("mlflow_version"),
+        contract=contract,
     )
 
 
 def verify_model(path: Path) -> VerifiedModel:
     """Inspect, load and test-predict the MLflow model at ``path``.
 
-    The model is loaded with ``pipeline.train.load_model`` (the loader the service uses) and
+    The model is loaded with ``inference.loading.load_pipeline`` (the loader every path uses) and
     must predict its input example; when MLmodel records ``example_predictions`` (the
     pipeline's export does), the predictions must match them.
 
@@ -119,7 +120,9 @@ def verify_model(path: Path) -> VerifiedModel:
             warnings.simplefilter("ignore")
             predictions = np.asarray(model.predict(example[facts.input_columns]))
     except Exception as exc:  # any failure to predict disqualifies the model
-        raise ModelRejected(f"the model fails to predict its input example: {_brief(exc)}") from exc
+        raise ModelRejected(
+            f"the model fails to predict its input example: {one_line(exc, limit=300)}"
+        ) from exc
     if len(predictions) != len(example):
         raise ModelRejected(
             f"the model returned {len(predictions)} predictions for {len(example)} example rows"
@@ -145,15 +148,6 @@ def verify_model(path: Path) -> VerifiedModel:
     )
 
 
-def signature_dict(signature: Any) -> dict[str, Any]:
-    """MLflow's ``signature.to_dict()`` with its JSON strings parsed into lists."""
-    return {
-        key: json.loads(value) if isinstance(value, str) else value
-        for key, value in signature.to_dict().items()
-        if value is not None
-    }
-
-
 def read_requirements(path: Path) -> list[str]:
     """The requirement lines of the model's ``requirements.txt`` (no comments or blanks).
 
@@ -169,32 +163,22 @@ def read_requirements(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def _load_mlmodel(path: Path) -> Any:
-    from mlflow.models import Model
-
+def _load_mlmodel(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise ModelRejected(f"not an MLflow model: {path} is not a folder")
-    mlmodel_file = path / "MLmodel"
-    if not mlmodel_file.is_file():
+    if not (path / "MLmodel").is_file():
         raise ModelRejected(f"not an MLflow model: no MLmodel file in {path}")
     try:
-        return Model.load(str(mlmodel_file))
-    except Exception as exc:  # YAML errors, missing keys: all mean a broken MLmodel
-        raise ModelRejected(f"corrupt MLmodel file in {path}: {_brief(exc)}") from exc
+        return read_mlmodel(path)
+    except ModelRefused as exc:  # YAML errors, not a mapping: a broken MLmodel
+        raise ModelRejected(f"corrupt MLmodel file in {path}: {exc}") from None
 
 
 def _load(path: Path, facts: ModelFacts) -> Any:
-    from pipeline.train import load_model
-
     try:
-        with warnings.catch_warnings():
-            # sklearn warns about version mismatches here; requirements.txt carries the pins.
-            warnings.simplefilter("ignore")
-            return load_model(path)
-    except Exception as exc:  # skops, zipfile, sklearn... all mean "cannot load"
-        raise ModelRejected(
-            f"cannot load the model from {facts.model_file.name}: {_brief(exc)}"
-        ) from exc
+        return loading.load_pipeline(path)
+    except ModelRefused as exc:  # outside the allow-list, or skops cannot read it
+        raise ModelRejected(str(exc)) from None
 
 
 def _input_example(path: Path) -> Any:
@@ -204,7 +188,9 @@ def _input_example(path: Path) -> Any:
     try:
         example = mlmodel.load_input_example(str(path))
     except Exception as exc:  # a missing or unreadable input_example.json
-        raise ModelRejected(f"cannot read the model's input example: {_brief(exc)}") from exc
+        raise ModelRejected(
+            f"cannot read the model's input example: {one_line(exc, limit=300)}"
+        ) from exc
     if example is None:
         raise ModelRejected("the model has no input example to verify its predictions on")
     if not hasattr(example, "columns"):
@@ -233,10 +219,3 @@ def _check_expected(predictions: np.ndarray, expected: list[Any]) -> None:
 def _short(values: list[Any], limit: int = 5) -> str:
     shown = ", ".join(f"{v:.6g}" if isinstance(v, float) else repr(v) for v in values[:limit])
     return f"[{shown}{', ...' if len(values) > limit else ''}]"
-
-
-def _brief(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.errors import PipelineError
+from inference.errors import TagserveError
 
 CONFIG_DIR = Path(__file__).parent / "conf"
 
@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except PipelineError as exc:
+    except TagserveError as exc:
         # One readable line, no traceback: the error says what to fix.
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from artifacts.store import ArtifactNotFound
 from pipeline.errors import PipelineError
-from pipeline.store import ArtifactNotFound
 from pipeline.tracking import StepContext
 
 CHECKS_DIR = Path(__file__).parent / "checks"

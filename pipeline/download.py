@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from artifacts.store import file_sha256
 from pipeline.errors import PipelineError
-from pipeline.store import file_sha256
 from pipeline.tracking import PROJECT_ROOT, StepContext
 
 READERS = {"csv": pd.read_csv, "parquet": pd.read_parquet}

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from artifacts.store import ArtifactVersion
+from inference.model import load_model
 from pipeline.errors import PipelineError
-from pipeline.store import ArtifactVersion
 from pipeline.tracking import StepContext
-from pipeline.train import load_model, score
+from pipeline.train import score
 
 
 def passes(
@@ -41,13 +42,13 @@ def run(ctx: StepContext) -> None:
     export = ctx.use(model_ref)
     test = ctx.use(ctx.input_ref("test_data"))
     frame = pd.read_parquet(test.file())
-    model = load_model(export.path)
+    model = load_model(export.path)  # as every consumer loads it: the core's trust rules
     target = export.metadata.get("target", ctx.cfg.data.target)
-    feature_names = list(model.feature_names_in_)
+    feature_names = model.contract.features
     missing = [c for c in [*feature_names, target] if c not in frame.columns]
     if missing:
         raise PipelineError(f"{test.qualified_name} lacks column(s): {', '.join(missing)}")
-    metrics = score(model, frame[feature_names], frame[target])
+    metrics = score(model.pipeline, frame[feature_names], frame[target])
     ctx.log_metrics({f"test/{k}": v for k, v in metrics.items()})
     # Artifact files are immutable, metadata is not (as in W&B): the test metrics and the
     # test set they came from travel with the model whether or not it becomes prod.

@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from artifacts.store import ArtifactStore, ArtifactVersion, LocalArtifactStore, WandbArtifactStore
 from pipeline.errors import PipelineError
-from pipeline.store import ArtifactStore, ArtifactVersion, LocalArtifactStore, WandbArtifactStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

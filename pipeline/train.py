@@ -18,23 +18,16 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from pipeline.envvars import scoped_env
+from inference.constants import RUNTIME_REQUIREMENTS
+from inference.loading import ALLOWED_TYPES, single_threaded
 from pipeline.errors import PipelineError
 from pipeline.segregate import split
 from pipeline.tracking import StepContext, git_commit
-
-ESTIMATORS = {
-    "RandomForestRegressor": RandomForestRegressor,
-    "RandomForestClassifier": RandomForestClassifier,
-}
-# What the exported model needs at inference time, pinned to the versions it was trained with.
-RUNTIME_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 
 def feature_columns(features: Mapping[str, Any]) -> list[str]:
@@ -49,12 +42,9 @@ def build_model(features: Mapping[str, Any], model: Mapping[str, Any]) -> Pipeli
     Args:
         features: ``numeric``, ``categorical``, ``ordinal`` ({column: ordered categories}),
             ``text`` (a column or None) and ``tfidf_max_features``.
-        model: ``estimator`` (a name in ESTIMATORS) and ``random_forest`` (its parameters).
+        model: ``estimator``: the scikit-learn estimator as a Hydra object config
+            (``_target_`` and its parameters), built with ``hydra.utils.instantiate``.
     """
-    if model["estimator"] not in ESTIMATORS:
-        raise PipelineError(
-            f"model.estimator must be one of {sorted(ESTIMATORS)}, not {model['estimator']!r}"
-        )
     transformers = []
     if features["numeric"]:
         numeric = Pipeline(
@@ -98,8 +88,25 @@ def build_model(features: Mapping[str, Any], model: Mapping[str, Any]) -> Pipeli
             ]
         )
         transformers.append(("text", text, [features["text"]]))
-    estimator = ESTIMATORS[model["estimator"]](**dict(model["random_forest"]))
+    estimator = instantiate_estimator(model["estimator"])
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def instantiate_estimator(spec: Mapping[str, Any]) -> Any:
+    """The estimator a ``_target_`` config describes (e.g. ``model/random_forest_regressor``)."""
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        raise PipelineError("model.estimator must name a scikit-learn estimator in _target_")
+    try:
+        estimator = instantiate(dict(spec))
+    except HydraException as exc:
+        message = " ".join(str(exc).split()).split(" full_key:")[0]
+        raise PipelineError(f"model.estimator: {message}") from None
+    if not hasattr(estimator, "fit") or not hasattr(estimator, "predict"):
+        raise PipelineError(f"model.estimator {spec['_target_']} is not an estimator")
+    return estimator
 
 
 def task_of(model: Pipeline) -> str:
@@ -143,7 +150,7 @@ def fit(
     # A multi-threaded forest sums its trees in whatever order the threads finish, so the
     # last bits of a prediction vary from run to run: everything after training (validation,
     # the exported model, its consumers) predicts single-threaded and bit-reproducibly.
-    pipeline.set_params(model__n_jobs=1)
+    single_threaded(pipeline)
     return pipeline, score(pipeline, val[columns], val[target]), val[columns], val[target]
 
 
@@ -158,11 +165,20 @@ def export_model(
 
     The signature is inferred from all of ``X`` (so columns with missing values become
     optional), the input example is its first three rows, and the model is serialized with
-    skops, trusting exactly the types this model contains.
+    skops. A model holding types beyond ``inference.loading.ALLOWED_TYPES`` is refused here:
+    no consumer of the export would load it.
     """
     import mlflow.sklearn
     import skops.io
     from mlflow.models import infer_signature
+
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = sorted(set(trusted) - ALLOWED_TYPES)
+    if refused:
+        raise PipelineError(
+            f"the model holds type(s) outside tagserve's allow-list ({', '.join(refused)}): "
+            "add them to inference.loading.ALLOWED_TYPES once they are known to be safe"
+        )
 
     example = X.head(3)
     predictions = model.predict(example)
@@ -186,20 +202,10 @@ def export_model(
         signature=signature,
         input_example=example,
         pip_requirements=pinned_requirements(),
-        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        skops_trusted_types=trusted,
         metadata={**info, **dict(metadata or {})},
     )
     return path
-
-
-def load_model(path: Path) -> Pipeline:
-    """Load an exported MLflow model back as its native sklearn Pipeline."""
-    import mlflow.sklearn
-
-    # MLflow refuses to deserialize any model unless this is set; we only load models that
-    # this project's own pipeline exported (and the importer verified).
-    with scoped_env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true"):
-        return mlflow.sklearn.load_model(str(path))
 
 
 def plot_diagnostics(

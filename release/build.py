@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.bento import get_model
+from inference.constants import DEFAULT_MODEL, MLFLOW_FOLDER, MODEL_ENV, SERVING_EXAMPLE
+from inference.errors import TagserveError
 from release import git
 from release.errors import ReleaseError
 from release.versions import dev_version
 
-DEFAULT_MODEL = "tagserve-diamonds:latest"
 BENTOFILE = "bentofile.yaml"
-MLFLOW_FOLDER = "mlflow_model"
 # The keys of bentofile.yaml that bentoml.bentos.build takes as arguments.
 BUILD_KEYS = (
     "service",
@@ -42,9 +43,6 @@ BUILD_KEYS = (
     "models",
     "args",
 )
-
-# BentoML usage analytics would try to reach the internet on every build.
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 
 @dataclass(frozen=True)
@@ -106,8 +104,8 @@ def bento_name(config: dict[str, Any]) -> str:
 def wanted_model(config: dict[str, Any], model: str | None = None) -> str:
     if model:
         return model
-    if os.environ.get("TAGSERVE_MODEL"):
-        return os.environ["TAGSERVE_MODEL"]
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV]
     for spec in config.get("models") or []:
         return str(spec["tag"] if isinstance(spec, dict) else spec)
     return DEFAULT_MODEL
@@ -115,17 +113,10 @@ def wanted_model(config: dict[str, Any], model: str | None = None) -> str:
 
 def resolve_model(tag: str) -> Any:
     """The ``bentoml.Model`` that ``tag`` names (``latest`` resolved)."""
-    import bentoml
-
     try:
-        return bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
-        raise ReleaseError(
-            f"model {tag} is not in the BentoML model store: import it first "
-            "(`python -m importers`) or pick one with --model / TAGSERVE_MODEL"
-        ) from None
-    except (ValueError, bentoml.exceptions.BentoMLException) as exc:
-        raise ReleaseError(f"bad model tag {tag!r}: {exc}") from None
+        return get_model(tag)
+    except TagserveError as exc:
+        raise ReleaseError(f"{exc}; or pick one with --model / {MODEL_ENV}") from None
 
 
 def model_requirements(model: Any) -> list[str]:
@@ -145,7 +136,7 @@ def artifact_of(model: Any) -> str:
 
 def example_record(model: Any) -> dict[str, Any]:
     """The first row of the model's serving input example, as a /predict body."""
-    path = Path(model.path_of(MLFLOW_FOLDER)) / "serving_input_example.json"
+    path = Path(model.path_of(MLFLOW_FOLDER)) / SERVING_EXAMPLE
     try:
         split = json.loads(path.read_text())["dataframe_split"]
         return dict(zip(split["columns"], split["data"][0], strict=True))

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.cli import OneLineArgumentParser
+from inference.cli import OneLineArgumentParser, run_command
 from release.errors import ReleaseError
 
 
@@ -168,19 +166,4 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore")  # MLflow/pydantic chatter while the service is imported
-    try:
-        return COMMANDS[args.command](args)
-    except ReleaseError as exc:
-        if os.environ.get("TAGSERVE_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last resort: still one line
-        if os.environ.get("TAGSERVE_DEBUG"):
-            raise
-        text = " ".join(str(exc).split())
-        print(f"error: {type(exc).__name__}: {text}", file=sys.stderr)
-        return 1
+    return run_command(lambda: COMMANDS[args.command](args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,12 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
-VENV_BIN = Path(sys.executable).parent
-
-# Forests are shrunk in tests, never in the default config.
-SMALL_FOREST = ["model.random_forest.n_estimators=5", "model.random_forest.max_depth=8"]
+from tests.helpers.project import CONFIG_DIR, SMALL_FOREST, VENV_BIN
 
 
 @pytest.fixture

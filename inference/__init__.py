@@ -1,0 +1,15 @@
+"""The inference artifact's one home: what every consumer of an exported model shares.
+
+- ``inference.contract``: the model's MLflow signature as typed columns, the one type table,
+  strict validation (the service) and lenient coercion (the clients) over it.
+- ``inference.loading``: the one loader: skops only, the project's own allow-list of types,
+  no code shipped with the model, every ``n_jobs`` 1.
+- ``inference.model``: a loaded model and its contract: ``predict``, ``answers``.
+- ``inference.bento``: a model in the BentoML model store.
+- ``inference.errors`` and ``inference.cli``: errors worded for the user, the one-line CLI
+  boundary.
+- ``inference.constants``: names shared by the pipeline, importer, service, clients, release.
+
+It depends on no part of the pipeline, on no Hydra and no W&B: a bento ships it beside
+``service.py``.
+"""

@@ -1,0 +1,137 @@
+"""The service's typed API schema, generated from the model's contract: a pydantic model of
+one record (a field per signature column), of one prediction, and of ``/metadata``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticCustomError
+
+from inference.contract import TYPES, Contract
+from serving.bentoml_private import IORootModel
+
+RECORD_CONFIG = ConfigDict(
+    extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True, title="Record"
+)
+
+
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "is required and must not be null")
+    return value
+
+
+def _field_name(column: str, taken: set[str]) -> str:
+    """A Python identifier for ``column`` (which stays the JSON name through an alias)."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in column) or "column"
+    if name[0].isdigit() or name.startswith(("model_", "_")) or hasattr(BaseModel, name):
+        name = f"f_{name}"
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def build_record_model(contract: Contract) -> type[BaseModel]:
+    """A pydantic model of one input row: a field per signature column, typed and strict
+    (no "1.5" for a number, no 1 for a string), optional (None) where MLflow says
+    ``required: false``; unknown fields are refused."""
+    fields: dict[str, Any] = {}
+    taken: set[str] = set()
+    for col in contract.columns:
+        python_type = TYPES[col.type].python
+        name = _field_name(col.name, taken)
+        description = f"{col.type} (MLflow)"
+        if col.required:
+            annotation = Annotated[python_type, BeforeValidator(_no_null)]
+            field = Field(alias=col.name, description=f"{description}, required")
+        else:
+            annotation = python_type | None
+            field = Field(None, alias=col.name, description=f"{description}, may be null")
+        fields[name] = (annotation, field)
+    return create_model(
+        "Record", __config__=RECORD_CONFIG, __base__=None, __module__=__name__, **fields
+    )
+
+
+def _label_type(classes: Sequence[Any] | None) -> Any:
+    kinds = {type(c) for c in classes or []}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return str | int | float | bool
+
+
+def build_prediction_model(contract: Contract) -> type[BaseModel]:
+    if contract.task == "classification":
+        return create_model(
+            "Prediction",
+            __module__=__name__,
+            prediction=(_label_type(contract.classes), Field(description="the predicted class")),
+            probabilities=(
+                dict[str, float] | None,
+                Field(
+                    None,
+                    description="probability of each class (keys: the classes as text); "
+                    "null if the model cannot tell",
+                ),
+            ),
+        )
+    return create_model(
+        "Prediction",
+        __module__=__name__,
+        prediction=(float, Field(description="the predicted value")),
+    )
+
+
+def build_records_input(records: Any) -> type[IORootModel]:
+    """``predict_batch``'s body: a JSON list of records (a BentoML root input).
+
+    BentoML 1.4 parses a root input with ``json.loads``, so malformed JSON would end as a
+    500: here it is a validation error like any other (400).
+    """
+
+    class RecordsInput(IORootModel[records]):
+        @classmethod
+        def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
+            try:
+                parsed = json.loads(json_data)
+            except ValueError as exc:
+                raise ValidationError.from_exception_data(
+                    cls.__name__,
+                    [{"type": "json_invalid", "loc": (), "input": "", "ctx": {"error": str(exc)}}],
+                ) from None
+            return cls.model_validate(parsed, **kwargs)
+
+    RecordsInput.__root_input__ = True
+    return RecordsInput
+
+
+class Metadata(BaseModel):
+    """What this service serves, and where it came from."""
+
+    model: str = Field(description="BentoML model tag")
+    artifact: str | None = Field(None, description="the pipeline artifact, e.g. model_export:v3")
+    source_ref: str | None = None
+    version: str | None = Field(None, description="the artifact version")
+    digest: str | None = Field(None, description="sha256 of the MLflow model files")
+    task: str
+    target: str | None = None
+    # Lists and objects are never null here: BentoML's client cannot decode a null array.
+    classes: list[Any] = Field(default_factory=list, description="a classifier's classes")
+    feature_columns: list[str]
+    signature: dict[str, Any]
+    metrics: dict[str, Any] = Field(default_factory=dict, description="val and test metrics")
+    bento: str | None = Field(None, description="the bento being served, if any")
+    git_tag: str = Field("", description="release tag of the service code (empty: none)")
+    git_commit: str = Field("", description="commit of the service code (empty: unknown)")
+    model_git_commit: str | None = Field(None, description="commit that trained the model")
+    run_id: str | None = None
+    limits: dict[str, int] = Field(default_factory=dict)
+    batching: dict[str, int] = Field(
+        default_factory=dict,
+        description="this worker's predict_batch so far: model calls and rows (rows per call "
+        "above 1: the adaptive batcher merges requests)",
+    )

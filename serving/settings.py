@@ -1,0 +1,83 @@
+"""The service's settings (environment, read in every worker) and where its code comes from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.constants import DEFAULT_MODEL, MODEL_ENV
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_int(name: str, default: int, least: int = 1) -> int:
+    """The whole number in the environment variable ``name`` (``default`` when unset)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``TAGSERVE_*`` settings; see the README's "Serving" section."""
+
+    model: str = DEFAULT_MODEL
+    max_rows: int = 10_000
+    # Measured on 2 cores with 32 concurrent single-row clients (README, "Serving"): the
+    # model costs ~3 ms per call whatever the rows, so batches are cheap to grow; the latency
+    # budget must cover several model calls plus queueing or the batcher sheds load (503).
+    max_batch_size: int = 256
+    max_latency_ms: int = 2_000
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
+        """From the environment; the bento argument ``model`` wins over ``TAGSERVE_MODEL``."""
+        args = args or {}
+        return cls(
+            model=str(args.get("model") or os.environ.get(MODEL_ENV) or DEFAULT_MODEL),
+            max_rows=env_int("TAGSERVE_MAX_ROWS", cls.max_rows),
+            max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
+            max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
+            workers=env_int("TAGSERVE_WORKERS", cls.workers),
+        )
+
+    def limits(self) -> dict[str, int]:
+        return {
+            "max_rows": self.max_rows,
+            "max_batch_size": self.max_batch_size,
+            "max_latency_ms": self.max_latency_ms,
+        }
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def source_revision(args: Mapping[str, Any]) -> dict[str, str]:
+    """The git commit and release tag of this code: from the bento arguments (a built bento
+    carries them), else from the checkout this code lives in, else unknown ("")."""
+    if "git_commit" in args:
+        return {"git_commit": str(args["git_commit"]), "git_tag": str(args.get("git_tag", ""))}
+    if _git("rev-parse", "--show-toplevel") != str(PROJECT_ROOT):
+        return {"git_commit": "", "git_tag": ""}  # not the root of a checkout: a bento
+    commit = _git("rev-parse", "HEAD")
+    tags = _git("tag", "--points-at", "HEAD").split()
+    return {"git_commit": commit, "git_tag": " ".join(sorted(tags))}

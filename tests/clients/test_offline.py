@@ -1,0 +1,288 @@
+"""Offline batch scoring (`python -m clients score`): straight from a real BentoML model store
+(temp BENTOML_HOME, model imported by the real importer) or an MLflow folder, in chunks, with
+exact predictions, bounded chunks, resumable output and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers.client_models import (
+    PROJECT_ROOT,
+    PYTHON,
+    diamonds_sample,
+    native_predictions,
+    read_output,
+    run_clients,
+    shared_model,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("offline")
+    shared = shared_model(tmp_path_factory.getbasetemp())
+    model_dir, env, tag = shared["model_dir"], shared["env"], shared["tag"]
+    rows = diamonds_sample(2500)
+    rows.to_parquet(root / "rows.parquet", row_group_size=700)  # groups cut across chunks
+    rows.to_csv(root / "rows.csv", index=False)
+    rows.to_json(root / "rows.jsonl", orient="records", lines=True, double_precision=15)
+    return {
+        "root": root,
+        "model_dir": model_dir,
+        "env": env,
+        "tag": tag,
+        "rows": rows,
+        "expected": native_predictions(model_dir, rows),
+    }
+
+
+def test_score_from_the_bentoml_store_in_chunks_is_exact_and_keeps_ids(world, tmp_path):
+    out = tmp_path / "scored.parquet"
+    done = run_clients(
+        "score",
+        str(world["root"] / "rows.parquet"),
+        str(out),
+        "--model",
+        world["tag"],
+        "--chunk-size",
+        "1000",
+        "--id-column",
+        "sku",
+        env=world["env"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scored 2,500 rows" in done.stdout
+    assert "Traceback" not in done.stderr
+    result = read_output(out)
+    assert list(result.columns) == ["sku", "prediction"]
+    assert result["sku"].tolist() == world["rows"]["sku"].tolist()
+    # Bit for bit: the same Pipeline on the same doubles, one thread (as in the service).
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"])
+    assert not (tmp_path / "scored.parquet.partial").exists()
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (the model loads once for all such calls)."""
+    from clients.__main__ import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("source", ["rows.csv", "rows.jsonl"])
+def test_text_inputs_and_outputs_give_the_same_doubles(world, tmp_path, capsys, source):
+    suffix = ".csv" if source.endswith(".csv") else ".jsonl"
+    out = tmp_path / f"scored{suffix}"
+    code, _, err = cli(
+        capsys,
+        "score",
+        str(world["root"] / source),
+        str(out),
+        "--model-dir",
+        str(world["model_dir"]),
+        "--chunk-size",
+        "600",
+        "--no-progress",
+    )
+    assert code == 0, err
+    result = read_output(out)
+    assert result["id"].tolist() == list(range(2500))  # no id column: the row number
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"])
+
+
+def test_jsonl_on_stdin(world, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "scored.parquet"
+    lines = (world["root"] / "rows.jsonl").read_text().splitlines()[:50]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n\n"))
+    code, _, err = cli(
+        capsys,
+        "score",
+        "-",
+        str(out),
+        "--model-dir",
+        str(world["model_dir"]),
+        "--id-column",
+        "sku",
+    )
+    assert code == 0, err
+    result = read_output(out)
+    assert result["sku"].tolist() == world["rows"]["sku"][:50].tolist()
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"][:50])
+
+
+def test_a_killed_run_resumes_from_its_partial_output(world, tmp_path, capsys):
+    big = tmp_path / "big.csv"
+    rows = diamonds_sample(20_000, seed=7)
+    rows.to_csv(big, index=False)
+    out = tmp_path / "scored.csv"
+    partial = tmp_path / "scored.csv.partial"
+    args = [
+        "score",
+        str(big),
+        str(out),
+        "--model-dir",
+        str(world["model_dir"]),
+        "--id-column",
+        "sku",
+        "--chunk-size",
+        "100",
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        [PYTHON, "-m", "clients", *args],
+        cwd=PROJECT_ROOT,
+        env=world["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(partial.glob("part-*.parquet"))) < 5 and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up
+    process.communicate(timeout=30)
+    assert not out.exists()
+    written = sum(pq.ParquetFile(p).metadata.num_rows for p in partial.glob("part-*.parquet"))
+    assert 500 <= written < 20_000
+
+    code, out_text, err = cli(capsys, *args)  # the rerun, in this process (faster)
+    assert code == 0, err
+    assert f"resumed after {written:,} rows" in out_text
+    assert f"scored {20_000 - written:,} rows" in out_text
+    result = read_output(out)
+    assert result["sku"].tolist() == rows["sku"].tolist()  # none lost, none twice, in order
+    np.testing.assert_array_equal(
+        result["prediction"].to_numpy(), native_predictions(world["model_dir"], rows)
+    )
+    assert not partial.exists()
+
+
+def test_chunks_are_bounded_whatever_the_row_groups(tmp_path):
+    from clients.io import iter_chunks
+
+    frame = pd.DataFrame({"a": np.arange(10_000, dtype=float), "b": ["x"] * 10_000})
+    pq.write_table(pa.Table.from_pandas(frame), tmp_path / "f.parquet", row_group_size=3_333)
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    for name in ("f.parquet", "f.csv"):
+        for skip in (0, 4_000):
+            chunks = list(iter_chunks(tmp_path / name, 1_024, skip=skip))
+            sizes = [len(c) for c in chunks]
+            assert max(sizes) == 1_024 and sum(sizes) == 10_000 - skip, (name, skip)
+            assert all(s == 1_024 for s in sizes[:-1])
+            got = pd.concat(chunks)
+            assert got.index.tolist() == list(range(skip, 10_000))
+            assert got["a"].tolist() == frame["a"][skip:].tolist()
+
+
+def error_line(code: int, stderr: str) -> str:
+    assert code != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_bad_input_is_one_error_line(world, tmp_path, capsys):
+    model = ["--model-dir", str(world["model_dir"])]
+    rows = str(world["root"] / "rows.parquet")
+    world["rows"].drop(columns=["carat"]).head(5).to_csv(tmp_path / "lacks.csv", index=False)
+    bad_number = world["rows"].head(5).astype({"depth": object})
+    bad_number.loc[2, "depth"] = "deep"
+    bad_number.to_csv(tmp_path / "text.csv", index=False)
+    (tmp_path / "exists.parquet").write_bytes(b"")
+    (tmp_path / "bad.jsonl").write_text('{"carat": 1}\nnot json\n')
+    cases = {
+        "lacks model column(s): carat": [
+            "score",
+            str(tmp_path / "lacks.csv"),
+            str(tmp_path / "o1.csv"),
+            *model,
+        ],
+        "'depth' must hold double values, got 'deep'": [
+            "score",
+            str(tmp_path / "text.csv"),
+            str(tmp_path / "o2.csv"),
+            *model,
+        ],
+        "does not exist": ["score", str(tmp_path / "nope.csv"), str(tmp_path / "o3.csv"), *model],
+        "unknown file type": ["score", rows, str(tmp_path / "o4.xlsx"), *model],
+        "already exists": ["score", rows, str(tmp_path / "exists.parquet"), *model],
+        "not an MLflow model folder": [
+            "score",
+            rows,
+            str(tmp_path / "o6.csv"),
+            "--model-dir",
+            str(tmp_path),
+        ],
+        "line 2: not JSON": [
+            "score",
+            str(tmp_path / "bad.jsonl"),
+            str(tmp_path / "o7.csv"),
+            *model,
+        ],
+        "must be at least 1": [
+            "score",
+            rows,
+            str(tmp_path / "o8.csv"),
+            *model,
+            "--chunk-size",
+            "0",
+        ],
+        "one of the arguments --model --model-dir is required": [
+            "score",
+            rows,
+            str(tmp_path / "o9.csv"),
+        ],
+        "no id column 'ref'": [
+            "score",
+            rows,
+            str(tmp_path / "o10.csv"),
+            *model,
+            "--id-column",
+            "ref",
+        ],
+    }
+    for expected, args in cases.items():
+        try:
+            code, _, err = cli(capsys, *args)
+        except SystemExit as exc:  # argparse's errors exit
+            code, err = exc.code, capsys.readouterr().err
+        assert expected in error_line(code, err), (expected, err)
+    # And as a real process (with its own BentoML home): one line, no traceback.
+    args = ["score", rows, str(tmp_path / "o5.csv"), "--model", "nope:v1"]
+    done = run_clients(*args, env=world["env"])
+    assert "no model 'nope:v1'" in error_line(done.returncode, done.stderr)
+
+
+def test_a_partial_output_of_another_job_is_not_mixed_in(world, tmp_path, capsys):
+    out = tmp_path / "scored.parquet"
+    partial = tmp_path / "scored.parquet.partial"
+    partial.mkdir()
+    (partial / "manifest.json").write_text(
+        json.dumps({"input": "/elsewhere.csv", "input_size": 1, "model": "x", "id_column": None})
+    )
+    args = [
+        "score",
+        str(world["root"] / "rows.parquet"),
+        str(out),
+        "--model-dir",
+        str(world["model_dir"]),
+    ]
+    assert "belongs to another job" in error_line(*cli(capsys, *args)[::2])
+    code, _, err = cli(capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert len(read_output(out)) == 2500

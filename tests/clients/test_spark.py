@@ -1,0 +1,127 @@
+"""The batch job on Spark in local mode (`mlflow.pyfunc.spark_udf`): the same ids and the exact
+predictions of the model itself. Needs a Java runtime (`.ci/run` installs one)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clients.spark import java_available
+from tests.helpers.client_models import (
+    PROJECT_ROOT,
+    PYTHON,
+    diamonds_sample,
+    env_for,
+    native_predictions,
+    read_output,
+    run_clients,
+    shared_model,
+    train_penguins,
+)
+
+
+def native_labels(model_dir, frame: pd.DataFrame) -> list[str]:
+    from inference.loading import load_pipeline
+
+    model = load_pipeline(model_dir)
+    model.set_params(model__n_jobs=1)
+    return model.predict(frame[model.feature_names_in_]).tolist()
+
+
+pytestmark = [
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(
+        not java_available(),
+        reason="no Java runtime (Spark needs one: apt-get install openjdk-17-jre-headless)",
+    ),
+]
+
+# One Spark session for two jobs (a session takes ~15 s to start on 2 cores).
+DRIVER = textwrap.dedent(
+    """
+    import json, sys
+    from clients.model import read_model_info
+    from clients.spark import score_with_spark, session
+
+    model_dir, csv_in, parquet_in, out1, out2, penguin_dir, penguins_in, out3 = sys.argv[1:]
+    info = read_model_info(model_dir)
+    # Small splits: the CSV is read as several partitions, so row numbers must add up.
+    spark = session("local[2]", conf={"spark.sql.files.maxPartitionBytes": "40000"})
+    try:
+        partitions = spark.read.option("header", "true").csv(csv_in).rdd.getNumPartitions()
+        first = score_with_spark(csv_in, out1, info, spark=spark)
+        second = score_with_spark(
+            parquet_in, out2, info, id_column="sku", partitions=3, spark=spark
+        )
+        third = score_with_spark(penguins_in, out3, read_model_info(penguin_dir), spark=spark)
+    finally:
+        spark.stop()
+    rows = [first.rows, second.rows, third.rows]
+    print(json.dumps({"partitions": partitions, "rows": rows}))
+    """
+)
+
+
+def test_spark_local_mode_gives_the_exact_predictions_with_ids(tmp_path, tmp_path_factory):
+    model_dir = shared_model(tmp_path_factory.getbasetemp())["model_dir"]
+    penguin_dir = train_penguins(tmp_path / "penguins-model")
+    rows = diamonds_sample(1500, seed=3)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    rows.to_parquet(tmp_path / "rows.parquet", row_group_size=400)
+    out1, out2, out3 = tmp_path / "by_row", tmp_path / "by_sku.csv", tmp_path / "penguins"
+    penguins_in = PROJECT_ROOT / "data" / "penguins.csv"
+    env = env_for(tmp_path / "bentoml")
+    args = [model_dir, tmp_path / "rows.csv", tmp_path / "rows.parquet", out1, out2]
+    args += [penguin_dir, penguins_in, out3]
+    done = subprocess.run(
+        [PYTHON, "-c", DRIVER, *map(str, args)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["partitions"] > 1
+    assert report["rows"] == [1500, 1500, 344]
+    expected = native_predictions(model_dir, rows)
+
+    # CSV in, no id column: the id is the row number in the file, across partitions.
+    by_row = read_output(out1).sort_values("id")
+    assert by_row["id"].tolist() == list(range(1500))
+    np.testing.assert_array_equal(by_row["prediction"].to_numpy(), expected)
+
+    # Parquet in, an id column, shuffled into 3 partitions, CSV parts out.
+    parts = sorted(out2.glob("part-*.csv"))
+    by_sku = pd.concat(read_output(p) for p in parts).set_index("sku").loc[rows["sku"]]
+    np.testing.assert_array_equal(by_sku["prediction"].to_numpy(), expected)
+
+    # A classifier whose text column has nulls (penguins of unknown sex): Spark hands them
+    # to Python as None, which the wrapper turns into the NaN that sklearn's imputer expects.
+    penguins = pd.read_csv(penguins_in)
+    assert penguins["sex"].isna().any()
+    labels = read_output(out3).sort_values("id")
+    assert labels["id"].tolist() == list(range(len(penguins)))
+    assert labels["prediction"].tolist() == native_labels(penguin_dir, penguins)
+
+
+def test_spark_cli_errors_are_one_line(tmp_path):
+    env = env_for(tmp_path / "bentoml")
+    done = run_clients(
+        "spark",
+        str(tmp_path / "missing.csv"),
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path),
+        env=env,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path} is not an MLflow model folder (no MLmodel file)"
+    ]

@@ -1,0 +1,184 @@
+"""Helpers for the service and release tests.
+
+Real models, made the way the pipeline makes them (``pipeline.train.fit`` and
+``export_model`` on small samples of the shipped data, logged to a local artifact store
+and aliased ``prod``), imported by the real importer into a BentoML home of the test
+session; the service module loaded in-process for a given model; a real ``bentoml serve``
+subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from tests.helpers.factories import bentoml_home
+from tests.helpers.project import CONFIG_DIR, PROJECT_ROOT, PYTHON, VENV_BIN  # noqa: F401
+from tests.helpers.servers import BENTOML_CLI, free_port, serving  # noqa: F401  (re-exported)
+
+REGRESSOR_NAME = "tagserve-diamonds"  # the importer's default model name
+CLASSIFIER_NAME = "tagserve-penguins"
+TINY_FOREST = {"n_estimators": 5, "max_depth": 6, "random_state": 0, "n_jobs": 1}
+
+
+def features(name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "features" / f"{name}.yaml"))
+
+
+def diamonds_sample(n: int = 600) -> pd.DataFrame:
+    return pd.read_parquet(PROJECT_ROOT / "data" / "diamonds.parquet").sample(n, random_state=0)
+
+
+def penguins() -> pd.DataFrame:
+    """The shipped penguins (with their missing values: optional signature columns)."""
+    return pd.read_csv(PROJECT_ROOT / "data" / "penguins.csv")
+
+
+def train_and_log(home: Path, project: str, *, classifier: bool, seed: int = 0) -> str:
+    """Fit and export a tiny model as the pipeline does, log it as the next ``model_export``
+    of ``project`` in the local store under ``home``, evaluated and aliased ``prod``.
+    Returns the artifact version (``v0``...)."""
+    from artifacts.store import LocalArtifactStore
+    from pipeline.train import export_model, feature_columns, fit
+
+    if classifier:
+        frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
+        estimator = "sklearn.ensemble.RandomForestClassifier"
+    else:
+        frame, target, feats, stratify = diamonds_sample(), "price", features("diamonds"), None
+        estimator = "sklearn.ensemble.RandomForestRegressor"
+    model_cfg = {"estimator": {"_target_": estimator, **TINY_FOREST, "random_state": seed}}
+    model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
+    export = home / "exports" / f"{project}-{seed}"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export_model(model, export, frame[feature_columns(feats)], {"target": target})
+    store = LocalArtifactStore(home / "store" / project)
+    version = store.log_artifact(
+        export,
+        "model_export",
+        "model_export",
+        {
+            "task": "classification" if classifier else "regression",
+            "target": target,
+            "val_metrics": val_metrics,
+            "git_commit": "0" * 40,
+            "run_id": f"test-{project}-{seed}",
+            "lineage": {"raw_data": {"ref": "raw_data:v0", "digest": "a" * 64}},
+        },
+        run_id=f"test-{project}-{seed}",
+    )
+    store.update_metadata(version.qualified_name, {"test_metrics": val_metrics})
+    store.set_alias(version.qualified_name, "prod")
+    return version.version
+
+
+def import_prod(project: str, *, home: Path, name: str) -> str:
+    """``importers.import_model`` of ``project``'s ``model_export:prod`` (inside
+    :func:`bentoml_home`). Returns the BentoML tag."""
+    from importers import import_model
+
+    return import_model(f"local:{project}/model_export:prod", name=name, home=home).tag
+
+
+@dataclass(frozen=True)
+class Models:
+    """What the service tests share: a BentoML home holding a regressor and a classifier."""
+
+    bentoml_home: Path
+    tagserve_home: Path
+    regressor: str  # BentoML tag
+    classifier: str
+
+    def mlflow_folder(self, tag: str) -> Path:
+        name, version = tag.split(":")
+        return self.bentoml_home / "models" / name / version / "mlflow_model"
+
+    def example(self, tag: str) -> dict[str, Any]:
+        """The model's own serving_input_example.json."""
+        import json
+
+        return json.loads((self.mlflow_folder(tag) / "serving_input_example.json").read_text())
+
+
+_MODELS: Models | None = None
+
+
+def shared_models(root: Path) -> Models:
+    """The session's models, made once (test modules each hold a session fixture calling
+    this; a fixture imported into several modules would run once per module)."""
+    global _MODELS
+    if _MODELS is None:
+        tagserve_home, home = root / "tagserve", root / "bentoml"
+        train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False)
+        train_and_log(tagserve_home, CLASSIFIER_NAME, classifier=True)
+        with bentoml_home(home):
+            regressor = import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME)
+            classifier = import_prod(CLASSIFIER_NAME, home=tagserve_home, name=CLASSIFIER_NAME)
+        _MODELS = Models(home, tagserve_home, regressor, classifier)
+    return _MODELS
+
+
+@dataclass(frozen=True)
+class BuiltService:
+    """A service built in-process for one model: the BentoML service and its record type."""
+
+    Tagserve: Any
+    Record: Any
+
+
+def load_service(tag: str, **settings: Any) -> BuiltService:
+    """``service.create_service`` for the model ``tag`` (call inside :func:`bentoml_home`),
+    other settings from the environment (``TAGSERVE_*``) unless given."""
+    import service
+    from serving import bentoml_private
+    from serving.settings import Settings
+
+    bentoml_private.reset_arguments()  # the bento arguments a previous service recorded
+    try:
+        built = service.create_service(Settings.from_env({"model": tag}))
+    finally:
+        bentoml_private.reset_arguments()
+    return BuiltService(built, built.inner.Record)
+
+
+def subprocess_env(models: Models, **extra: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: the session's BentoML home, the project importable,
+    no configuration leaking in from the caller's shell."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BENTOML_", "TAGSERVE_", "WANDB_", "MLFLOW_"))
+    }
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        BENTOML_HOME=str(models.bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+        TAGSERVE_HOME=str(models.tagserve_home),
+        PYTHONPATH=str(PROJECT_ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def bentoml_server(
+    target: str, *, env: dict[str, str], cwd: Path, log: Path, timeout: float = 180
+) -> Iterator[str]:
+    """``bentoml serve TARGET`` on 127.0.0.1 and a free port; yields its URL once /readyz
+    answers 200; stops it and its workers afterwards."""
+    with serving(target, env=env, cwd=cwd, log=log, timeout=timeout) as server:
+        yield server.url
+
+
+def records(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an MLflow ``dataframe_split`` example as records."""
+    split = example["dataframe_split"]
+    return [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]

@@ -1,0 +1,59 @@
+"""`make container` for real: a released bento built into an OCI image with buildah, run, called.
+
+Needs root (buildah's chroot isolation with vfs storage) and buildah + debootstrap, which
+`.ci/run` installs; skipped with the reason otherwise. The local base image is built once and
+reused; the bento's image is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.helpers.release_repos import GIT_IDENTITY, make_repo, run_release
+from tests.helpers.service_models import PROJECT_ROOT, free_port, subprocess_env
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="buildah with chroot isolation needs root"),
+    pytest.mark.skipif(
+        shutil.which("buildah") is None or shutil.which("debootstrap") is None,
+        reason="buildah and debootstrap are not installed (.ci/run installs them)",
+    ),
+]
+
+VERSION = "v0.0.1-container"
+
+
+def test_container_builds_runs_and_answers_predict(home, tmp_path):
+    repo = make_repo(tmp_path / "repo", tag=VERSION)
+    built = run_release(repo, home, "build")
+    assert built.returncode == 0, built.stderr
+    env = {
+        **subprocess_env(home, PORT=str(free_port())),
+        **GIT_IDENTITY,
+        "PYTHON": str(PROJECT_ROOT / ".venv" / "bin" / "python"),
+        "BENTOML": str(PROJECT_ROOT / ".venv" / "bin" / "bentoml"),
+        "TMPDIR": str(tmp_path),
+    }
+    try:
+        done = subprocess.run(
+            [str(PROJECT_ROOT / "scripts" / "container.sh"), f"tagserve:{VERSION}"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert '-> {"prediction":' in done.stdout
+        assert f"bento tagserve:{VERSION}" in done.stdout
+        assert f"image localhost/tagserve:{VERSION} answers /predict" in done.stdout
+    finally:
+        subprocess.run(
+            ["buildah", "rmi", "-f", f"localhost/tagserve:{VERSION}"],
+            capture_output=True,
+            env={**os.environ, "STORAGE_DRIVER": "vfs"},
+        )

@@ -1,0 +1,381 @@
+"""The service in-process: its schema from the MLflow signature, its answers against the
+native model, and its HTTP app (BentoML's own ASGI app, run by Starlette's test client):
+typed APIs, bad inputs, the MLflow scoring protocol, metadata, health."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.pipeline import Pipeline
+
+from tests.helpers.service_models import (
+    PROJECT_ROOT,
+    Models,
+    bentoml_home,
+    load_service,
+    records,
+)
+
+MAX_ROWS = 50  # TAGSERVE_MAX_ROWS of the regressor's service copy here
+
+
+@pytest.fixture(scope="module")
+def home(models: Models) -> Iterator[Models]:
+    with bentoml_home(models.bentoml_home):
+        yield models
+
+
+@pytest.fixture(scope="module")
+def regressor(home: Models) -> Any:
+    os.environ["TAGSERVE_MAX_ROWS"] = str(MAX_ROWS)
+    try:
+        return load_service(home.regressor)
+    finally:
+        del os.environ["TAGSERVE_MAX_ROWS"]
+
+
+@pytest.fixture(scope="module")
+def classifier(home: Models) -> Any:
+    return load_service(home.classifier)
+
+
+@pytest.fixture(scope="module")
+def client(regressor: Any) -> Iterator[Any]:
+    """The regressor's HTTP app, started (its lifespan loads the model)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Starlette's test client on httpx
+        from starlette.testclient import TestClient
+
+        with TestClient(regressor.Tagserve.to_asgi()) as test_client:
+            yield test_client
+
+
+def native(models: Models, tag: str) -> Any:
+    """The model as the pipeline loads it: the independent reference."""
+    from inference.loading import load_pipeline
+
+    return load_pipeline(models.mlflow_folder(tag))
+
+
+def example_frame(models: Models, tag: str) -> pd.DataFrame:
+    split = models.example(tag)["dataframe_split"]
+    return pd.DataFrame(split["data"], columns=split["columns"])
+
+
+# --- schema --------------------------------------------------------------------------------
+
+
+def test_record_schema_is_the_signature(home: Models, regressor: Any, classifier: Any) -> None:
+    schema = regressor.Record.model_json_schema()
+    assert list(schema["properties"]) == [
+        "carat",
+        "depth",
+        "table",
+        "x",
+        "y",
+        "z",
+        "cut",
+        "color",
+        "clarity",
+    ]
+    assert schema["properties"]["carat"]["type"] == "number"
+    assert schema["properties"]["cut"]["type"] == "string"
+    assert set(schema["required"]) == set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    # penguins: numeric columns with missing values are optional, year is a required long
+    schema = classifier.Record.model_json_schema()
+    assert schema["properties"]["year"]["type"] == "integer"
+    assert {"type": "null"} in schema["properties"]["bill_length_mm"]["anyOf"]
+    assert "bill_length_mm" not in schema.get("required", [])
+    assert "year" in schema["required"] and "island" in schema["required"]
+
+
+def test_openapi_names_every_feature_with_its_type(client: Any) -> None:
+    spec = client.get("/docs.json").json()
+    record = spec["components"]["schemas"]["Record"]
+    assert {k: v["type"] for k, v in record["properties"].items()} == {
+        **dict.fromkeys(["carat", "depth", "table", "x", "y", "z"], "number"),
+        **dict.fromkeys(["cut", "color", "clarity"], "string"),
+    }
+    body = spec["paths"]["/predict_batch"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["items"]["$ref"].endswith("/Record")
+    assert body["schema"]["minItems"] == 1 and body["schema"]["maxItems"] == MAX_ROWS
+    assert {"/predict", "/predict_batch", "/metadata"} <= set(spec["paths"])
+
+
+def test_the_bento_holds_the_service_and_the_packages_it_imports() -> None:
+    """A bento holds service.py, the core (``inference``) and ``serving``: together they
+    import nothing else from the project."""
+    shipped = ["service.py", *sorted(str(p) for p in PROJECT_ROOT.glob("inference/*.py"))]
+    shipped += sorted(str(p) for p in PROJECT_ROOT.glob("serving/*.py"))
+    project = {p.name for p in PROJECT_ROOT.iterdir() if (p / "__init__.py").exists()}
+    for path in shipped:
+        tree = ast.parse((PROJECT_ROOT / path).read_text())
+        imported = {
+            (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom) and getattr(node, "level", 0) == 0
+            for alias in node.names
+        }
+        outside = (imported & project) - {"inference", "serving"}
+        assert not outside, f"{path} imports project packages {outside}"
+    bentofile = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())
+    assert bentofile["include"] == ["/service.py", "/inference/", "/serving/"]
+    assert bentofile["service"] == "service:Tagserve"
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def test_predict_and_predict_batch_match_the_native_model(home: Models, regressor: Any) -> None:
+    service = regressor.Tagserve()
+    frame = example_frame(home, home.regressor)
+    expected = native(home, home.regressor).predict(frame).tolist()
+    rows = [regressor.Record(**r) for r in records(home.example(home.regressor))]
+    assert [service.predict(r).prediction for r in rows] == expected
+    assert [p.prediction for p in service.predict_batch(rows)] == expected
+    assert [p.prediction for p in service.predict_batch(rows[::-1])] == expected[::-1]
+    # the forest predicts on one core in the service, as the native sklearn Pipeline
+    assert service.model.pipeline.get_params()["model__n_jobs"] == 1
+    assert isinstance(service.model.pipeline, Pipeline)
+
+
+def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> None:
+    service = classifier.Tagserve()
+    reference = native(home, home.classifier)
+    rows = records(home.example(home.classifier))
+    rows.append({**rows[0], "sex": None, "bill_length_mm": None})  # optional columns
+    answers = service.predict_batch([classifier.Record(**r) for r in rows])
+    frame = pd.DataFrame.from_records(rows).replace({None: np.nan})
+    assert [a.prediction for a in answers] == reference.predict(frame).tolist()
+    for answer, proba in zip(answers, reference.predict_proba(frame), strict=True):
+        assert list(answer.probabilities) == ["Adelie", "Chinstrap", "Gentoo"]
+        assert list(answer.probabilities.values()) == pytest.approx(proba.tolist())
+    one = service.predict(classifier.Record(**rows[-1]))
+    assert one == answers[-1]
+    assert service.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
+
+
+# --- HTTP: typed APIs and bad input ----------------------------------------------------------
+
+
+def test_http_predict_and_batch(home: Models, client: Any) -> None:
+    rows = records(home.example(home.regressor))
+    expected = native(home, home.regressor).predict(example_frame(home, home.regressor))
+    answer = client.post("/predict", json=rows[0])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"prediction": expected[0]}
+    answer = client.post("/predict_batch", json=rows)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"prediction": p} for p in expected]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (lambda r: r.pop("carat"), "carat", "Field required"),
+        (lambda r: r.update(carat="0.3"), "carat", "valid number"),
+        (lambda r: r.update(cut=3), "cut", "valid string"),
+        (lambda r: r.update(carat=None), "carat", "must not be null"),
+        (lambda r: r.update(colour="E"), "colour", "Extra inputs are not permitted"),
+        (lambda r: r.update(depth=True), "depth", "valid number"),
+    ],
+    ids=["missing", "string-for-number", "number-for-string", "null", "unknown", "bool"],
+)
+def test_bad_record_is_a_400_naming_the_field(
+    home: Models, client: Any, change: Any, field: str, problem: str
+) -> None:
+    row = records(home.example(home.regressor))[0]
+    change(row)
+    for path, body, where in (("/predict", row, field), ("/predict_batch", [row], f"[0].{field}")):
+        answer = client.post(path, json=body)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert f"{where}: " in error and problem in error, error
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "problem"),
+    [
+        ("/predict", b'{"carat": 0.3,', "Invalid JSON"),
+        ("/predict_batch", b"[{]", "Invalid JSON"),
+        ("/predict_batch", b"[]", "at least 1 item"),
+        ("/predict_batch", b'{"carat": 0.3}', "valid list"),
+        ("/predict", b"", "Field required"),
+    ],
+    ids=["malformed", "malformed-list", "empty-list", "not-a-list", "empty-body"],
+)
+def test_malformed_body_is_a_400(client: Any, path: str, body: bytes, problem: str) -> None:
+    answer = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert problem in answer.json()["error"]
+
+
+def test_more_rows_than_the_limit_is_a_400(home: Models, client: Any) -> None:
+    row = records(home.example(home.regressor))[0]
+    answer = client.post("/predict_batch", json=[row] * (MAX_ROWS + 1))
+    assert answer.status_code == 400
+    assert f"at most {MAX_ROWS} items" in answer.json()["error"]
+    answer = client.post("/invocations", json={"dataframe_records": [row] * (MAX_ROWS + 1)})
+    assert answer.status_code == 400
+    assert "TAGSERVE_MAX_ROWS" in answer.json()["message"]
+    assert client.post("/predict_batch", json=[row] * MAX_ROWS).status_code == 200
+
+
+# --- HTTP: the MLflow scoring protocol -----------------------------------------------------
+
+
+def mlflow_payloads(example: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
+    split = example["dataframe_split"]
+    rows = records(example)
+    columns = {c: [r[c] for r in rows] for c in split["columns"]}
+    csv = pd.DataFrame(split["data"], columns=split["columns"]).to_csv(index=False)
+    as_json = {
+        "dataframe_split (the model's serving_input_example.json)": example,
+        "dataframe_split with index": {"dataframe_split": {**split, "index": [7, 8, 9]}},
+        "dataframe_records": {"dataframe_records": rows},
+        "instances (records)": {"instances": rows},
+        "inputs (columns)": {"inputs": columns},
+        "inputs (rows in signature order)": {"inputs": split["data"]},
+    }
+    payloads = {k: ("application/json", json.dumps(v).encode()) for k, v in as_json.items()}
+    payloads["csv"] = ("text/csv", csv.encode())
+    payloads["json with charset"] = (
+        "application/json; charset=utf-8",
+        json.dumps(example).encode(),
+    )
+    return payloads
+
+
+def test_invocations_speaks_the_mlflow_protocol(home: Models, client: Any) -> None:
+    example = home.example(home.regressor)
+    expected = native(home, home.regressor).predict(example_frame(home, home.regressor)).tolist()
+    for name, (content_type, body) in mlflow_payloads(example).items():
+        answer = client.post("/invocations", content=body, headers={"content-type": content_type})
+        assert answer.status_code == 200, f"{name}: {answer.text}"
+        assert answer.json() == {"predictions": expected}, name
+
+
+def _without(row: dict[str, Any], column: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != column}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "make_body", "status", "problem"),
+    [
+        (
+            "application/json",
+            lambda r: {"dataframe_records": [_without(r, "carat")]},
+            400,
+            "'carat'",
+        ),
+        (
+            "application/json",
+            lambda r: {"dataframe_records": [{**r, "carat": "x"}]},
+            400,
+            "column 'carat' expects double",
+        ),
+        (
+            "application/json",
+            lambda r: {"dataframe_records": [{**r, "carat": None}]},
+            400,
+            "'carat' is required",
+        ),
+        (
+            "application/json",
+            lambda r: {"dataframe_split": {"columns": list(r), "data": [list(r.values())[:-1]]}},
+            400,
+            "row 0 has 8 values",
+        ),
+        ("application/json", lambda r: {"dataframe_records": []}, 400, "no rows"),
+        ("application/json", lambda r: {"records": [r]}, 400, "exactly one of the keys"),
+        ("application/json", lambda r: [r], 400, "JSON object"),
+        ("application/json", lambda r: b"{nope", 400, "not valid JSON"),
+        ("text/csv", lambda r: b"carat,depth\nabc,1\n", 400, "column"),
+        ("text/csv", lambda r: b"", 400, "not valid CSV"),
+        ("text/plain", lambda r: b"x", 415, "unsupported content type"),
+        ("application/json; charset=latin-1", lambda r: {"inputs": r}, 415, "UTF-8"),
+    ],
+    ids=[
+        "missing-column",
+        "wrong-type",
+        "null",
+        "short-row",
+        "no-rows",
+        "no-format-key",
+        "not-an-object",
+        "malformed",
+        "csv-wrong-type",
+        "csv-empty",
+        "content-type",
+        "charset",
+    ],
+)
+def test_invocations_bad_input_is_a_4xx_in_mlflow_form(
+    home: Models, client: Any, content_type: str, make_body: Any, status: int, problem: str
+) -> None:
+    body = make_body(records(home.example(home.regressor))[0])
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = client.post("/invocations", content=raw, headers={"content-type": content_type})
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error_code"] == "BAD_REQUEST"
+    assert problem in answer.json()["message"]
+
+
+def test_invocations_ignores_extra_columns_as_mlflow_does(home: Models, client: Any) -> None:
+    rows = [{**r, "price": 1.0} for r in records(home.example(home.regressor))]
+    answer = client.post("/invocations", json={"dataframe_records": rows})
+    assert answer.status_code == 200
+    assert len(answer.json()["predictions"]) == len(rows)
+
+
+# --- metadata and health ---------------------------------------------------------------------
+
+
+def test_metadata_names_model_artifact_code_and_metrics(home: Models, client: Any) -> None:
+    via_get = client.get("/metadata")
+    via_post = client.post("/metadata")
+    assert via_get.status_code == via_post.status_code == 200
+    meta = via_get.json()
+    assert meta == via_post.json()
+    assert meta["model"] == home.regressor
+    assert meta["artifact"] == "model_export:v0" and meta["version"] == "v0"
+    assert meta["source_ref"] == "local:tagserve-diamonds/model_export:prod"
+    assert home.regressor.endswith(meta["digest"][:12])
+    assert [c["name"] for c in meta["signature"]["inputs"]][:2] == ["carat", "depth"]
+    assert set(meta["metrics"]) == {"val", "test"} and "r2" in meta["metrics"]["val"]
+    assert meta["task"] == "regression" and meta["target"] == "price"
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert meta["git_commit"] == head  # served from the checkout: its HEAD
+    assert meta["bento"] is None
+    assert meta["limits"]["max_rows"] == MAX_ROWS
+
+
+def test_health_endpoints(client: Any) -> None:
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_unknown_model_fails_at_import_with_a_readable_error(home: Models) -> None:
+    import bentoml
+
+    with pytest.raises(bentoml.exceptions.NotFound, match="python -m importers"):
+        load_service("tagserve-nosuchmodel:latest")
+
+
+def test_max_rows_must_be_a_number(home: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGSERVE_MAX_ROWS", "lots")
+    with pytest.raises(ValueError, match="TAGSERVE_MAX_ROWS must be a whole number"):
+        load_service(home.regressor)

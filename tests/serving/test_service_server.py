@@ -1,0 +1,162 @@
+"""The service behind a real ``bentoml serve service:Tagserve`` on 127.0.0.1: BentoML's own
+client, raw HTTP, MLflow's own scoring-server client, bad inputs, and 32 concurrent single-row
+clients through the adaptive batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.helpers.service_models import (
+    PROJECT_ROOT,
+    Models,
+    bentoml_server,
+    records,
+    subprocess_env,
+)
+
+CONCURRENT_CLIENTS = 32
+
+
+@pytest.fixture(scope="module")
+def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
+    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def expected(models: Models) -> dict[str, Any]:
+    """In-process answers for the model's example rows and a sample of diamonds."""
+    from inference.loading import load_pipeline
+    from tests.helpers.service_models import diamonds_sample
+
+    model = load_pipeline(models.mlflow_folder(models.regressor))
+    model.set_params(model__n_jobs=1)
+    split = models.example(models.regressor)["dataframe_split"]
+    example = pd.DataFrame(split["data"], columns=split["columns"])
+    sample = diamonds_sample(CONCURRENT_CLIENTS * 2).drop(columns=["price"])
+    sample = sample[split["columns"]].reset_index(drop=True)
+    return {
+        "example": model.predict(example).tolist(),
+        "sample_rows": sample.to_dict("records"),
+        "sample": model.predict(sample).tolist(),
+    }
+
+
+def test_bentoml_client(models: Models, server: str, expected: dict[str, Any]) -> None:
+    import bentoml
+
+    rows = records(models.example(models.regressor))
+    with bentoml.SyncHTTPClient(server, server_ready_timeout=30) as client:
+        assert client.is_ready()
+        assert client.predict(rows[0]) == {"prediction": expected["example"][0]}
+        assert client.predict_batch(rows) == [{"prediction": p} for p in expected["example"]]
+        meta = client.metadata()
+    assert meta["model"] == models.regressor
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert meta["git_commit"] == head
+
+
+def test_mlflow_protocol_over_http(models: Models, server: str, expected: dict[str, Any]) -> None:
+    example_file = models.mlflow_folder(models.regressor) / "serving_input_example.json"
+    answer = httpx.post(
+        f"{server}/invocations",
+        content=example_file.read_bytes(),  # byte for byte what `mlflow models serve` takes
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": expected["example"]}
+    split = models.example(models.regressor)["dataframe_split"]
+    csv = pd.DataFrame(split["data"], columns=split["columns"]).to_csv(index=False)
+    answer = httpx.post(f"{server}/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert answer.json() == {"predictions": expected["example"]}
+
+
+def test_mlflow_scoring_client_works_unchanged(
+    models: Models, server: str, expected: dict[str, Any]
+) -> None:
+    """MLflow's own client of ``mlflow models serve``: readiness (/ping) and invoke."""
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    host, port = server.removeprefix("http://").split(":")
+    client = ScoringServerClient(host, int(port))
+    client.wait_server_ready(timeout=10)
+    split = models.example(models.regressor)["dataframe_split"]
+    frame = pd.DataFrame(split["data"], columns=split["columns"])
+    assert client.invoke(frame).get_predictions().iloc[:, 0].tolist() == expected["example"]
+    assert re.match(r"^\d+\.\d+", client.get_version())
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "needle"),
+    [
+        ("/predict", {"carat": 0.3}, "application/json", 400, "depth: Field required"),
+        ("/predict", b"{", "application/json", 400, "Invalid JSON"),
+        ("/predict_batch", b"[{]", "application/json", 400, "Invalid JSON"),
+        ("/predict_batch", [], "application/json", 400, "at least 1 item"),
+        ("/invocations", {"dataframe_records": [{"carat": "big"}]}, "application/json", 400, ""),
+        ("/invocations", b"x", "application/octet-stream", 415, "content type"),
+    ],
+    ids=["missing-field", "malformed", "malformed-batch", "empty-batch", "mlflow", "415"],
+)
+def test_bad_input_is_a_4xx_never_a_500(
+    server: str, path: str, body: Any, content_type: str, status: int, needle: str
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = httpx.post(f"{server}{path}", content=raw, headers={"content-type": content_type})
+    assert answer.status_code == status, answer.text
+    assert needle in answer.text
+
+
+def test_32_concurrent_single_row_clients_are_batched(
+    server: str, expected: dict[str, Any]
+) -> None:
+    """32 clients at once, one row each, twice over: every answer is the in-process
+    prediction of its own row (no 503), and the batcher merged requests."""
+    rows, want = expected["sample_rows"], expected["sample"]
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=CONCURRENT_CLIENTS)
+        async with httpx.AsyncClient(base_url=server, timeout=60, limits=limits) as client:
+            await client.post("/predict_batch", json=[rows[0]])  # warm the connection pool
+
+            async def one(row: dict[str, Any]) -> httpx.Response:
+                return await client.post("/predict_batch", json=[row])
+
+            answers: list[httpx.Response] = []
+            for start in range(0, len(rows), CONCURRENT_CLIENTS):
+                chunk = rows[start : start + CONCURRENT_CLIENTS]
+                answers += await asyncio.gather(*(one(row) for row in chunk))
+            return answers
+
+    before = httpx.get(f"{server}/metadata").json()["batching"]
+    answers = asyncio.run(run())
+    assert [a.status_code for a in answers] == [200] * len(rows)
+    assert [a.json()[0]["prediction"] for a in answers] == want
+    after = httpx.get(f"{server}/metadata").json()["batching"]
+    calls = after["model_calls"] - before["model_calls"]
+    assert after["rows"] - before["rows"] == len(rows) + 1
+    assert calls < len(rows), f"{len(rows) + 1} requests took {calls} model calls: no batching"
+
+
+def test_health_metadata_and_openapi(models: Models, server: str) -> None:
+    for path in ("/livez", "/readyz", "/healthz", "/ping", "/health"):
+        assert httpx.get(f"{server}{path}").status_code == 200, path
+    meta = httpx.get(f"{server}/metadata").json()
+    assert meta["model"] == models.regressor and meta["bento"] is None
+    spec = httpx.get(f"{server}/docs.json").json()
+    assert set(spec["components"]["schemas"]["Record"]["properties"]) == set(
+        models.example(models.regressor)["dataframe_split"]["columns"]
+    )

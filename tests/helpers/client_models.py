@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from tests.helpers import servers
+from tests.helpers.project import BENTOML_CLI, CONFIG_DIR, PROJECT_ROOT, PYTHON  # noqa: F401
 from tests.helpers.servers import Server
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 FEATURES: dict[str, Any] = OmegaConf.to_container(
     OmegaConf.load(PROJECT_ROOT / "pipeline" / "conf" / "features" / "diamonds.yaml")
 )

@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,8 @@ from artifacts.store import ArtifactVersion, LocalArtifactStore
 from pipeline.train import export_model, feature_columns, fit
 from tests.helpers.factories import bentoml_home  # noqa: F401  (re-exported for the importer tests)
 from tests.helpers.factories import synthetic_diamonds as diamonds
+from tests.helpers.project import BENTOML_CLI, CONFIG_DIR, PROJECT_ROOT, PYTHON  # noqa: F401
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = PROJECT_ROOT / "pipeline" / "conf"
-PYTHON = sys.executable
-BENTOML_CLI = str(Path(sys.executable).parent / "bentoml")
 # The real diamonds feature config; the forest is tiny (the machine is shared).
 FEATURES: dict[str, Any] = OmegaConf.to_container(
     OmegaConf.load(CONFIG_DIR / "features" / "diamonds.yaml")

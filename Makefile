@@ -2,8 +2,12 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 PYTHON ?= python3
-# uv from PATH, else bootstrapped with pip into .tools/ (a fresh machine has only python + pip).
-UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+# The project's own uv, never one from PATH: the version uv.lock pins, bootstrapped with pip
+# into .tools/ (a fresh machine has only python + pip). `uv sync` then installs the same uv into
+# .venv/bin, where bentoml build and `python -m release` find it (README: set-up notes).
+UV_VERSION := $(shell awk -F'"' '/^name = "uv"$$/ {getline; print $$2; exit}' uv.lock)
+UV := $(CURDIR)/.tools/bin/uv
+UV_STAMP := .tools/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
 PART ?= patch
 
@@ -12,11 +16,14 @@ PART ?= patch
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-$(CURDIR)/.tools/bin/uv:
+$(UV_STAMP):
+	@test -n "$(UV_VERSION)" || { echo "error: uv.lock pins no uv version" >&2; exit 1; }
+	rm -rf .tools
 	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet uv
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+	touch $@
 
-install: $(UV) ## Create .venv with the locked dependencies (uv.lock)
+install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock)
 	$(UV) sync --frozen --quiet
 
 demo: install ## Pipeline end to end (offline), import the prod model, build the bento
@@ -50,7 +57,7 @@ format: install ## Format the code with ruff
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-lock: $(UV) ## Refresh uv.lock and the MLflow project's pipeline/requirements.txt
+lock: $(UV_STAMP) ## Refresh uv.lock and the MLflow project's pipeline/requirements.txt
 	$(UV) lock
 	$(UV) export --no-hashes --no-dev --no-emit-project --frozen --quiet -o pipeline/requirements.txt
 

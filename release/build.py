@@ -4,7 +4,10 @@ Both read ``bentofile.yaml`` and then pin what a release must not leave open:
 
 - ``models``: the exact model tag (``tagserve-diamonds:v3-1a2b3c4d5e6f``, not ``latest``),
   chosen by ``--model``, else ``TAGSERVE_MODEL``, else the bentofile's first model;
-- ``python.packages``: that model's own pinned requirements (``importers.model_requirements``);
+- ``python.packages``: the bento's packages, exported from the project's committed
+  ``uv.lock`` (``uv export --frozen`` of the ``serve`` dependency group, with the uv installed
+  in this environment), never re-resolved against the registry (``lock_packages: false``); the
+  model's own pinned requirements (``importers.model_requirements``) must agree with it;
 - bento arguments ``model``, ``git_commit``, ``git_tag``: what ``service.py`` serves and
   reports in ``/metadata``, whatever the environment of the server;
 - labels ``git_commit``, ``git_tag``, ``model_tag``, ``artifact``.
@@ -15,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,9 @@ from release.errors import ReleaseError
 from release.versions import dev_version
 
 BENTOFILE = "bentofile.yaml"
+LOCKFILE = "uv.lock"
+# The dependency group of pyproject.toml that holds what the service needs at serving time.
+SERVE_GROUP = "serve"
 # The keys of bentofile.yaml that bentoml.bentos.build takes as arguments.
 BUILD_KEYS = (
     "service",
@@ -129,6 +137,67 @@ def model_requirements(model: Any) -> list[str]:
     return requirements
 
 
+def locked_requirements(root: Path, group: str = SERVE_GROUP) -> list[str]:
+    """The pinned lines (``name==version[ ; marker]``) of ``group`` and everything it needs, as
+    the committed ``uv.lock`` at ``root`` has them: ``uv export --frozen --offline``, run by the
+    uv installed in this environment (a locked dependency), not one from PATH."""
+    for name in (LOCKFILE, "pyproject.toml"):
+        if not (root / name).is_file():
+            raise ReleaseError(
+                f"no {name} in {root}: the bento's packages are exported from the project's lock"
+            )
+    command = [sys.executable, "-m", "uv", "export", "--frozen", "--offline", "--quiet"]
+    command += ["--only-group", group, "--no-emit-project", "--no-hashes", "--no-header"]
+    command += ["--no-annotate"]
+    try:
+        done = subprocess.run(
+            command, cwd=root, capture_output=True, text=True, timeout=120, check=False
+        )
+    except OSError as exc:
+        raise ReleaseError(f"could not run uv export: {exc}") from None
+    if done.returncode != 0:
+        why = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        if "No module named uv" in why:
+            why = f"uv is not installed in {sys.prefix} (it is a locked dependency: `make install`)"
+        raise ReleaseError(f"uv export of the {group!r} group of {LOCKFILE} failed: {why}")
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise ReleaseError(f"{LOCKFILE} has no dependency group {group!r} (pyproject.toml)")
+    return lines
+
+
+def check_model_agrees(model_tag: str, pinned: list[str], locked: list[str]) -> None:
+    """Refuse a model whose pinned requirements differ from the lock's: the bento would install
+    other versions than the model was trained with."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    versions: dict[str, str] = {}
+    for line in locked:
+        req = Requirement(line)
+        for spec in req.specifier:
+            versions[canonicalize_name(req.name)] = spec.version
+    disagree = []
+    for line in pinned:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            disagree.append(f"{line} (not a requirement)")
+            continue
+        have = versions.get(canonicalize_name(req.name))
+        if have is None:
+            disagree.append(f"{line} (not in the lock)")
+        elif not req.specifier.contains(have, prereleases=True):
+            disagree.append(f"{line} (lock: {have})")
+    if disagree:
+        raise ReleaseError(
+            f"model {model_tag} pins requirements that disagree with {LOCKFILE}'s "
+            f"{SERVE_GROUP!r} group: {', '.join(disagree)}; retrain the model with this "
+            f"checkout's locked packages, or lock the versions it needs (`make lock`)"
+        )
+
+
 def artifact_of(model: Any) -> str:
     meta = model.info.metadata
     return str(meta.get("artifact_qualified_name") or meta.get("artifact") or "")
@@ -171,7 +240,10 @@ def _build(
     base_image = base_image or os.environ.get("TAGSERVE_BASE_IMAGE")
     if base_image:
         docker["base_image"] = base_image
-    python = {**(config.get("python") or {}), "packages": model_requirements(model)}
+    locked = locked_requirements(root)
+    check_model_agrees(model_tag, model_requirements(model), locked)
+    # Exactly the lock's pins, installed as they are (no resolution at build time).
+    python = {**(config.get("python") or {}), "packages": locked, "lock_packages": False}
     python.pop("requirements_txt", None)
     labels = {
         **(config.get("labels") or {}),

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tests.helpers.service_models import PROJECT_ROOT, PYTHON, Models, subprocess_env
 
-# What a bento needs from the project: the service and the packages it imports.
-SERVICE_FILES = ("service.py", "bentofile.yaml", ".gitignore")
+# What a bento needs from the project: the service, the packages it imports, and the lock its
+# Python packages come from.
+SERVICE_FILES = ("service.py", "bentofile.yaml", ".gitignore", "pyproject.toml", "uv.lock")
 SERVICE_PACKAGES = ("inference", "serving")
 
 GIT_IDENTITY = {
@@ -31,7 +32,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make_repo(path: Path, tag: str | None = None) -> Path:
-    """A git repository holding the project's service and bentofile, one commit, ``tag``."""
+    """A git repository holding the project's service, bentofile and lock, one commit,
+    ``tag``."""
     path.mkdir(parents=True)
     for name in SERVICE_FILES:
         shutil.copy(PROJECT_ROOT / name, path / name)
@@ -56,3 +58,8 @@ def run_release(repo: Path, home: Models, *args: str, **env: str) -> subprocess.
         text=True,
         timeout=300,
     )
+
+
+def bento_dir(home: Models, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home.bentoml_home / "bentos" / name / version

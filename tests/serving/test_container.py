@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers.release_repos import GIT_IDENTITY, make_repo, run_release
+from tests.helpers.release_repos import GIT_IDENTITY, bento_dir, make_repo, run_release
 from tests.helpers.service_models import PROJECT_ROOT, free_port, subprocess_env
 
 pytestmark = [
@@ -25,6 +25,43 @@ pytestmark = [
 ]
 
 VERSION = "v0.0.1-container"
+BUILDAH_ENV = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
+
+
+def pins(lines: list[str]) -> set[tuple[str, str]]:
+    """(name, version) of the ``name==version`` lines whose markers hold here."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found = set()
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate():
+            (spec,) = req.specifier
+            found.add((canonicalize_name(req.name), spec.version))
+    return found
+
+
+def installed_in_image(image: str) -> list[str]:
+    """``uv pip freeze`` of the bento's virtualenv inside ``image``."""
+    container = subprocess.run(
+        ["buildah", "from", image], capture_output=True, text=True, env=BUILDAH_ENV, check=True
+    ).stdout.strip()
+    try:
+        done = subprocess.run(
+            ["buildah", "run", container, "--", "uv", "pip", "freeze"]
+            + ["--python", "/app/.venv/bin/python"],
+            capture_output=True,
+            text=True,
+            env=BUILDAH_ENV,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+    finally:
+        subprocess.run(["buildah", "rm", container], capture_output=True, env=BUILDAH_ENV)
 
 
 def test_container_builds_runs_and_answers_predict(home, tmp_path):
@@ -51,6 +88,10 @@ def test_container_builds_runs_and_answers_predict(home, tmp_path):
         assert '-> {"prediction":' in done.stdout
         assert f"bento tagserve:{VERSION}" in done.stdout
         assert f"image localhost/tagserve:{VERSION} answers /predict" in done.stdout
+        # The image holds exactly the bento's pins (uv.lock's serve group), nothing resolved.
+        wanted = bento_dir(home, f"tagserve:{VERSION}") / "env/python/requirements.txt"
+        installed = installed_in_image(f"localhost/tagserve:{VERSION}")
+        assert pins(installed) == pins(wanted.read_text().splitlines())
     finally:
         subprocess.run(
             ["buildah", "rmi", "-f", f"localhost/tagserve:{VERSION}"],

@@ -14,10 +14,11 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from release.cli import main
 from release.versions import dev_version, is_release_tag, next_version, parse_release_tag
-from tests.helpers.release_repos import GIT_IDENTITY, git, make_repo, run_release
+from tests.helpers.release_repos import GIT_IDENTITY, bento_dir, git, make_repo, run_release
 from tests.helpers.service_models import (
     BENTOML_CLI,
     PROJECT_ROOT,
@@ -43,11 +44,6 @@ def bento_info(home: Models, tag: str) -> dict[str, Any]:
     return yaml.safe_load(
         (home.bentoml_home / "bentos" / name / version / "bento.yaml").read_text()
     )
-
-
-def bento_dir(home: Models, tag: str) -> Path:
-    name, version = tag.split(":")
-    return home.bentoml_home / "bentos" / name / version
 
 
 # --- versions ------------------------------------------------------------------------------
@@ -200,13 +196,61 @@ def test_release_build_versions_the_bento_by_the_tag(
     assert sorted(p.name for p in src.iterdir()) == ["bentofile.yaml", "service.py"]
 
 
-def test_release_pins_the_models_requirements(home: Models, released: dict[str, Any]) -> None:
+def locked_serve_pins() -> list[str]:
+    """uv.lock's `serve` group, exported by the uv installed in the project's environment."""
+    done = subprocess.run(
+        [PYTHON, "-m", "uv", "export", "--frozen", "--offline", "--only-group", "serve"]
+        + ["--no-emit-project", "--no-hashes", "--no-header", "--no-annotate", "--quiet"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_release_installs_exactly_the_locked_serve_group(
+    home: Models, released: dict[str, Any]
+) -> None:
+    """The bento's packages are uv.lock's pins (plus BentoML's own bentoml line), not a
+    resolution at build time; the model's pinned requirements are among them."""
+    from importers import model_requirements
+
+    locked = locked_serve_pins()
+    assert "bentoml==1.4.39" in locked and "uv==" not in " ".join(locked)  # lean: no tools
+    assert not any(line.startswith(("wandb==", "hydra-core==", "pytest==")) for line in locked)
+    with bentoml_home(home.bentoml_home):
+        pinned = model_requirements(home.regressor)
+    assert set(pinned) <= set(locked)
+    python = bento_dir(home, "tagserve:v1.2.3") / "env/python"
+    installed = (python / "requirements.txt").read_text().splitlines()
+    # BentoML rewrites the lines (markers quoted its way): compared as requirements.
+    assert [str(Requirement(line)) for line in installed if line.strip()] == [
+        str(Requirement(line)) for line in [*locked, "bentoml==1.4.39"]
+    ]
+    assert not (python / "requirements.lock.txt").exists()
+
+
+def test_release_refuses_a_model_that_disagrees_with_the_lock(home: Models, tmp_path: Path) -> None:
+    """A lock whose scikit-learn is not the model's: refused in one line, nothing built."""
     from importers import model_requirements
 
     with bentoml_home(home.bentoml_home):
-        pinned = model_requirements(home.regressor)
-    wanted = (bento_dir(home, "tagserve:v1.2.3") / "env/python/requirements.in").read_text()
-    assert wanted.split() == [*pinned, "bentoml==1.4.39"]
+        sklearn = next(r for r in model_requirements(home.regressor) if r.startswith("scikit"))
+    repo = make_repo(tmp_path / "repo")
+    lock = (repo / "uv.lock").read_text()
+    version = sklearn.split("==")[1]
+    old = f'name = "scikit-learn"\nversion = "{version}"'
+    assert old in lock
+    lock = lock.replace(old, 'name = "scikit-learn"\nversion = "1.6.1"')
+    (repo / "uv.lock").write_text(lock.replace(f"scikit_learn-{version}", "scikit_learn-1.6.1"))
+    git(repo, "commit", "-q", "-am", "another scikit-learn")
+    git(repo, "tag", "-a", "v9.9.9", "-m", "v9.9.9")
+    done = run_release(repo, home, "build")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: model ") and done.stderr.count("\n") == 1, done.stderr
+    assert f"{sklearn} (lock: 1.6.1)" in done.stderr
+    assert not bento_dir(home, "tagserve:v9.9.9").exists()
 
 
 def test_bentofile_packages_match_the_model_requirements(home: Models) -> None:

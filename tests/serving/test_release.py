@@ -21,8 +21,8 @@ from release.versions import dev_version, is_release_tag, next_version, parse_re
 from tests.helpers.release_repos import GIT_IDENTITY, bento_dir, git, make_repo, run_release
 from tests.helpers.service_models import (
     BENTOML_CLI,
-    PYTHON,
     PROJECT_ROOT,
+    PYTHON,
     REGRESSOR_NAME,
     Models,
     bentoml_home,

@@ -27,7 +27,7 @@ def get_model(tag: str) -> Any:
         return bentoml.models.get(tag)
     except NotFound:
         raise TagserveError(
-            f"model {tag} is not in the BentoML model store: import it with "
+            f"no model {tag!r} in the BentoML model store: import it with "
             "`python -m importers` (or name an imported model)"
         ) from None
     except (BentoMLException, ValueError) as exc:

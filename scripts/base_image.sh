@@ -14,6 +14,9 @@ detected=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.
 [ -n "$detected" ] || detected=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 MIRROR=${MIRROR:-${detected:-http://deb.debian.org/debian}}
 export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot} STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
+# Package scripts run inside the new root (debootstrap, chroot) and would create their temporary
+# files under the caller's TMPDIR, which does not exist there (the container test sets one).
+unset TMPDIR
 
 if buildah inspect --type image "$IMAGE" >/dev/null 2>&1; then
   echo "base image $IMAGE exists: reusing it"

@@ -55,10 +55,19 @@ def _git(*args, cwd):
 
 def test_mlflow_run_from_a_git_tag(subprocess_env, tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(
-        PROJECT_ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(PROJECT_ROOT / "data", repo / "data")
+    # What a clone holds: the project's files (the pipeline imports the core and the store).
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT_ROOT / name
+        if source.is_file():  # deleted in the work tree but still tracked: not in a clone
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
     _git("init", "-q", "-b", "main", cwd=repo)
     _git("add", "-A", cwd=repo)
     _git(

@@ -192,9 +192,14 @@ def test_release_build_versions_the_bento_by_the_tag(
         "git_tag": "v1.2.3",
     }
     assert [m["tag"] for m in info["models"]] == [home.regressor]  # exact, not latest
-    # lean: the service file (and the build config BentoML writes)
+    # lean: the service, the two packages it imports (and the build config BentoML writes);
+    # no pipeline, tests, data or caches
     src = bento_dir(home, "tagserve:v1.2.3") / "src"
-    assert sorted(p.name for p in src.iterdir()) == ["bentofile.yaml", "service.py"]
+    shipped = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    top = sorted({name.split("/")[0] for name in shipped})
+    assert top == ["bentofile.yaml", "inference", "service.py", "serving"]
+    assert not [name for name in shipped if "__pycache__" in name or name.endswith(".pyc")]
+    assert "inference/contract.py" in shipped and "serving/http.py" in shipped
 
 
 def locked_serve_pins() -> list[str]:

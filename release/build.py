@@ -167,24 +167,62 @@ def locked_requirements(root: Path, group: str = SERVE_GROUP) -> list[str]:
     return lines
 
 
-def check_model_agrees(model_tag: str, pinned: list[str], locked: list[str]) -> None:
-    """Refuse a model whose pinned requirements differ from the lock's: the bento would install
-    other versions than the model was trained with."""
+def pinned_requirement(line: str) -> Any | None:
+    """``line`` as a ``packaging`` Requirement if it is exactly ``name[extras]==version``,
+    optionally with an environment marker; else None.
+
+    Anything else could make the bento install from somewhere other than the package index
+    it was tested with, or another version: options (``-e``, ``--extra-index-url``, ``-r``,
+    ``--hash``), direct URLs (``name @ https://...``, a bare URL), ranges, and a marker
+    holding a URL-like string.
+    """
     from packaging.requirements import InvalidRequirement, Requirement
+
+    text = line.strip()
+    if not text or text.startswith("-"):
+        return None
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return None
+    specs = list(req.specifier)
+    if req.url or len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
+        return None
+    if req.marker is not None and any(c in str(req.marker) for c in ("://", "@", "/")):
+        return None
+    return req
+
+
+def check_model_agrees(model_tag: str, pinned: list[str], locked: list[str]) -> None:
+    """Refuse a model whose pinned requirements differ from the lock's (the bento would
+    install other versions than the model was trained with), and any line of either that is
+    not ``name==version``: only such lines enter a bento.
+
+    Raises:
+        ReleaseError: naming the first offending lines.
+    """
     from packaging.utils import canonicalize_name
 
     versions: dict[str, str] = {}
     for line in locked:
-        req = Requirement(line)
-        for spec in req.specifier:
-            versions[canonicalize_name(req.name)] = spec.version
+        req = pinned_requirement(line)
+        if req is None:
+            raise ReleaseError(
+                f"{LOCKFILE}'s {SERVE_GROUP!r} group exports {line!r}: only name==version "
+                f"lines enter a bento (no options, URLs or ranges); fix pyproject.toml and "
+                f"`make lock`"
+            )
+        versions[canonicalize_name(req.name)] = next(iter(req.specifier)).version
+    for line in pinned:
+        if pinned_requirement(line) is None:
+            raise ReleaseError(
+                f"model {model_tag} requires {line!r}: only name==version lines enter a "
+                f"bento (no options, index or direct URLs, ranges); retrain or re-export the "
+                f"model with pinned requirements"
+            )
     disagree = []
     for line in pinned:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            disagree.append(f"{line} (not a requirement)")
-            continue
+        req = pinned_requirement(line)
         have = versions.get(canonicalize_name(req.name))
         if have is None:
             disagree.append(f"{line} (not in the lock)")

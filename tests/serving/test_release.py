@@ -259,6 +259,64 @@ def test_release_refuses_a_model_that_disagrees_with_the_lock(home: Models, tmp_
     assert not bento_dir(home, "tagserve:v9.9.9").exists()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-e git+https://example.invalid/pkg.git#egg=pkg",
+        "--extra-index-url https://user:pw@example.invalid/simple",
+        "--index-url=https://example.invalid/simple",
+        "-r other.txt",
+        "scikit-learn @ https://example.invalid/scikit_learn-1.7.2.whl",
+        "https://example.invalid/numpy-2.4.6.whl",
+        "scikit-learn>=1.0",
+        "scikit-learn",
+        "scikit-learn==1.7.2 --hash=sha256:" + "0" * 64,
+        'numpy==2.4.6 ; platform_release == "https://example.invalid/x"',
+    ],
+)
+def test_only_name_equals_version_lines_are_accepted(line: str) -> None:
+    """A requirement that is not `name==version` (an option, a URL, a range, a marker hiding a
+    URL) could make the bento install from elsewhere: refused, naming the line."""
+    from release.build import check_model_agrees
+    from release.errors import ReleaseError
+
+    locked = [
+        "scikit-learn==1.7.2",
+        "numpy==2.4.6",
+        "pkg==1.0",
+        'colorama==0.4.6 ; sys_platform == "win32"',
+    ]
+    check_model_agrees("m:v0", ["scikit-learn==1.7.2", "numpy==2.4.6"], locked)
+    with pytest.raises(ReleaseError) as refused:
+        check_model_agrees("m:v0", ["numpy==2.4.6", line], locked)
+    assert repr(line) in str(refused.value) and "name==version" in str(refused.value)
+    with pytest.raises(ReleaseError) as refused:
+        check_model_agrees("m:v0", ["numpy==2.4.6"], [*locked, line])
+    assert repr(line) in str(refused.value) and "uv.lock" in str(refused.value)
+
+
+def test_release_refuses_a_model_requirement_with_a_url(
+    home: Models, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model whose requirements.txt holds an index URL: `release build` ends with one
+    `error:` line naming the line, and nothing is built."""
+    from importers import import_model
+    from tests.helpers.importer_models import writable_copy
+
+    folder = writable_copy(home.mlflow_folder(home.regressor), tmp_path / "model")
+    bad = "--extra-index-url https://example.invalid/simple"
+    with (folder / "requirements.txt").open("a") as requirements:
+        requirements.write(f"\n{bad}\n")
+    with bentoml_home(home.bentoml_home):
+        tag = import_model(f"dir:{folder}", name="tagserve-urls").tag
+    repo = make_repo(tmp_path / "repo", tag="v7.7.7")
+    done = run_release(repo, home, "build", "--model", tag)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("error: model ") and done.stderr.count("\n") == 1, done.stderr
+    assert repr(bad) in done.stderr
+    assert not bento_dir(home, "tagserve:v7.7.7").exists()
+
+
 def test_bentofile_packages_match_the_model_requirements(home: Models) -> None:
     """bentofile.yaml's static list must not drift from what models are trained with."""
     from importers import model_requirements

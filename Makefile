@@ -10,6 +10,11 @@ UV := $(CURDIR)/.tools/bin/uv
 UV_STAMP := .tools/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
 PART ?= patch
+# make serve / make release: the prod model unless MODEL names another (ALLOW_NON_PROD=1).
+MODEL ?=
+ALLOW_NON_PROD ?=
+PORT ?= 3000
+HOST ?= 0.0.0.0
 
 .PHONY: help install demo release cut-release serve container bench test lint format lock clean
 
@@ -31,14 +36,16 @@ demo: install ## Pipeline end to end (offline), import the prod model, build the
 	$(RUN) python -m importers
 	$(RUN) python -m release dev
 
-release: install ## Build the bento versioned by the git release tag at HEAD (X.Y.Z or vX.Y.Z)
-	$(RUN) python -m release build
+release: install ## Bento of the prod model, versioned by the git release tag at HEAD (X.Y.Z or vX.Y.Z)
+	$(RUN) python -m release build $(if $(MODEL),--model $(MODEL)) $(if $(ALLOW_NON_PROD),--allow-non-prod)
 
 cut-release: install ## Tag the next release: make cut-release PART=major|minor|patch
 	$(RUN) python -m release cut $(PART)
 
-serve: install ## Serve the newest imported model from this checkout (bentoml serve)
-	$(RUN) bentoml serve service:Tagserve
+serve: install ## Serve the prod model from this checkout (MODEL=tag ALLOW_NON_PROD=1 for another; HOST, PORT)
+	@model=$$($(RUN) python -m release model $(MODEL) $(if $(ALLOW_NON_PROD),--allow-non-prod)) \
+		&& echo "serving $$model" \
+		&& TAGSERVE_MODEL=$$model $(RUN) bentoml serve service:Tagserve --host $(HOST) --port $(PORT)
 
 container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
 	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)

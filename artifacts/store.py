@@ -469,6 +469,35 @@ class WandbArtifactStore:
         return True
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, text: str, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` atomically and durably: a temporary file beside it,
+    flushed to disk, renamed over it, and the folder flushed, so that neither a crash nor a
+    concurrent reader ever sees a missing, empty or half-written file. Temporary files are
+    named ``.<name>.<hex>`` (readers skip names starting with a dot)."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            tmp.chmod(mode)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
 def _make_read_only(path: Path) -> None:
     for file in path.rglob("*"):
         if file.is_file():

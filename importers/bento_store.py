@@ -27,9 +27,10 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from artifacts.store import directory_digest
+from artifacts.store import directory_digest, write_durably
 from importers.errors import ModelImportError
-from inference.constants import MLFLOW_FOLDER
+from inference.bento import ARCHIVED_STAGE, STAGE_LABEL
+from inference.constants import MLFLOW_FOLDER, PROD_ALIAS
 
 STAGING_DIRNAME = ".tagserve-import"
 LOCK_TIMEOUT_SECONDS = 600
@@ -204,11 +205,67 @@ def _publish(tag: str, staged: Path, ws: Path) -> bool:
 
 
 def _write_latest(model_dir: Path, version: str) -> None:
-    # BentoML points `latest` at the newest model; an atomic replace, so readers never see
-    # an empty file.
-    tmp = model_dir / f".latest.{uuid.uuid4().hex}"
-    tmp.write_text(version)
-    os.replace(tmp, model_dir / "latest")
+    """Point BentoML's ``latest`` at ``version``, unless it names the model that is prod now:
+    ``name:latest`` means the prod model while there is one (a non-prod import must not take
+    it over); :func:`promote` moves it to a newly promoted model."""
+    current = _read_latest(model_dir)
+    if current and current != version and _stage(model_dir / current) == PROD_ALIAS:
+        return
+    write_durably(model_dir / "latest", version)
+
+
+def _read_latest(model_dir: Path) -> str:
+    try:
+        return (model_dir / "latest").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _stage(version_dir: Path) -> str:
+    """The ``stage`` label in a stored model's ``model.yaml`` ("" if unreadable)."""
+    import yaml
+
+    try:
+        info = yaml.safe_load((version_dir / "model.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    labels = info.get("labels") if isinstance(info, dict) else None
+    return str((labels or {}).get(STAGE_LABEL) or "")
+
+
+def _set_stage(version_dir: Path, stage: str) -> None:
+    """Rewrite the ``stage`` label of a stored model (its files stay as they are). BentoML
+    models are immutable but for ``model.yaml``, which ``Model.flush`` rewrites in place; this
+    replaces it atomically instead, keeping everything else as BentoML wrote it."""
+    import yaml
+
+    path = version_dir / "model.yaml"
+    info = yaml.safe_load(path.read_text())
+    info["labels"] = {**(info.get("labels") or {}), STAGE_LABEL: stage}
+    write_durably(path, yaml.safe_dump(info, sort_keys=False), stat.S_IMODE(path.stat().st_mode))
+
+
+def promote(tag: str) -> list[str]:
+    """Make ``tag`` the one model of its name labelled ``stage=prod`` and point ``latest`` at
+    it: a model imported from the artifact store's ``prod`` (again, after a rollback) is what
+    serve and release ship. Former prod models become ``stage=archived``.
+
+    Returns:
+        The tags relabelled ``archived``.
+    """
+    name, version = tag.split(":", 1)
+    model_dir = store_dir() / name
+    archived = []
+    with FileLock(str(staging_root() / f"publish-{name}.lock"), timeout=LOCK_TIMEOUT_SECONDS):
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if version_dir.name == version:
+                if _stage(version_dir) != PROD_ALIAS:
+                    _set_stage(version_dir, PROD_ALIAS)
+            elif _stage(version_dir) == PROD_ALIAS:
+                _set_stage(version_dir, ARCHIVED_STAGE)
+                archived.append(f"{name}:{version_dir.name}")
+        write_durably(model_dir / "latest", version)
+    return archived
 
 
 def _rmtree(path: Path) -> None:

@@ -23,7 +23,7 @@ from importers.errors import ModelImportError
 from importers.sources import Source, quiet_mlflow, resolve_source
 from importers.verify import VerifiedModel, read_requirements, verify_model
 from inference.bento import get_model
-from inference.constants import DEFAULT_PROJECT, MLFLOW_FOLDER
+from inference.constants import DEFAULT_PROJECT, MLFLOW_FOLDER, PROD_ALIAS
 from inference.errors import TagserveError
 
 # The pipeline's project name is the model's name in the BentoML store.
@@ -105,11 +105,15 @@ def import_model(
         existing = bento_store.lookup(tag)
         if existing.state == "complete":
             bento_store.check_digest(existing, tag, digest)
-            return _result(tag, False, resolved, digest, existing.path)
-        verified = verify_model(folder)
-        created = bento_store.save_atomically(
-            tag, digest, ws, lambda: _bentoml_import(tag, folder, resolved, digest, verified)
-        )
+            created = False
+        else:
+            verified = verify_model(folder)
+            created = bento_store.save_atomically(
+                tag, digest, ws, lambda: _bentoml_import(tag, folder, resolved, digest, verified)
+            )
+        if resolved.stage == PROD_ALIAS:
+            # Keep the label true: this model is prod now (after a rollback too), no other is.
+            bento_store.promote(tag)
         return _result(tag, created, resolved, digest, bento_store.lookup(tag).path)
 
 

@@ -3,7 +3,9 @@
 Both read ``bentofile.yaml`` and then pin what a release must not leave open:
 
 - ``models``: the exact model tag (``tagserve-diamonds:v3-1a2b3c4d5e6f``, not ``latest``),
-  chosen by ``--model``, else ``TAGSERVE_MODEL``, else the bentofile's first model;
+  chosen by ``--model``, else ``TAGSERVE_MODEL``, else the bentofile's first model, where
+  ``name:latest`` means the model the importer labelled ``stage=prod`` (a non-prod model
+  only with ``--allow-non-prod``);
 - ``python.packages``: the bento's packages, exported from the project's committed
   ``uv.lock`` (``uv export --frozen`` of the ``serve`` dependency group, with the uv installed
   in this environment), never re-resolved against the registry (``lock_packages: false``); the
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.bento import get_model
+from inference.bento import get_model, serving_model
 from inference.constants import DEFAULT_MODEL, MLFLOW_FOLDER, MODEL_ENV, SERVING_EXAMPLE
 from inference.errors import TagserveError
 from release import git
@@ -110,6 +112,8 @@ def bento_name(config: dict[str, Any]) -> str:
 
 
 def wanted_model(config: dict[str, Any], model: str | None = None) -> str:
+    """The model asked for: ``--model``, else ``TAGSERVE_MODEL``, else the bentofile's first
+    (``name:latest``, which :func:`resolve_model` reads as the prod model of ``name``)."""
     if model:
         return model
     if os.environ.get(MODEL_ENV):
@@ -119,12 +123,22 @@ def wanted_model(config: dict[str, Any], model: str | None = None) -> str:
     return DEFAULT_MODEL
 
 
-def resolve_model(tag: str) -> Any:
-    """The ``bentoml.Model`` that ``tag`` names (``latest`` resolved)."""
+def resolve_model(tag: str, *, allow_non_prod: bool = False) -> Any:
+    """The ``bentoml.Model`` to ship for ``tag``: ``name``/``name:latest`` is the model
+    labelled ``stage=prod`` (not merely the newest import); an exact tag must be that model
+    unless ``allow_non_prod``."""
+    try:
+        return serving_model(tag, allow_non_prod=allow_non_prod)
+    except TagserveError as exc:
+        raise ReleaseError(f"{exc}; or pick one with --model / {MODEL_ENV}") from None
+
+
+def built_model(tag: str) -> Any:
+    """The model an existing bento was built with (exact, whatever its stage now)."""
     try:
         return get_model(tag)
     except TagserveError as exc:
-        raise ReleaseError(f"{exc}; or pick one with --model / {MODEL_ENV}") from None
+        raise ReleaseError(str(exc)) from None
 
 
 def model_requirements(model: Any) -> list[str]:
@@ -322,13 +336,18 @@ def _build(
 
 
 def build_release(
-    cwd: Path, *, model: str | None = None, base_image: str | None = None
+    cwd: Path,
+    *,
+    model: str | None = None,
+    base_image: str | None = None,
+    allow_non_prod: bool = False,
 ) -> BuildResult:
     """Build ``<name>:<tag>`` from the release tag at HEAD of the clean work tree at ``cwd``.
 
     Raises:
         ReleaseError: no tag at HEAD, a tag that is not semver (or several), a dirty tree,
-            a bento of that version already in the store, no such model, a failed build.
+            a bento of that version already in the store, no such model, a model that is not
+            the prod model (unless ``allow_non_prod``), a failed build.
             Each is checked before anything is built.
     """
     root = git.repo_root(cwd)
@@ -349,13 +368,19 @@ def build_release(
             f"{found.info.creation_time:%Y-%m-%d %H:%M}): releases are immutable; cut a new "
             f"tag (`python -m release cut patch`) or delete it (`bentoml delete {bento_tag}`)"
         )
-    chosen = resolve_model(wanted_model(config, model))
+    chosen = resolve_model(wanted_model(config, model), allow_non_prod=allow_non_prod)
     extra = {"dirty": "false", "release": "true"}
     bento = _build(root, config, tag, chosen, head.commit, tag, base_image, extra)
     return _result(bento, chosen, head.commit, tag, created=True)
 
 
-def build_dev(cwd: Path, *, model: str | None = None, base_image: str | None = None) -> BuildResult:
+def build_dev(
+    cwd: Path,
+    *,
+    model: str | None = None,
+    base_image: str | None = None,
+    allow_non_prod: bool = False,
+) -> BuildResult:
     """What ``make demo`` ends with: the release if HEAD carries a release tag and the tree is
     clean (reused when already built), else a development build ``dev-<commit>[-dirty]``,
     which replaces an earlier development build of the same version."""
@@ -369,13 +394,15 @@ def build_dev(cwd: Path, *, model: str | None = None, base_image: str | None = N
         config = read_bentofile(root)
         found = existing_bento(f"{bento_name(config)}:{tag}")
         if found is None:
-            return build_release(root, model=model, base_image=base_image)
-        chosen = resolve_model(found.info.labels.get("model_tag") or wanted_model(config))
+            return build_release(
+                root, model=model, base_image=base_image, allow_non_prod=allow_non_prod
+            )
+        chosen = built_model(found.info.labels.get("model_tag") or wanted_model(config))
         return _result(found, chosen, head.commit, tag, created=False)
     config = read_bentofile(root)
     version = dev_version(head.commit if head else None, bool(head and head.dirty))
     bento_tag = f"{bento_name(config)}:{version}"
-    chosen = resolve_model(wanted_model(config, model))
+    chosen = resolve_model(wanted_model(config, model), allow_non_prod=allow_non_prod)
     if existing_bento(bento_tag) is not None:
         import bentoml
 

@@ -1,4 +1,4 @@
-"""``python -m release COMMAND``: build, dev, cut, latest, example-request.
+"""``python -m release COMMAND``: build, dev, model, cut, latest, example-request.
 
 A refusal or failure prints one line, ``error: ...``, on stderr and exits with 1 (2 for bad
 usage), never a traceback (set TAGSERVE_DEBUG=1 to see one).
@@ -35,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--model",
             metavar="TAG",
-            help="BentoML model to ship (default: $TAGSERVE_MODEL, else bentofile.yaml's)",
+            help="BentoML model to ship (default: $TAGSERVE_MODEL, else bentofile.yaml's); "
+            "name or name:latest means the model labelled stage=prod",
+        )
+        p.add_argument(
+            "--allow-non-prod",
+            action="store_true",
+            help="ship an exact model tag that is not the prod model",
         )
         p.add_argument(
             "--base-image",
@@ -55,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         "bento dev-<commit>[-dirty]",
     )
     model_options(p)
+    p = sub.add_parser(
+        "model",
+        help="print the exact tag of the model to serve: the prod model (make serve uses it)",
+    )
+    p.add_argument(
+        "tag",
+        nargs="?",
+        default=None,
+        help="a model tag (default: $TAGSERVE_MODEL, else bentofile.yaml's, i.e. the prod model)",
+    )
+    p.add_argument(
+        "--allow-non-prod", action="store_true", help="accept an exact tag that is not prod"
+    )
     p = sub.add_parser("cut", help="tag HEAD with the next release version")
     p.add_argument("part", choices=["major", "minor", "patch"], help="which number to bump")
     p.add_argument("--dry-run", action="store_true", help="print the tag, create nothing")
@@ -73,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_build(args: argparse.Namespace) -> int:
     from release.build import build_release
 
-    result = build_release(args.repo, model=args.model, base_image=args.base_image)
+    result = build_release(
+        args.repo, model=args.model, base_image=args.base_image, allow_non_prod=args.allow_non_prod
+    )
     print("\n".join(result.lines()))
     return 0
 
@@ -81,8 +102,22 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from release.build import build_dev
 
-    result = build_dev(args.repo, model=args.model, base_image=args.base_image)
+    result = build_dev(
+        args.repo, model=args.model, base_image=args.base_image, allow_non_prod=args.allow_non_prod
+    )
     print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from release.build import read_bentofile, resolve_model, wanted_model
+
+    try:
+        config = read_bentofile(args.repo)
+    except ReleaseError:
+        config = {}  # no bentofile here: TAGSERVE_MODEL or the default model
+    model = resolve_model(wanted_model(config, args.tag), allow_non_prod=args.allow_non_prod)
+    print(model.tag)
     return 0
 
 
@@ -135,18 +170,18 @@ def cmd_latest(args: argparse.Namespace) -> int:
 def cmd_example_request(args: argparse.Namespace) -> int:
     import bentoml
 
-    from release.build import example_record, resolve_model
+    from release.build import built_model, example_record
 
     tag = args.tag or _newest_bento(_bento_name(args.repo))
     try:
         bento = bentoml.bentos.get(tag)
     except (bentoml.exceptions.NotFound, ValueError):
-        model = resolve_model(tag)  # not a bento: a model tag
+        model = built_model(tag)  # not a bento: a model tag
     else:
         models = bento.info.all_models
         if not models:
             raise ReleaseError(f"bento {tag} holds no model")
-        model = resolve_model(str(models[0].tag))
+        model = built_model(str(models[0].tag))
     record = example_record(model)
     if not record:
         raise ReleaseError(f"model {model.tag} has no serving input example")
@@ -159,6 +194,7 @@ COMMANDS = {
     "dev": cmd_dev,
     "cut": cmd_cut,
     "latest": cmd_latest,
+    "model": cmd_model,
     "example-request": cmd_example_request,
 }
 

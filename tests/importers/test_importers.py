@@ -188,6 +188,55 @@ def test_different_artifacts_never_share_a_tag(prod, home, other_regressor):
     assert (again.tag, again.created, len(tags())) == (first.tag, False, 2)
 
 
+def stages() -> dict[str, str]:
+    """Each stored model's ``stage`` label, as BentoML reads it from the store."""
+    return {str(m.tag): m.info.labels.get("stage") for m in bentoml.models.list()}
+
+
+def test_the_stage_label_follows_prod_through_a_rollback(prod, home, other_regressor):
+    """Import v0, v1, roll prod back to v0 and import again ("already imported"): v0 is the
+    one model labelled stage=prod, `latest` and the prod resolution name it, v1 is archived."""
+    from inference.bento import prod_model
+
+    first = importers.import_model()
+    log_prod(home / "store" / "tagserve-diamonds", other_regressor)
+    second = importers.import_model()
+    assert stages() == {first.tag: "archived", second.tag: "prod"}
+    assert str(prod_model("tagserve-diamonds").tag) == second.tag
+
+    LocalArtifactStore(home / "store" / "tagserve-diamonds").set_alias("model_export:v0", "prod")
+    again = importers.import_model()
+    assert (again.tag, again.created) == (first.tag, False)
+    assert stages() == {first.tag: "prod", second.tag: "archived"}
+    assert str(bentoml.models.get("tagserve-diamonds:latest").tag) == first.tag
+    assert str(prod_model("tagserve-diamonds").tag) == first.tag
+    # The relabelled model is still a whole, loadable BentoML model with its lineage.
+    assert bentoml.models.get(second.tag).info.metadata["digest"] == second.digest
+
+
+def test_a_non_prod_import_takes_neither_the_prod_label_nor_latest(prod, home, other_regressor):
+    from inference.bento import prod_model
+
+    first = importers.import_model()
+    store = LocalArtifactStore(home / "store" / "tagserve-diamonds")
+    store.log_artifact(other_regressor, "model_export", "model_export", ARTIFACT_METADATA)
+    other = importers.import_model("model_export:v1")
+    assert stages() == {first.tag: "prod", other.tag: "none"}
+    assert str(bentoml.models.get("tagserve-diamonds:latest").tag) == first.tag
+    assert str(prod_model("tagserve-diamonds").tag) == first.tag
+
+
+def test_no_prod_model_is_named_clearly(regressor, home):
+    from inference.bento import prod_model
+    from inference.errors import TagserveError
+
+    store = LocalArtifactStore(home / "store" / "tagserve-diamonds")
+    store.log_artifact(regressor, "model_export", "model_export", ARTIFACT_METADATA)
+    importers.import_model("model_export:v0")
+    with pytest.raises(TagserveError, match=r"no model 'tagserve-diamonds' labelled stage=prod"):
+        prod_model("tagserve-diamonds")
+
+
 def test_unknown_alias_names_what_exists(prod):
     with pytest.raises(
         SourceError,

@@ -27,6 +27,7 @@ from tests.helpers.service_models import (
     Models,
     bentoml_home,
     bentoml_server,
+    free_port,
     import_prod,
     records,
     subprocess_env,
@@ -411,3 +412,78 @@ def test_released_bento_serves_its_own_model_from_the_store(
     expected = load_pipeline(home.mlflow_folder(home.regressor)).predict(frame)
     assert predict.json() == {"prediction": expected[0]}
     assert invocations.json() == {"predictions": expected.tolist()}
+
+
+# --- the prod model, after a rollback ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Import v0 and v1 as prod, roll the artifact store's prod back to v0 and import again
+    ("already imported"): v1 is the newest import, v0 the prod model."""
+    from artifacts.store import LocalArtifactStore
+
+    root = tmp_path_factory.mktemp("rollback")
+    tagserve_home, home = root / "tagserve", root / "bentoml"
+    tags = []
+    with bentoml_home(home):
+        for seed in (0, 3):
+            train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False, seed=seed)
+            tags.append(import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME))
+        store = LocalArtifactStore(tagserve_home / "store" / REGRESSOR_NAME)
+        store.set_alias("model_export:v0", "prod")
+        assert import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME) == tags[0]
+    return {"models": Models(home, tagserve_home, tags[0], ""), "prod": tags[0], "newer": tags[1]}
+
+
+def test_release_model_is_the_prod_model_not_the_newest(rolled_back: dict[str, Any]) -> None:
+    home, prod, newer = rolled_back["models"], rolled_back["prod"], rolled_back["newer"]
+
+    def release_model(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return run_release(PROJECT_ROOT, home, "model", *args, **env)
+
+    assert release_model().stdout == f"{prod}\n"
+    assert release_model(f"{REGRESSOR_NAME}:latest").stdout == f"{prod}\n"
+    refused = release_model(TAGSERVE_MODEL=newer)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(f"error: model {newer} is not the prod model")
+    assert refused.stderr.count("\n") == 1 and "--allow-non-prod" in refused.stderr
+    assert release_model(newer, "--allow-non-prod").stdout == f"{newer}\n"
+
+
+def test_release_ships_the_prod_model_after_a_rollback(
+    rolled_back: dict[str, Any], tmp_path: Path
+) -> None:
+    home, prod, newer = rolled_back["models"], rolled_back["prod"], rolled_back["newer"]
+    repo = make_repo(tmp_path / "repo", tag="v3.0.0")
+    refused = run_release(repo, home, "build", "--model", newer)
+    assert refused.returncode == 1 and "is not the prod model" in refused.stderr, refused.stderr
+    done = run_release(repo, home, "build")
+    assert done.returncode == 0, done.stderr
+    info = bento_info(home, "tagserve:v3.0.0")
+    assert info["args"]["model"] == info["labels"]["model_tag"] == prod != newer
+
+
+def test_make_serve_serves_the_prod_model_after_a_rollback(
+    rolled_back: dict[str, Any], tmp_path: Path
+) -> None:
+    """`make serve` (the real target, a real server on 127.0.0.1): the rolled-back prod model,
+    not the newest import."""
+    from tests.helpers.servers import start_process
+
+    home, prod = rolled_back["models"], rolled_back["prod"]
+    port = free_port()
+    server = start_process(
+        ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}"],
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/readyz",
+        env=subprocess_env(home),
+        cwd=PROJECT_ROOT,
+        log=tmp_path / "serve.log",
+    )
+    try:
+        meta = httpx.get(f"{server.url}/metadata").json()
+    finally:
+        server.stop()
+    assert meta["model"] == prod != rolled_back["newer"]
+    assert f"serving {prod}" in (tmp_path / "serve.log").read_text()

@@ -145,21 +145,47 @@ def _csv_chunks(path, chunk_size, columns, dtypes, skip):
     usecols = [c for c in columns if c in header] if columns is not None else None
     text_types = {c: t for c, t in dtypes.items() if t == "object" and c in header}
     try:
+        # Rows are skipped after parsing, never as lines (``skiprows``): blank lines and
+        # quoted values holding line breaks are not rows, and a resume must count rows.
         reader = pd.read_csv(
             path,
             chunksize=chunk_size,
             usecols=usecols,
             dtype={c: str for c in text_types} or None,
             float_precision="round_trip",  # the exact double a CSV value spells
-            skiprows=(lambda i: 0 < i <= skip) if skip else None,
         )
-        row = skip
-        for chunk in reader:
-            chunk.index = pd.RangeIndex(row, row + len(chunk))
-            row += len(chunk)
-            yield chunk
+        yield from _rechunk(_skip_rows(reader, skip), chunk_size, skip)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
+
+
+def _skip_rows(frames: Iterator[pd.DataFrame], skip: int) -> Iterator[pd.DataFrame]:
+    """The frames after their first ``skip`` rows in all."""
+    for frame in frames:
+        if skip >= len(frame):
+            skip -= len(frame)
+            continue
+        yield frame.iloc[skip:] if skip else frame
+        skip = 0
+
+
+def _rechunk(frames: Iterator[pd.DataFrame], chunk_size: int, first_row: int):
+    """Frames of exactly ``chunk_size`` rows (the last one fewer), indexed by row number
+    from ``first_row``."""
+    pending: list[pd.DataFrame] = []
+    pending_rows, row = 0, first_row
+    for frame in frames:
+        pending.append(frame)
+        pending_rows += len(frame)
+        while pending_rows >= chunk_size:
+            table = pd.concat(pending) if len(pending) > 1 else pending[0]
+            chunk, rest = table.iloc[:chunk_size], table.iloc[chunk_size:]
+            yield chunk.set_axis(pd.RangeIndex(row, row + chunk_size))
+            row += chunk_size
+            pending, pending_rows = ([rest] if len(rest) else []), len(rest)
+    if pending_rows:
+        table = pd.concat(pending) if len(pending) > 1 else pending[0]
+        yield table.set_axis(pd.RangeIndex(row, row + pending_rows))
 
 
 def _jsonl_chunks(path, chunk_size, columns, dtypes, skip):

@@ -187,6 +187,61 @@ def test_chunks_are_bounded_whatever_the_row_groups(tmp_path):
             assert got["a"].tolist() == frame["a"][skip:].tolist()
 
 
+def csv_with_blank_lines(frame: pd.DataFrame, path, every: int = 37) -> None:
+    """``frame`` as CSV with blank lines after the header and between rows (pandas skips
+    them: they are no rows)."""
+    lines = frame.to_csv(index=False).splitlines()
+    out = [lines[0], ""]
+    for i, line in enumerate(lines[1:]):
+        out.append(line)
+        if i % every == 0:
+            out.extend(["", "   "] if i % 2 else [""])
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_csv_chunks_skip_parsed_rows_not_lines(tmp_path):
+    """Blank lines and a quoted value holding line breaks are not rows: skipping counts rows,
+    and every chunk's index is the row number."""
+    from clients.io import iter_chunks
+
+    frame = pd.DataFrame({"a": np.arange(3_000, dtype=float), "b": ["x"] * 3_000})
+    frame.loc[[5, 1_500, 2_001], "b"] = "two\nlines"
+    csv_with_blank_lines(frame, tmp_path / "f.csv")
+    for skip in (0, 1, 700, 2_999):
+        chunks = list(iter_chunks(tmp_path / "f.csv", 256, skip=skip))
+        sizes = [len(c) for c in chunks]
+        assert all(s == 256 for s in sizes[:-1]) and sum(sizes) == 3_000 - skip, skip
+        got = pd.concat(chunks)
+        assert got.index.tolist() == list(range(skip, 3_000))
+        assert got["a"].tolist() == frame["a"][skip:].tolist()
+        assert got["b"].tolist() == frame["b"][skip:].tolist()
+
+
+@pytest.mark.parametrize("id_column", [None, "sku"])
+def test_resuming_a_csv_with_blank_lines_writes_every_row_once(world, tmp_path, capsys, id_column):
+    """The partial output a killed `score` leaves (its first 450 rows, as whole parts), then
+    the rerun: no row twice, no id shifted."""
+    from clients.io import Manifest, PartWriter
+
+    rows = world["rows"]
+    source = tmp_path / "blank.csv"
+    csv_with_blank_lines(rows, source)
+    out = tmp_path / "scored.csv"
+    manifest = Manifest.for_job(source, str(world["model_dir"]), id_column)
+    killed = PartWriter(out, manifest)
+    ids = rows["sku"].to_numpy() if id_column else np.arange(len(rows))
+    for start in (0, 150, 300):
+        killed.write(ids[start : start + 150], world["expected"][start : start + 150])
+    args = ["score", str(source), str(out), "--model-dir", str(world["model_dir"])]
+    args += ["--chunk-size", "200", "--no-progress"]
+    code, out_text, err = cli(capsys, *args, *(["--id-column", id_column] if id_column else []))
+    assert code == 0, err
+    assert "resumed after 450 rows" in out_text
+    result = read_output(out)
+    assert result[id_column or "id"].tolist() == ids.tolist()
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"])
+
+
 def error_line(code: int, stderr: str) -> str:
     assert code != 0
     assert "Traceback" not in stderr

@@ -15,6 +15,7 @@ References look like W&B's: ``name``, ``name:latest``, ``name:v3`` or ``name:pro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -28,13 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from inference.errors import TagserveError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION_RE = re.compile(r"^v(\d+)$")
 MANIFEST = "manifest.json"
+# Where log_artifact copies a version before publishing it with one rename.
+STAGING_PREFIX = ".staging-"
 
 
 class ArtifactError(TagserveError):
@@ -194,7 +197,12 @@ class LocalArtifactStore:
         artifact_dir.mkdir(parents=True, exist_ok=True)
         # Copy outside the lock (it is the slow part) into a staging folder on the same
         # file system, so that publishing is a single atomic rename.
-        staging = artifact_dir / f".staging-{uuid.uuid4().hex}"
+        _remove_stale_staging(artifact_dir)
+        staging = artifact_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        # Held while this run copies: the next writer removes only folders whose lock no live
+        # process holds (the kernel releases it when a killed run dies).
+        staging_lock = FileLock(f"{staging}.lock")
+        staging_lock.acquire(timeout=0)
         try:
             files = staging / "files"
             if path.is_dir():
@@ -209,9 +217,10 @@ class LocalArtifactStore:
                     manifest = _Manifest(
                         name, version, type, digest, dict(metadata or {}), run_id, _now()
                     )
-                    (staging / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2))
+                    write_durably(staging / MANIFEST, json.dumps(asdict(manifest), indent=2))
                     _make_read_only(files)
                     os.rename(staging, artifact_dir / version)
+                    fsync_dir(artifact_dir)
                 else:
                     version = existing
                 for alias in ("latest", *aliases):
@@ -219,6 +228,7 @@ class LocalArtifactStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging)  # read-only files go too: the folder is writable
+            _release(staging_lock)
         self._record(run_id, "produced", f"{name}:{version}")
         return self.get(f"{name}:{version}")
 
@@ -236,11 +246,9 @@ class LocalArtifactStore:
         parsed = ArtifactRef.parse(ref)
         with self._lock(parsed.name):
             version_dir = self.root / parsed.name / self._resolve(parsed)
-            manifest = json.loads((version_dir / MANIFEST).read_text())
+            manifest = _read_manifest(version_dir / MANIFEST)
             manifest["metadata"].update(metadata)
-            tmp = version_dir / f".{MANIFEST}.{uuid.uuid4().hex}"
-            tmp.write_text(json.dumps(manifest, indent=2))
-            os.replace(tmp, version_dir / MANIFEST)
+            write_durably(version_dir / MANIFEST, json.dumps(manifest, indent=2))
         return self.get(ref)
 
     def promote(
@@ -315,7 +323,7 @@ class LocalArtifactStore:
 
     def _find_digest(self, name: str, digest: str) -> str | None:
         for number in self._version_numbers(name):
-            manifest = json.loads((self.root / name / f"v{number}" / MANIFEST).read_text())
+            manifest = _read_manifest(self.root / name / f"v{number}" / MANIFEST)
             if manifest["digest"] == digest:
                 return manifest["version"]
         return None
@@ -335,15 +343,19 @@ class LocalArtifactStore:
         if not alias_dir.is_dir():
             return ()
         return tuple(
-            sorted(p.name for p in alias_dir.iterdir() if p.read_text().strip() == version)
+            sorted(
+                p.name
+                for p in alias_dir.iterdir()
+                # `.<alias>.<hex>`: a temporary file a killed alias write left, no alias
+                if not p.name.startswith(".") and p.read_text().strip() == version
+            )
         )
 
     def _load(self, name: str, version: str) -> ArtifactVersion:
         version_dir = self.root / name / version
-        try:
-            manifest = json.loads((version_dir / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"artifact {name}:{version} not found in {self.root}") from None
+        if not (version_dir / MANIFEST).is_file():
+            raise ArtifactNotFound(f"artifact {name}:{version} not found in {self.root}")
+        manifest = _read_manifest(version_dir / MANIFEST)
         return ArtifactVersion(
             name=manifest["name"],
             version=manifest["version"],
@@ -358,16 +370,23 @@ class LocalArtifactStore:
 
     def _write_alias(self, name: str, alias: str, version: str) -> None:
         alias_dir = self.root / name / "aliases"
-        alias_dir.mkdir(parents=True, exist_ok=True)
-        tmp = alias_dir / f".{alias}.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, alias_dir / alias)
+        if not alias_dir.is_dir():
+            alias_dir.mkdir(parents=True, exist_ok=True)
+            fsync_dir(alias_dir.parent)
+        write_durably(alias_dir / alias, version + "\n")
 
     def _record(self, run_id: str | None, event: str, qualified_name: str) -> None:
         line = json.dumps({"run": run_id, "event": event, "artifact": qualified_name})
         lock = FileLock(str(self.root / ".lineage.lock"), timeout=120)
-        with lock, open(self.root / "lineage.jsonl", "a") as f:
-            f.write(line + "\n")
+        log = self.root / "lineage.jsonl"
+        with lock:
+            created = not log.exists()
+            with open(log, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            if created:
+                fsync_dir(self.root)
 
 
 class WandbArtifactStore:
@@ -498,10 +517,74 @@ def write_durably(path: Path, text: str, mode: int | None = None) -> None:
     fsync_dir(path.parent)
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A version's manifest.
+
+    Raises:
+        ArtifactError: It is empty, not JSON or not a record (a damaged store), naming it.
+    """
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ArtifactError(f"corrupt manifest {path}: {exc}") from None
+    if not isinstance(manifest, dict) or not {"name", "version", "digest"} <= set(manifest):
+        raise ArtifactError(f"corrupt manifest {path}: not an artifact version record")
+    return manifest
+
+
+def _remove_stale_staging(artifact_dir: Path) -> None:
+    """Remove the staging folders of killed writers: those whose lock no process holds."""
+    for staging in artifact_dir.glob(f"{STAGING_PREFIX}*"):
+        if staging.suffix == ".lock":
+            staging = staging.with_suffix("")  # a lock whose folder is gone: remove it too
+        elif not staging.is_dir():
+            continue
+        lock = FileLock(f"{staging}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # a live writer is copying into it
+        try:
+            if staging.is_dir():
+                _force_rmtree(staging)
+        finally:
+            _release(lock)
+
+
+def _release(lock: FileLock) -> None:
+    lock.release()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock.lock_file)
+
+
+def _force_rmtree(path: Path) -> None:
+    def writable(func: Callable[..., Any], target: str, _exc_info: Any) -> None:
+        # A killed copy may have left read-only folders.
+        os.chmod(os.path.dirname(target), stat.S_IRWXU)
+        func(target)
+
+    shutil.rmtree(path, onerror=writable)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` alone
+    sets it, racing other threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _make_read_only(path: Path) -> None:
+    """Read-only for everyone the umask lets read: ``0o444 & ~umask`` (0444 under umask 022,
+    0400 under 077), never wider than a file this process creates."""
+    mode = (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH) & ~current_umask()
     for file in path.rglob("*"):
         if file.is_file():
-            file.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            file.chmod(mode)
 
 
 def _now() -> str:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import re
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +145,124 @@ def test_concurrent_writers_never_corrupt_the_store(tmp_path):
     assert not list((root / "model_export").glob(".staging-*"))
     for w in range(3):
         assert store.get(f"model_export:worker{w}").version in {v.version for v in versions}
+
+
+# --- durability and leftovers of killed writers ------------------------------------------------
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``os.fsync`` is called on (the real fsync still runs)."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return paths
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fds through /proc (Linux)")
+def test_manifests_aliases_and_lineage_reach_the_disk(tmp_path, synced):
+    """Every manifest, alias and lineage write is flushed, file and folder: a crash right after
+    a write cannot leave an empty or missing record."""
+    root = tmp_path / "store"
+    store = LocalArtifactStore(root)
+    store.log_artifact(_file(tmp_path, "a.csv", "x\n1\n"), "raw_data", "raw_data", run_id="r1")
+    store.set_alias("raw_data:v0", "reference")
+    store.update_metadata("raw_data:v0", {"rows": 1})
+    version = root / "raw_data" / "v0"
+    expected = [
+        version / "manifest.json",
+        version,
+        root / "raw_data" / "aliases" / "latest",
+        root / "raw_data" / "aliases" / "reference",
+        root / "raw_data" / "aliases",
+        root / "raw_data",
+        root / "lineage.jsonl",
+        root,
+    ]
+    for path in expected:
+        # A replaced file is synced under its temporary name (`.<name>.<hex>`) before the
+        # rename; the folder holding the rename is synced after it.
+        assert str(path) in synced or any(
+            Path(p).parent == path.parent and Path(p).name.startswith(f".{path.name}.")
+            for p in synced
+        ), path
+
+
+def test_staging_folders_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    root = tmp_path / "store"
+    store = LocalArtifactStore(root)
+    store.log_artifact(_file(tmp_path, "a.csv", "x\n1\n"), "raw_data", "raw_data")
+    # What a killed log_artifact leaves: a half-copied staging folder (read-only files).
+    dead = root / "raw_data" / ".staging-0123456789abcdef"
+    (dead / "files").mkdir(parents=True)
+    _file(dead / "files", "a.csv", "x\n").chmod(0o444)
+    orphan_lock = _file(root / "raw_data", ".staging-00aa.lock", "")
+    # A live writer's staging folder (its lock held by another process) must survive.
+    live = root / "raw_data" / ".staging-fedcba9876543210"
+    (live / "files").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, f"{live}.lock"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        store.log_artifact(_file(tmp_path, "a.csv", "x\n2\n"), "raw_data", "raw_data")
+        assert not dead.exists() and not orphan_lock.exists() and live.is_dir()
+    finally:
+        holder.communicate("", timeout=30)
+    assert [v.version for v in store.versions("raw_data")] == ["v0", "v1"]
+
+
+HOLD_LOCK = """
+import sys
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_temporary_alias_files_are_no_aliases(tmp_path):
+    """A killed alias write leaves `.prod.<hex>`: it is not the alias `.prod.<hex>`."""
+    root = tmp_path / "store"
+    store = LocalArtifactStore(root)
+    store.log_artifact(_file(tmp_path, "a.csv", "x\n1\n"), "raw_data", "raw_data")
+    (root / "raw_data" / "aliases" / ".prod.0123abcd").write_text("v0\n")
+    assert store.get("raw_data:v0").aliases == ("latest",)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_an_empty_or_corrupt_manifest_names_the_file(tmp_path, content):
+    root = tmp_path / "store"
+    store = LocalArtifactStore(root)
+    store.log_artifact(_file(tmp_path, "a.csv", "x\n1\n"), "raw_data", "raw_data")
+    manifest = root / "raw_data" / "v0" / "manifest.json"
+    manifest.write_text(content)
+    for call in (
+        lambda: store.get("raw_data:v0"),
+        lambda: store.log_artifact(_file(tmp_path, "b.csv", "x\n2\n"), "raw_data", "raw_data"),
+        lambda: store.update_metadata("raw_data:v0", {"rows": 1}),
+    ):
+        with pytest.raises(ArtifactError, match=rf"corrupt manifest {re.escape(str(manifest))}"):
+            call()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o027])
+def test_read_only_files_respect_the_umask(tmp_path, umask):
+    """Published files lose every write bit and keep no read bit the umask withholds."""
+    old = os.umask(umask)
+    try:
+        store = LocalArtifactStore(tmp_path / "store")
+        version = store.log_artifact(_file(tmp_path, "a.csv", "x\n1\n"), "raw_data", "raw_data")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(version.file().stat().st_mode)
+    assert mode == 0o444 & ~umask, oct(mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import urllib.error
 import urllib.parse
@@ -12,6 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from artifacts.store import file_sha256
+from artifacts.urls import redact_url
 from pipeline.errors import PipelineError
 from pipeline.tracking import PROJECT_ROOT, StepContext
 
@@ -35,7 +37,9 @@ def data_format(name: str, declared: str = "auto") -> str:
     suffix = Path(urllib.parse.urlparse(name).path).suffix.lower()
     formats = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
     if suffix not in formats:
-        raise PipelineError(f"cannot tell the format of {name!r}: set data.format=csv|parquet")
+        raise PipelineError(
+            f"cannot tell the format of {redact_url(name)!r}: set data.format=csv|parquet"
+        )
     return formats[suffix]
 
 
@@ -55,8 +59,22 @@ def resolve_local(url: str) -> Path:
     if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
         path = PROJECT_ROOT / path
     if not path.is_file():
-        raise PipelineError(f"data file not found: {url}")
+        raise PipelineError(f"data file not found: {redact_url(url)}")
     return path
+
+
+def http_request(url: str) -> urllib.request.Request:
+    """A request for ``url``; ``user:password@`` in it becomes HTTP Basic authentication
+    (urllib would take it for part of the host name)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    host = parts.netloc.rpartition("@")[2]
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.request.Request(bare, headers={"Authorization": f"Basic {token}"})
 
 
 def fetch(url: str, dest: Path, timeout: float = 30.0) -> Path:
@@ -71,9 +89,13 @@ def fetch(url: str, dest: Path, timeout: float = 30.0) -> Path:
         ``dest``.
     """
     scheme = urllib.parse.urlparse(url).scheme
+    shown = redact_url(url)  # what messages say: never the credentials
     if scheme in ("http", "https"):
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as f:
+            with (
+                urllib.request.urlopen(http_request(url), timeout=timeout) as response,
+                open(dest, "wb") as f,
+            ):
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(
                     total=total, unit="B", unit_scale=True, desc="download", leave=False
@@ -82,15 +104,15 @@ def fetch(url: str, dest: Path, timeout: float = 30.0) -> Path:
                         f.write(block)
                         bar.update(len(block))
         except urllib.error.HTTPError as exc:
-            raise PipelineError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
+            raise PipelineError(f"cannot download {shown}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise PipelineError(f"cannot download {url}: {reason}") from exc
+            raise PipelineError(f"cannot download {shown}: {reason}") from None
     elif scheme in ("", "file"):
         shutil.copyfile(resolve_local(url), dest)
     else:
         raise PipelineError(
-            f"unsupported URL scheme {scheme!r} in {url}: use http(s), file or a path"
+            f"unsupported URL scheme {scheme!r} in {shown}: use http(s), file or a path"
         )
     return dest
 
@@ -101,14 +123,15 @@ def run(ctx: StepContext) -> None:
     dest = ctx.workdir / f"raw_data.{fmt}"
     fetch(cfg.url, dest)
     frame = read_table(dest, fmt)
+    shown = redact_url(cfg.url)  # stored and printed: never the credentials
     if cfg.target not in frame.columns:
-        raise PipelineError(f"data.target column {cfg.target!r} is not in {cfg.url}")
+        raise PipelineError(f"data.target column {cfg.target!r} is not in {shown}")
     metadata = {
-        "url": cfg.url,
+        "url": shown,
         "sha256": file_sha256(dest),
         "rows": len(frame),
         "columns": list(frame.columns),
         "format": fmt,
     }
     artifact = ctx.log_artifact(dest, "raw_data", "raw_data", metadata)
-    print(f"download: {len(frame)} rows from {cfg.url} -> {artifact.qualified_name}")
+    print(f"download: {len(frame)} rows from {shown} -> {artifact.qualified_name}")

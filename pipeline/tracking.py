@@ -96,7 +96,7 @@ def step_context(
             group=group,
             mode=mode,
             dir=str(home),
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config=wandb_config(cfg),
             reinit="create_new",
         )
     run_id = run.id if run is not None else f"{step}-{uuid.uuid4().hex[:8]}"
@@ -116,6 +116,17 @@ def step_context(
             run.finish()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wandb_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's configuration as W&B records it: resolved, ``data.url`` without credentials."""
+    from artifacts.urls import redact_url
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("url"), str):
+        data["url"] = redact_url(data["url"])
+    return config
 
 
 def git_commit(path: Path = PROJECT_ROOT) -> str | None:

@@ -75,9 +75,7 @@ def test_credentials_in_data_url_are_redacted_everywhere(http_root, make_cfg, tm
     )
     run(cfg)
     raw = LocalArtifactStore(store_root(cfg)).get("raw_data:latest")
-    redacted = (
-        f"http://***@{host}/penguins.csv?access_token=***&sig=***&X-Api-Key=***&page=2"
-    )
+    redacted = f"http://***@{host}/penguins.csv?access_token=***&sig=***&X-Api-Key=***&page=2"
     assert raw.metadata["url"] == redacted
     assert raw.metadata["rows"] == 344  # the download itself used the credentials
     out = capsys.readouterr().out

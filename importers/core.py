@@ -189,7 +189,7 @@ def build_metadata(source: Source, digest: str, verified: VerifiedModel) -> dict
         "artifact": source.artifact,
         "artifact_qualified_name": source.qualified_name,
         "source": source.kind,
-        "source_ref": source.source_ref,
+        "source_ref": recorded_ref(source, digest),
         "version": source.version,
         "digest": digest,
         "wandb_digest": source.wandb_digest,
@@ -207,6 +207,15 @@ def build_metadata(source: Source, digest: str, verified: VerifiedModel) -> dict
         "mlflow_version": verified.facts.mlflow_version,
     }
     return _without_none(metadata)
+
+
+def recorded_ref(source: Source, digest: str) -> str:
+    """The source as the model's metadata records it (and /metadata shows it): a folder by
+    its name and digest prefix, never the absolute path of the machine that imported it."""
+    if source.kind == "dir":
+        name = source.source_ref.removeprefix("dir:").rstrip("/").rpartition("/")[2]
+        return f"dir:{name}@{digest[:DIGEST_PREFIX]}"
+    return source.source_ref
 
 
 def _without_none(value: Any) -> Any:

@@ -282,6 +282,10 @@ def test_imports_a_folder(regressor, tmp_path):
     assert model.info.metadata["digest"] == digest
     assert model.info.metadata["target"] == "price"  # from MLmodel, no artifact metadata
     assert "version" not in model.info.metadata  # unknown: left out (BentoML refuses None)
+    # What /metadata and `bentoml models get` show: the folder's name and digest, never the
+    # absolute path of the machine that imported it.
+    assert model.info.metadata["source_ref"] == f"dir:model@{digest[:12]}"
+    assert str(tmp_path) not in json.dumps(model.info.metadata)
 
     same = importers.import_model(f"dir:{folder}")
     assert (same.tag, same.created) == (result.tag, False)

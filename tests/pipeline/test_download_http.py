@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import subprocess
 import threading
 
 import pandas as pd
@@ -13,6 +14,7 @@ from artifacts.store import LocalArtifactStore, file_sha256
 from pipeline.errors import PipelineError
 from pipeline.run import run
 from pipeline.tracking import store_root
+from tests.helpers.project import PROJECT_ROOT, PYTHON
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -93,3 +95,35 @@ def test_a_failed_download_does_not_print_the_credentials(http_root, make_cfg):
     with pytest.raises(PipelineError, match=r"HTTP 404") as failed:
         run(cfg)
     assert not any(secret in str(failed.value) for secret in SECRETS)
+
+
+@pytest.mark.parametrize("mode", [[], ["--multirun"]])
+def test_the_cli_keeps_credentials_out_of_hydra_run_files(
+    http_root, subprocess_env, tmp_path, mode
+):
+    """`python -m pipeline data.url=...`: Hydra saves the config and the overrides of every run
+    (`<home>/hydra/<run>/.hydra/`); they hold the URL without its credentials."""
+    root, base = http_root
+    pd.read_csv("data/penguins.csv").to_csv(root / "penguins.csv", index=False)
+    host = base.removeprefix("http://")
+    url = f"http://reader:{SECRETS[0]}@{host}/penguins.csv?token={SECRETS[1]}"
+    done = subprocess.run(
+        [PYTHON, "-m", "pipeline", *mode, "experiment=penguins", f"data.url='{url}'"]
+        + ["main.steps=download", "tracking=disabled"],
+        cwd=PROJECT_ROOT,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    home = tmp_path / "home"
+    saved = list(home.glob("hydra/**/.hydra/*.yaml"))
+    assert {p.name for p in saved} >= {"config.yaml", "overrides.yaml"}
+    assert (
+        f"http://***@{host}/penguins.csv?token=***" in (saved[0].parent / "config.yaml").read_text()
+    )
+    files = [p for p in home.rglob("*") if p.is_file()]
+    leaks = [str(p) for p in files for s in SECRETS if s.encode() in p.read_bytes()]
+    assert leaks == []
+    assert not any(secret in done.stdout + done.stderr for secret in SECRETS)

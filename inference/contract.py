@@ -34,19 +34,57 @@ class ColumnType:
     python: type  # a JSON value of the column (pydantic records, JSON requests)
     dtype: str  # the pandas dtype when no value is missing
     spark: str  # the Spark SQL type
+    # The smallest and largest value the model can take (inclusive), or None: no bound.
+    bounds: tuple[float, float] | None = None
 
+
+# scikit-learn's trees (every tagserve estimator) cast their input to float32: a larger
+# magnitude becomes infinity there and the model call raises, for every request merged with
+# it. Such values are refused as input, in double columns too.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT_BOUNDS = (-FLOAT32_MAX, FLOAT32_MAX)
+INT64_BOUNDS = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
+INT32_BOUNDS = (int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max))
 
 # The MLflow ColSpec types a tagserve model may take.
 TYPES: dict[str, ColumnType] = {
-    "double": ColumnType(float, "float64", "double"),
-    "float": ColumnType(float, "float32", "float"),
-    "long": ColumnType(int, "int64", "bigint"),
-    "integer": ColumnType(int, "int32", "int"),
+    "double": ColumnType(float, "float64", "double", FLOAT_BOUNDS),
+    "float": ColumnType(float, "float32", "float", FLOAT_BOUNDS),
+    "long": ColumnType(int, "int64", "bigint", INT64_BOUNDS),
+    "integer": ColumnType(int, "int32", "int", INT32_BOUNDS),
     "boolean": ColumnType(bool, "bool", "boolean"),
     "string": ColumnType(str, "object", "string"),
 }
 NUMBER_TYPES = ("double", "float", "long", "integer")
 INTEGER_TYPES = ("long", "integer")
+
+
+def value_problem(kind: str, value: Any) -> str | None:
+    """Why a model cannot take ``value`` (of the column's Python type) in a column of MLflow
+    type ``kind``, or None if it can: not finite, or beyond the type's :attr:`~ColumnType.bounds`.
+
+    The one value rule of every path: the service's records and frames, and the clients.
+    """
+    bounds = TYPES[kind].bounds
+    if bounds is None or value is None or isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    low, high = bounds
+    if low <= value <= high:
+        return None
+    return (
+        f"{_shown(value)} is outside the range the model takes for a {kind} column "
+        f"({_shown(low)} to {_shown(high)})"
+    )
+
+
+def _shown(number: Any) -> str:
+    """A number for an error message: integers exact (up to 30 digits), floats short."""
+    if isinstance(number, int | np.integer):
+        text = str(number)
+        return text if len(text) <= 30 else f"{float(number):.8g}"
+    return f"{float(number):.8g}"
 
 
 def dtype_for(kind: str, missing: bool) -> str:
@@ -246,10 +284,33 @@ def _checked(series: pd.Series, col: Column) -> pd.Series:
                     f"column {col.name!r} expects {col.type}, got {type(value).__name__} "
                     f"{shown} in row {row}"
                 )
+    check_values(present, col)
     try:
         return _typed(series, col.type, bool(missing.any()))
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"column {col.name!r}: {exc}") from None
+
+
+def check_values(present: pd.Series, col: Column) -> None:
+    """Raise InputError naming the column and row of the first value of ``present`` (no
+    missing values, each of the column's type) that the model cannot take
+    (:func:`value_problem`). Whole numeric columns are checked at once."""
+    bounds = TYPES[col.type].bounds
+    if bounds is None or present.empty:
+        return
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        values = present.to_numpy()
+        bad = (values < bounds[0]) | (values > bounds[1])
+        if values.dtype.kind == "f":
+            bad |= ~np.isfinite(values)
+        rows = np.flatnonzero(bad)
+        candidates = present.iloc[rows[:1]].items()
+    else:
+        candidates = present.items()
+    for row, value in candidates:
+        problem = value_problem(col.type, value)
+        if problem:
+            raise InputError(f"column {col.name!r} in row {row}: {problem}")
 
 
 def _typed(series: pd.Series, kind: str, missing: bool) -> pd.Series:
@@ -314,13 +375,17 @@ def _converted(values: pd.Series, col: Column) -> pd.Series:
             .map(lambda v: v if v is None or isinstance(v, str) else str(v))
         )
     dtype = dtype_for(col.type, bool(values.isna().any()))
+    try:
+        numbers = pd.to_numeric(values, errors="raise") if col.type in NUMBER_TYPES else values
+    except (TypeError, ValueError) as exc:
+        bad = _first_bad(values)
+        raise InputError(f"column {col.name!r} must hold {col.type} values, got {bad!r}") from exc
+    check_values(numbers[numbers.notna()], col)
     if values.dtype == dtype:
         return values
     try:
-        if col.type in NUMBER_TYPES:
-            return pd.to_numeric(values, errors="raise").astype(dtype)
-        return values.astype(dtype)
-    except (TypeError, ValueError) as exc:
+        return numbers.astype(dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
         bad = _first_bad(values)
         raise InputError(f"column {col.name!r} must hold {col.type} values, got {bad!r}") from exc
 

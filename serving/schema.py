@@ -7,10 +7,18 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
-from inference.contract import TYPES, Contract
+from inference.contract import TYPES, Contract, value_problem
 from serving.bentoml_private import IORootModel
 
 RECORD_CONFIG = ConfigDict(
@@ -22,6 +30,25 @@ def _no_null(value: Any) -> Any:
     if value is None:
         raise PydanticCustomError("null_not_allowed", "is required and must not be null")
     return value
+
+
+def _value_check(kind: str) -> AfterValidator:
+    """The contract's value rule (:func:`inference.contract.value_problem`) for a column of
+    MLflow type ``kind``: a value the model cannot take is a validation error of its field."""
+
+    def check(value: Any) -> Any:
+        problem = value_problem(kind, value)
+        if problem:
+            raise PydanticCustomError("value_out_of_range", problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _bounds_schema(kind: str) -> dict[str, Any] | None:
+    """The type's bounds as JSON-schema ``minimum``/``maximum`` (shown in the OpenAPI page)."""
+    bounds = TYPES[kind].bounds
+    return {"minimum": bounds[0], "maximum": bounds[1]} if bounds else None
 
 
 def _field_name(column: str, taken: set[str]) -> str:
@@ -38,19 +65,30 @@ def _field_name(column: str, taken: set[str]) -> str:
 def build_record_model(contract: Contract) -> type[BaseModel]:
     """A pydantic model of one input row: a field per signature column, typed and strict
     (no "1.5" for a number, no 1 for a string), optional (None) where MLflow says
-    ``required: false``; unknown fields are refused."""
+    ``required: false``, holding only values the model can take (finite, within the type's
+    bounds); unknown fields are refused."""
     fields: dict[str, Any] = {}
     taken: set[str] = set()
     for col in contract.columns:
         python_type = TYPES[col.type].python
+        if TYPES[col.type].bounds:
+            python_type = Annotated[python_type, _value_check(col.type)]
         name = _field_name(col.name, taken)
         description = f"{col.type} (MLflow)"
+        extra = _bounds_schema(col.type)
         if col.required:
             annotation = Annotated[python_type, BeforeValidator(_no_null)]
-            field = Field(alias=col.name, description=f"{description}, required")
+            field = Field(
+                alias=col.name, description=f"{description}, required", json_schema_extra=extra
+            )
         else:
             annotation = python_type | None
-            field = Field(None, alias=col.name, description=f"{description}, may be null")
+            field = Field(
+                None,
+                alias=col.name,
+                description=f"{description}, may be null",
+                json_schema_extra=extra,
+            )
         fields[name] = (annotation, field)
     return create_model(
         "Record", __config__=RECORD_CONFIG, __base__=None, __module__=__name__, **fields

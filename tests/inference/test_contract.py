@@ -72,3 +72,61 @@ def test_records_frame_matches_validate() -> None:
     rows = [{"carat": 0.3, "year": 2007, "cut": "a"}, {"carat": 1.0, "year": None, "cut": "b"}]
     built = records_frame(rows, CONTRACT)
     pd.testing.assert_frame_equal(built, validate(pd.DataFrame(rows, dtype=object), CONTRACT))
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NUMBERS = Contract(
+    [
+        Column("carat", "double"),
+        Column("weight", "float", required=False),
+        Column("year", "long", required=False),
+        Column("count", "integer", required=False),
+    ]
+)
+GOOD_NUMBERS = {"carat": 0.3, "weight": 1.0, "year": 2007, "count": 3}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("carat", -1.7976931348623157e308, "outside the range"),
+        ("carat", 1e300, "outside the range"),
+        ("carat", float("inf"), "not a finite number"),
+        ("carat", float("-inf"), "not a finite number"),
+        ("weight", 3.5e38, "outside the range"),
+        ("year", 2**63, "outside the range"),
+        ("year", -(2**63) - 1, "outside the range"),
+        ("year", 10**30, "outside the range"),
+        ("count", 2**31, "outside the range"),
+    ],
+    ids=["-double-max", "1e300", "inf", "-inf", "float", "int64+1", "int64-1", "1e30", "int32+1"],
+)
+def test_validate_refuses_values_the_model_cannot_take(column, value, problem) -> None:
+    """Finite floats beyond float32 (the trees' dtype), integers beyond their column's type:
+    refused per record, naming the column and row, before any model call."""
+    rows = [dict(GOOD_NUMBERS), {**GOOD_NUMBERS, column: value}, dict(GOOD_NUMBERS)]
+    frame = pd.DataFrame(rows, dtype=object)  # as JSON gives them
+    with pytest.raises(InputError, match=rf"column '{column}' in row 1: .*{problem}"):
+        validate(frame, NUMBERS)
+    typed = pd.DataFrame({k: [v[k] for v in rows] for k in GOOD_NUMBERS if k != column})
+    if not isinstance(value, int) or -(2**63) <= value < 2**64:
+        typed[column] = pd.Series([r[column] for r in rows])  # numpy dtypes, as CSV gives them
+        with pytest.raises(InputError, match=rf"column '{column}' in row 1: .*{problem}"):
+            validate(typed, NUMBERS)
+
+
+def test_validate_takes_the_extremes_the_model_can_take() -> None:
+    extremes = {"carat": -FLOAT32_MAX, "weight": FLOAT32_MAX, "year": 2**63 - 1, "count": -(2**31)}
+    out = validate(pd.DataFrame([extremes], dtype=object), NUMBERS)
+    assert out.iloc[0].tolist() == pytest.approx(list(extremes.values()))
+
+
+def test_value_problem_is_the_one_rule_of_every_path() -> None:
+    from inference.contract import value_problem
+
+    assert value_problem("double", 0.5) is None and value_problem("string", "x") is None
+    assert "outside the range" in value_problem("double", 1e300)
+    assert "outside the range" in value_problem("long", 2**63)
+    assert "not a finite number" in value_problem("float", float("nan"))
+    with pytest.raises(InputError, match=r"column 'carat' in row 7: .*outside the range"):
+        coerce(pd.DataFrame({"carat": ["1e300"], "cut": ["a"]}, index=[7]), CONTRACT)

@@ -48,9 +48,15 @@ def parse_invocation(
 
 
 def media_type(content_type: str) -> tuple[str, dict[str, str]]:
-    """``"text/csv; charset=utf-8"`` -> ``("text/csv", {"charset": "utf-8"})``."""
+    """``'Text/CSV; Charset="utf-8"'`` -> ``("text/csv", {"charset": "utf-8"})``: the type and
+    parameter names lowercased (HTTP compares them case-insensitively), values unquoted."""
     mime, *params = (part.strip() for part in content_type.split(";"))
-    return mime, dict(p.partition("=")[::2] for p in params if p)
+    options = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip():
+            options[name.strip().lower()] = value.strip().removeprefix('"').removesuffix('"')
+    return mime.lower(), options
 
 
 def _frame_from_rows(rows: Any, names: Sequence[str], what: str) -> pd.DataFrame:
@@ -71,12 +77,24 @@ def _frame_from_rows(rows: Any, names: Sequence[str], what: str) -> pd.DataFrame
     raise InputError(f"{what} must be a list of records (objects) or of rows (lists)")
 
 
-def parse_mlflow_json(body: bytes, names: Sequence[str]) -> pd.DataFrame:
-    """An MLflow scoring-protocol JSON body as a DataFrame (columns not checked yet)."""
+def load_json(body: bytes | str) -> Any:
+    """``body`` parsed as JSON.
+
+    Raises:
+        InputError: Not JSON, not UTF-8, or nested too deeply for the parser (which raises
+            RecursionError, not ValueError, on e.g. 20,000 ``[``).
+    """
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InputError("the body is not valid JSON: nested too deeply") from None
+
+
+def parse_mlflow_json(body: bytes, names: Sequence[str]) -> pd.DataFrame:
+    """An MLflow scoring-protocol JSON body as a DataFrame (columns not checked yet)."""
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise InputError(
             "the body must be a JSON object with one of the keys "

@@ -127,8 +127,8 @@ def build_prediction_model(contract: Contract) -> type[BaseModel]:
 def build_records_input(records: Any) -> type[IORootModel]:
     """``predict_batch``'s body: a JSON list of records (a BentoML root input).
 
-    BentoML 1.4 parses a root input with ``json.loads``, so malformed JSON would end as a
-    500: here it is a validation error like any other (400).
+    BentoML 1.4 parses a root input with ``json.loads``, so malformed or too deeply nested
+    JSON would end as a 500: here it is a validation error like any other (400).
     """
 
     class RecordsInput(IORootModel[records]):
@@ -136,10 +136,12 @@ def build_records_input(records: Any) -> type[IORootModel]:
         def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
             try:
                 parsed = json.loads(json_data)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
+                # json.loads raises RecursionError on deep nesting (e.g. 20,000 "[")
+                error = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise ValidationError.from_exception_data(
                     cls.__name__,
-                    [{"type": "json_invalid", "loc": (), "input": "", "ctx": {"error": str(exc)}}],
+                    [{"type": "json_invalid", "loc": (), "input": "", "ctx": {"error": error}}],
                 ) from None
             return cls.model_validate(parsed, **kwargs)
 

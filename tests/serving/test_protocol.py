@@ -67,3 +67,47 @@ def test_bad_bodies_are_client_errors(content_type, body, error, problem) -> Non
 
 def test_media_type_parameters() -> None:
     assert media_type("text/csv; charset=utf-8") == ("text/csv", {"charset": "utf-8"})
+    assert media_type('Text/CSV; Charset="UTF-8"') == ("text/csv", {"charset": "UTF-8"})
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "Application/JSON",
+        'application/json; charset="utf-8"',
+        "application/json;charset=UTF-8",
+        'APPLICATION/JSON; Charset="UTF-8"',
+    ],
+)
+def test_content_types_compare_as_http_says(content_type) -> None:
+    """Media types and parameter names are case-insensitive, values may be quoted."""
+    body = json.dumps({"dataframe_records": ROWS}).encode()
+    assert parse_invocation(body, content_type, CONTRACT).to_dict("records") == ROWS
+    body = b"carat,cut\n0.3,Ideal\n1.5,Good\n"
+    csv = parse_invocation(body, 'Text/CSV; charset="utf-8"', CONTRACT)
+    assert csv.to_dict("records") == ROWS
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b'{"dataframe_records": [{"carat": 1e309, "cut": "a"}]}'),
+        ("application/json", b'{"dataframe_records": [{"carat": Infinity, "cut": "a"}]}'),
+        ("application/json", b'{"dataframe_records": [{"carat": -1e300, "cut": "a"}]}'),
+        ("application/json", b'{"inputs": {"carat": [NaN], "cut": ["a"]}}'),
+        ("text/csv", b"carat,cut\n0.3,a\ninf,b\n"),
+        ("text/csv", b"carat,cut\n0.3,a\n1e309,b\n"),
+    ],
+    ids=["1e309", "Infinity", "-1e300", "NaN-required", "csv-inf", "csv-1e309"],
+)
+def test_values_the_model_cannot_take_are_client_errors(content_type, body) -> None:
+    with pytest.raises(InputError, match="column 'carat'"):
+        parse_invocation(body, content_type, CONTRACT)
+
+
+@pytest.mark.parametrize("opening", [b"[", b'{"inputs": '])
+def test_deeply_nested_json_is_a_client_error(opening) -> None:
+    closing = b"]" if opening == b"[" else b"}"
+    body = opening * 20_000 + closing * 20_000
+    with pytest.raises(InputError, match="nested too deeply"):
+        parse_invocation(body, "application/json", CONTRACT)

@@ -33,6 +33,7 @@ from inference.contract import Contract, contract_from_signature, records_frame
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private
+from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
 from serving.protocol import example_frame
 from serving.schema import (
@@ -70,6 +71,7 @@ def create_service(settings: Settings | None = None) -> Any:
         raise bentoml.exceptions.NotFound(str(exc)) from None
     model_tag = str(bento_model.tag)
     contract = model_contract(bento_model)
+    settings = settings.with_body_cap(len(contract.columns))
     revision = source_revision(args)
     bentoml_private.record_arguments({"model": model_tag, **revision})
     Record = build_record_model(contract)
@@ -164,6 +166,7 @@ def create_service(settings: Settings | None = None) -> Any:
             )
 
     Tagserve.add_asgi_middleware(ReadableErrors)
+    Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction
     return Tagserve
 

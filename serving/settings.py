@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from inference.constants import DEFAULT_MODEL, MODEL_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The default body cap, per row of a request: a diamonds record is ~150 bytes of JSON (~300
+# pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
+# and text, and still refuse (413) a body many times larger than max_rows rows.
+ROW_BYTES, VALUE_BYTES, BODY_SLACK_BYTES = 64, 128, 65_536
 
 
 def env_int(name: str, default: int, least: int = 1) -> int:
@@ -40,6 +45,8 @@ class Settings:
     max_batch_size: int = 256
     max_latency_ms: int = 2_000
     workers: int = 1
+    # The largest request body; None: bounded by max_rows (with_body_cap).
+    max_body_bytes: int | None = None
 
     @classmethod
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
@@ -51,14 +58,27 @@ class Settings:
             max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
             workers=env_int("TAGSERVE_WORKERS", cls.workers),
+            max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
         )
 
+    def with_body_cap(self, columns: int) -> Settings:
+        """These settings with ``max_body_bytes`` set: TAGSERVE_MAX_BODY_BYTES, else room for
+        ``max_rows`` rows of ``columns`` values in any accepted format, so a body too large
+        to hold an accepted request is refused before it is read and parsed."""
+        if self.max_body_bytes is not None:
+            return self
+        per_row = ROW_BYTES + VALUE_BYTES * columns
+        return replace(self, max_body_bytes=BODY_SLACK_BYTES + self.max_rows * per_row)
+
     def limits(self) -> dict[str, int]:
-        return {
+        limits = {
             "max_rows": self.max_rows,
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
         }
+        if self.max_body_bytes is not None:
+            limits["max_body_bytes"] = self.max_body_bytes
+        return limits
 
 
 def _git(*args: str) -> str:

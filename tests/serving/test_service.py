@@ -232,6 +232,145 @@ def test_more_rows_than_the_limit_is_a_400(home: Models, client: Any) -> None:
     assert client.post("/predict_batch", json=[row] * MAX_ROWS).status_code == 200
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (1e300, "outside the range the model takes for a double column"),
+        (-1.7976931348623157e308, "outside the range"),
+        (FLOAT32_MAX * 1.01, "outside the range"),
+    ],
+    ids=["1e300", "-double-max", "float32-max+1%"],
+)
+def test_a_value_the_model_cannot_take_is_a_400_naming_field_and_row(
+    home: Models, client: Any, value: float, problem: str
+) -> None:
+    """Finite JSON numbers the forest cannot take (it casts to float32): refused per record,
+    before any model call, on every route."""
+    rows = records(home.example(home.regressor))
+    bad = {**rows[0], "carat": value}
+    answer = client.post("/predict", json=bad)
+    assert answer.status_code == 400, answer.text
+    assert "carat: " in answer.json()["error"] and problem in answer.json()["error"]
+    answer = client.post("/predict_batch", json=[rows[0], rows[1], bad])
+    assert answer.status_code == 400, answer.text
+    assert "[2].carat: " in answer.json()["error"] and problem in answer.json()["error"]
+    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    assert answer.status_code == 400, answer.text
+    assert "column 'carat' in row 1" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "carat"),
+    [
+        ("application/json", "1e309"),
+        ("application/json", "Infinity"),
+        ("application/json", "-Infinity"),
+        ("text/csv", "inf"),
+        ("text/csv", "1e309"),
+    ],
+    ids=["1e309", "Infinity", "-Infinity", "csv-inf", "csv-1e309"],
+)
+def test_invocations_non_finite_numbers_are_a_400(
+    home: Models, client: Any, content_type: str, carat: str
+) -> None:
+    """Python's JSON reads 1e309 and Infinity as inf, pandas' CSV reader inf."""
+    row = {k: v for k, v in records(home.example(home.regressor))[0].items() if k != "carat"}
+    if content_type == "text/csv":
+        body = "carat," + ",".join(row) + "\n" + carat + "," + ",".join(map(str, row.values()))
+    else:
+        body = '{"dataframe_records": [{"carat": ' + carat + ", " + json.dumps(row)[1:] + "]}"
+    answer = client.post("/invocations", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("column 'carat'"), answer.text
+
+
+NESTED = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict_batch", NESTED),
+        ("/predict", NESTED),
+        ("/invocations", NESTED),
+        ("/invocations", b'{"inputs": ' + NESTED + b"}"),
+    ],
+    ids=["predict_batch", "predict", "invocations", "invocations-inputs"],
+)
+def test_deeply_nested_json_is_a_400(client: Any, path: str, body: bytes) -> None:
+    answer = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text[:300]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/metadata"])
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "multipart/form-data; charset=utf-8"]
+)
+def test_multipart_without_boundary_is_a_4xx(client: Any, path: str, content_type: str) -> None:
+    answer = client.post(path, content=b"--x\r\n", headers={"content-type": content_type})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert "boundary" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["Application/JSON", 'application/json; charset="utf-8"', 'APPLICATION/JSON; Charset="UTF-8"'],
+)
+def test_content_types_compare_case_insensitively_and_unquoted(
+    home: Models, client: Any, content_type: str
+) -> None:
+    rows = records(home.example(home.regressor))
+    headers = {"content-type": content_type}
+    for path, body in (
+        ("/predict", rows[0]),
+        ("/predict_batch", rows),
+        ("/invocations", {"dataframe_records": rows}),
+    ):
+        answer = client.post(path, content=json.dumps(body).encode(), headers=headers)
+        assert answer.status_code == 200, f"{path}: {answer.text}"
+
+
+def big_body(row: dict[str, Any], size: int) -> bytes:
+    """A JSON list of copies of ``row`` of at least ``size`` bytes."""
+    one = json.dumps(row).encode()
+    return b"[" + b",".join([one] * (size // len(one) + 1)) + b"]"
+
+
+@pytest.mark.parametrize("path", ["/predict_batch", "/predict", "/invocations", "/metadata"])
+def test_a_body_over_the_cap_is_a_413_before_it_is_read(
+    home: Models, client: Any, path: str
+) -> None:
+    """The cap (default: from TAGSERVE_MAX_ROWS) answers 413 from the Content-Length, and
+    while a body of unknown length streams in."""
+    cap = client.get("/metadata").json()["limits"]["max_body_bytes"]
+    assert 0 < cap < 1_000_000  # bounded by the row limit (50 here)
+    body = big_body(records(home.example(home.regressor))[0], cap + 1)
+    answer = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 413, answer.text[:300]
+    assert "TAGSERVE_MAX_BODY_BYTES" in answer.text
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    answer = client.post(path, content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413, answer.text[:300]
+    assert "TAGSERVE_MAX_BODY_BYTES" in answer.text
+
+
+def test_max_body_bytes_is_configurable(home: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.settings import Settings
+
+    monkeypatch.setenv("TAGSERVE_MAX_BODY_BYTES", "123456")
+    assert Settings.from_env().max_body_bytes == 123456
+    monkeypatch.setenv("TAGSERVE_MAX_BODY_BYTES", "big")
+    with pytest.raises(ValueError, match="TAGSERVE_MAX_BODY_BYTES must be a whole number"):
+        Settings.from_env()
+
+
 # --- HTTP: the MLflow scoring protocol -----------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from inference.contract import Contract, contract_from_signature, records_frame
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private
+from serving.batching import answer_each, build_answers_output
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
 from serving.protocol import example_frame
@@ -123,6 +124,7 @@ def create_service(settings: Settings | None = None) -> Any:
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
             input_spec=build_records_input(Records),
+            output_spec=build_answers_output(list[Prediction]),
         )
         def predict_batch(self, records: Records, /) -> list[Prediction]:
             """A list of records -> their predictions, in order. Concurrent requests are
@@ -130,6 +132,10 @@ def create_service(settings: Settings | None = None) -> Any:
             self.batch_calls += 1
             self.batch_rows += len(records)
             rows = [record.model_dump(by_alias=True) for record in records]
+            # A failing merged call is split: only the request(s) it fails on fail.
+            return answer_each(rows, self.answer_rows)
+
+        def answer_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
             return [Prediction(**a) for a in self.model.answers(records_frame(rows, contract))]
 
         @bentoml.api

@@ -1,0 +1,114 @@
+"""One bad record among concurrent ``predict_batch`` requests, behind a real
+``bentoml serve``: adaptive batching merges the requests into one model call, and only the
+request holding the bad record fails (a 400 naming it); every other gets its prediction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers.service_models import (
+    PROJECT_ROOT,
+    Models,
+    bentoml_server,
+    diamonds_sample,
+    subprocess_env,
+)
+
+GOOD_REQUESTS = 40  # with the bad one: 41 concurrent single-record requests, as in issue 10
+ROUNDS = 3
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Within float32, so validation takes it; the scaler divides by carat's spread (< 1), the
+# forest casts the result to float32: infinity, and the model call raises.
+SCALED_PAST_FLOAT32 = FLOAT32_MAX * 0.99
+
+
+@pytest.fixture(scope="module")
+def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
+    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sample(models: Models) -> tuple[list[dict[str, Any]], list[float], Any]:
+    """Good rows, their in-process predictions, and the native model."""
+    from inference.loading import load_pipeline
+
+    model = load_pipeline(models.mlflow_folder(models.regressor))
+    model.set_params(model__n_jobs=1)
+    columns = models.example(models.regressor)["dataframe_split"]["columns"]
+    rows = diamonds_sample(GOOD_REQUESTS)[columns].reset_index(drop=True)
+    return rows.to_dict("records"), model.predict(rows).tolist(), model
+
+
+def concurrently(server: str, bodies: list[Any]) -> list[httpx.Response]:
+    """POST every body to /predict_batch at once."""
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(bodies))
+        async with httpx.AsyncClient(base_url=server, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/predict_batch", json=b) for b in bodies))
+
+    return asyncio.run(run())
+
+
+def test_the_model_fails_on_a_value_validation_takes(sample: Any) -> None:
+    """The premise of the split test: a value within every bound, which the model fails on."""
+    from inference.contract import value_problem
+
+    rows, _, model = sample
+    assert value_problem("double", SCALED_PAST_FLOAT32) is None
+    with pytest.raises(ValueError, match="infinity"):
+        model.predict(pd.DataFrame([{**rows[0], "carat": SCALED_PAST_FLOAT32}]))
+
+
+@pytest.mark.parametrize(
+    ("carat", "problem"),
+    [
+        (-1.7976931348623157e308, "[0].carat: -1.7976931e+308 is outside the range"),
+        (SCALED_PAST_FLOAT32, "[0]: the model cannot take this record (ValueError: Input X"),
+    ],
+    ids=["refused-by-validation", "failing-in-the-model"],
+)
+def test_one_bad_request_fails_alone(server: str, sample: Any, carat: float, problem: str) -> None:
+    """41 concurrent single-record requests, one bad, three rounds: the bad one gets a 400
+    naming the record, the 40 others their exact predictions, and requests were merged."""
+    rows, want, _ = sample
+    before = httpx.get(f"{server}/metadata").json()["batching"]
+    for round_ in range(ROUNDS):
+        bad_at = (round_ * 17) % (GOOD_REQUESTS + 1)  # the bad request anywhere in the batch
+        bodies: list[Any] = [[row] for row in rows]
+        bodies.insert(bad_at, [{**rows[0], "carat": carat}])
+        answers = concurrently(server, bodies)
+        bad = answers.pop(bad_at)
+        assert bad.status_code == 400, bad.text
+        assert problem in bad.json()["error"], bad.text
+        assert [a.status_code for a in answers] == [200] * GOOD_REQUESTS, [
+            a.text for a in answers if a.status_code != 200
+        ][:3]
+        assert [a.json()[0]["prediction"] for a in answers] == want
+    after = httpx.get(f"{server}/metadata").json()["batching"]
+    requests = after["rows"] - before["rows"]
+    assert after["model_calls"] - before["model_calls"] < requests, "no request was merged"
+
+
+def test_a_bad_record_among_good_ones_fails_its_own_request(server: str, sample: Any) -> None:
+    """Several records per request: the request holding the bad one fails naming its index;
+    the concurrent requests of good records get their answers."""
+    rows, want, _ = sample
+    bodies: list[Any] = [rows[i : i + 4] for i in range(0, GOOD_REQUESTS, 4)]
+    bodies.insert(3, [rows[0], rows[1], {**rows[2], "carat": SCALED_PAST_FLOAT32}])
+    answers = concurrently(server, bodies)
+    bad = answers.pop(3)
+    assert bad.status_code == 400, bad.text
+    assert "[2]: the model cannot take this record" in bad.json()["error"]
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    assert [p["prediction"] for a in answers for p in a.json()] == want

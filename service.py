@@ -33,7 +33,7 @@ from inference.contract import Contract, contract_from_signature, records_frame
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private
-from serving.batching import answer_each, build_answers_output
+from serving.batching import answer_each, build_answers_output, request_error
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
 from serving.protocol import example_frame
@@ -116,8 +116,11 @@ def create_service(settings: Settings | None = None) -> Any:
         @bentoml.api
         def predict(self, record: Record, /) -> Prediction:
             """One record -> its prediction (and class probabilities for a classifier)."""
-            rows = [record.model_dump(by_alias=True)]
-            return Prediction(**self.model.answers(records_frame(rows, contract))[0])
+            answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
+            error = request_error(answers, indexed=False)
+            if error is not None:  # a record the model cannot take: 400, not a 500
+                raise error
+            return answers[0]
 
         @bentoml.api(
             batchable=True,

@@ -66,14 +66,18 @@ def answer_each(
     return answers
 
 
-def request_error(answers: Sequence[Any]) -> bentoml.exceptions.BentoMLException | None:
+def request_error(
+    answers: Sequence[Any], indexed: bool = True
+) -> bentoml.exceptions.BentoMLException | None:
     """The error of a request whose answers hold a :class:`RecordFailed` (the first one,
-    named by its index in the request): 400 if the record is at fault, else 500; or None."""
+    named by its index in the request unless not ``indexed``): 400 if the record is at fault,
+    else 500; or None."""
     for index, item in enumerate(answers):
         if isinstance(item, RecordFailed):
+            where = f"[{index}]: " if indexed else ""
             if item.client_fault:
                 return bentoml.exceptions.InvalidArgument(
-                    f"invalid input: [{index}]: the model cannot take this record ({item})"
+                    f"invalid input: {where}the model cannot take this record ({item})"
                 )
             logger.error("the model failed on record [%d] of a request: %s", index, item)
             return bentoml.exceptions.InternalServerError(f"the model failed on record {index}")

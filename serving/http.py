@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from inference.contract import plain
 from inference.errors import InputError
+from serving.batching import INPUT_FAULTS, described
 from serving.protocol import UnsupportedMediaType, parse_invocation
 
 logger = logging.getLogger("bentoml.service.tagserve")
@@ -43,6 +44,9 @@ async def invocations(request: Request) -> Response:
         return _mlflow_error(str(exc), 415)
     except InputError as exc:
         return _mlflow_error(str(exc))
+    except INPUT_FAULTS as exc:  # checked values the model still cannot take
+        logger.warning("/invocations: the model cannot take the input: %s", described(exc))
+        return _mlflow_error(f"the model cannot take this input ({described(exc)})")
     except Exception:
         logger.exception("/invocations failed")
         return _mlflow_error("the model failed on this input; see the server log", 500)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from sklearn.pipeline import Pipeline
 
+from inference.errors import InputError
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -260,6 +261,38 @@ def test_a_value_the_model_cannot_take_is_a_400_naming_field_and_row(
     answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
     assert answer.status_code == 400, answer.text
     assert "column 'carat' in row 1" in answer.json()["message"]
+
+
+def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(home: Models, client: Any) -> None:
+    """A carat within float32 that the scaler pushes past it: validation takes it, the model
+    raises; the request gets a 400 naming the record, never a 500."""
+    rows = records(home.example(home.regressor))
+    bad = {**rows[0], "carat": FLOAT32_MAX * 0.99}
+    answer = client.post("/predict", json=bad)
+    assert answer.status_code == 400, answer.text
+    assert "the model cannot take this record (ValueError" in answer.json()["error"]
+    answer = client.post("/predict_batch", json=[rows[0], bad])
+    assert answer.status_code == 400, answer.text
+    assert "[1]: the model cannot take this record (ValueError" in answer.json()["error"]
+    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    assert answer.status_code == 400, answer.text
+    assert "the model cannot take this input (ValueError" in answer.json()["message"]
+
+
+def test_a_long_beyond_int64_is_refused_by_record_and_frame(home: Models, classifier: Any) -> None:
+    """Penguins' year is a long: the record type (predict, predict_batch) and the frame check
+    (invocations) refuse an integer beyond int64, naming the field."""
+    from pydantic import ValidationError
+
+    from serving.protocol import parse_invocation
+
+    row = records(home.example(home.classifier))[0]
+    with pytest.raises(ValidationError, match=r"year\n  9223372036854775808 is outside the range"):
+        classifier.Record(**{**row, "year": 2**63})
+    contract = classifier.Tagserve().contract
+    body = json.dumps({"instances": [row, {**row, "year": 2**64}]}).encode()
+    with pytest.raises(InputError, match="column 'year' in row 1: .* outside the range"):
+        parse_invocation(body, "application/json", contract)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,12 @@ from tests.helpers.service_models import (
 )
 
 CONCURRENT_CLIENTS = 32
+# a diamond but its carat, as JSON fields and as CSV (header, row)
+DIAMOND = (
+    b'"depth": 61.5, "table": 55.0, "x": 4.3, "y": 4.3, "z": 2.6, '
+    b'"cut": "Ideal", "color": "E", "clarity": "VS1"'
+)
+DIAMOND_CSV = b"depth,table,x,y,z,cut,color,clarity\n", b"61.5,55.0,4.3,4.3,2.6,Ideal,E,VS1\n"
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +114,51 @@ def test_mlflow_scoring_client_works_unchanged(
         ("/predict_batch", [], "application/json", 400, "at least 1 item"),
         ("/invocations", {"dataframe_records": [{"carat": "big"}]}, "application/json", 400, ""),
         ("/invocations", b"x", "application/octet-stream", 415, "content type"),
+        ("/predict", b"{}", "multipart/form-data", 400, "boundary"),
+        ("/predict_batch", b"[]", "multipart/form-data", 400, "boundary"),
+        ("/metadata", b"", "multipart/form-data", 400, "boundary"),
+        ("/predict", {"carat": 1e300}, "application/json", 400, "carat: 1e+300 is outside"),
+        (
+            "/invocations",
+            b'{"dataframe_records": [{"carat": 1e309, ' + DIAMOND + b"}]}",
+            "application/json",
+            400,
+            "column 'carat' in row 0: inf is not a finite number",
+        ),
+        (
+            "/invocations",
+            b'{"dataframe_records": [{"carat": Infinity, ' + DIAMOND + b"}]}",
+            "application/json",
+            400,
+            "column 'carat' in row 0: inf is not a finite number",
+        ),
+        (
+            "/invocations",
+            b"carat," + DIAMOND_CSV[0] + b"inf," + DIAMOND_CSV[1],
+            "text/csv",
+            400,
+            "column 'carat' in row 0: inf is not a finite number",
+        ),
+        ("/predict_batch", b"[" * 20_000 + b"]" * 20_000, "application/json", 400, "deeply"),
+        ("/invocations", b"[" * 20_000 + b"]" * 20_000, "application/json", 400, "deeply"),
     ],
-    ids=["missing-field", "malformed", "malformed-batch", "empty-batch", "mlflow", "415"],
+    ids=[
+        "missing-field",
+        "malformed",
+        "malformed-batch",
+        "empty-batch",
+        "mlflow",
+        "415",
+        "multipart-predict",
+        "multipart-batch",
+        "multipart-metadata",
+        "1e300",
+        "1e309",
+        "Infinity",
+        "csv-inf",
+        "nested-batch",
+        "nested-invocations",
+    ],
 )
 def test_bad_input_is_a_4xx_never_a_500(
     server: str, path: str, body: Any, content_type: str, status: int, needle: str
@@ -160,3 +209,28 @@ def test_health_metadata_and_openapi(models: Models, server: str) -> None:
     assert set(spec["components"]["schemas"]["Record"]["properties"]) == set(
         models.example(models.regressor)["dataframe_split"]["columns"]
     )
+
+
+@pytest.mark.parametrize("path", ["/predict_batch", "/invocations"])
+def test_a_48_mb_body_is_a_413_before_it_is_parsed(models: Models, server: str, path: str) -> None:
+    """A body far over the row limit (TAGSERVE_MAX_ROWS 10,000) is refused from its
+    Content-Length, and a body of unknown length as it streams past the cap; the client gets
+    the 413 (its body is discarded, not parsed), and the server goes on serving."""
+    row = json.dumps(records(models.example(models.regressor))[0]).encode()
+    body = b"[" + b",".join([row] * (48_000_000 // len(row))) + b"]"
+    if path == "/invocations":
+        body = b'{"dataframe_records": ' + body + b"}"
+    headers = {"content-type": "application/json"}
+    answer = httpx.post(f"{server}{path}", content=body, headers=headers, timeout=60)
+    assert answer.status_code == 413, answer.text[:300]
+    assert "TAGSERVE_MAX_BODY_BYTES" in answer.text
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1 << 20):
+            yield body[start : start + (1 << 20)]
+
+    answer = httpx.post(f"{server}{path}", content=chunks(), headers=headers, timeout=60)
+    assert answer.status_code == 413, answer.text[:300]
+    cap = httpx.get(f"{server}/metadata").json()["limits"]["max_body_bytes"]
+    assert cap < len(body) // 2
+    assert httpx.post(f"{server}/predict_batch", json=[json.loads(row)]).status_code == 200

@@ -36,11 +36,14 @@ def _value_check(kind: str) -> AfterValidator:
     """The contract's value rule (:func:`inference.contract.value_problem`) for a column of
     MLflow type ``kind``: a value the model cannot take is a validation error of its field."""
 
+    low, high = TYPES[kind].bounds or (None, None)
+
     def check(value: Any) -> Any:
-        problem = value_problem(kind, value)
-        if problem:
-            raise PydanticCustomError("value_out_of_range", problem)
-        return value
+        # On every field of every record: compare first (strict pydantic already refused
+        # inf and NaN), word the problem only for a value out of bounds.
+        if low <= value <= high:
+            return value
+        raise PydanticCustomError("value_out_of_range", value_problem(kind, value) or "invalid")
 
     return AfterValidator(check)
 

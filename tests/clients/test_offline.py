@@ -258,6 +258,9 @@ def test_bad_input_is_one_error_line(world, tmp_path, capsys):
     bad_number = world["rows"].head(5).astype({"depth": object})
     bad_number.loc[2, "depth"] = "deep"
     bad_number.to_csv(tmp_path / "text.csv", index=False)
+    huge = world["rows"].head(5).astype({"depth": object})
+    huge.loc[3, "depth"] = "1e300"  # a number the forest cannot take (beyond float32)
+    huge.to_csv(tmp_path / "huge.csv", index=False)
     (tmp_path / "exists.parquet").write_bytes(b"")
     (tmp_path / "bad.jsonl").write_text('{"carat": 1}\nnot json\n')
     cases = {
@@ -271,6 +274,12 @@ def test_bad_input_is_one_error_line(world, tmp_path, capsys):
             "score",
             str(tmp_path / "text.csv"),
             str(tmp_path / "o2.csv"),
+            *model,
+        ],
+        "column 'depth' in row 3: 1e+300 is outside the range": [
+            "score",
+            str(tmp_path / "huge.csv"),
+            str(tmp_path / "o11.csv"),
             *model,
         ],
         "does not exist": ["score", str(tmp_path / "nope.csv"), str(tmp_path / "o3.csv"), *model],

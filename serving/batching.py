@@ -50,7 +50,7 @@ def answer_each(
     answered again, down to single rows: a row that fails alone gets a :class:`RecordFailed`,
     every other row its answer. One failing row among n costs about 2·log2(n) more calls."""
     try:
-        answers = list(answer(rows))
+        answers = answer(rows)
     except Exception as exc:
         if len(rows) == 1:
             return [RecordFailed(exc)]
@@ -59,11 +59,29 @@ def answer_each(
             len(rows),
             described(exc),
         )
-        middle = len(rows) // 2
-        return answer_each(rows[:middle], answer) + answer_each(rows[middle:], answer)
-    if len(answers) != len(rows):
+        return _in_halves(rows, answer)
+    return _checked(rows, answers)
+
+
+def _in_halves(
+    rows: Sequence[Row], answer: Callable[[Sequence[Row]], list[Answer]]
+) -> list[Answer | RecordFailed]:
+    middle = len(rows) // 2
+    out: list[Answer | RecordFailed] = []
+    for half in (rows[:middle], rows[middle:]):
+        try:
+            answers = answer(half)
+        except Exception as exc:
+            out += [RecordFailed(exc)] if len(half) == 1 else _in_halves(half, answer)
+        else:
+            out += _checked(half, answers)
+    return out
+
+
+def _checked(rows: Sequence[Any], answers: Sequence[Answer]) -> list[Answer]:
+    if len(answers) != len(rows):  # a bug, not a record's fault: fails the whole call
         raise RuntimeError(f"{len(rows)} records got {len(answers)} answers")
-    return answers
+    return list(answers)
 
 
 def request_error(

@@ -32,18 +32,22 @@ def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def content_type_problem(content_type: str | None) -> str | None:
-    """Why no route can parse a body of ``content_type``, or None.
+def content_type_problem(content_type: str | None) -> tuple[int, str] | None:
+    """The status and error of a body of ``content_type`` that no route takes, or None.
 
-    BentoML parses any ``multipart/form-data`` body as a form, and without a boundary
-    parameter its parser fails with a KeyError (a 500).
+    BentoML parses any ``multipart/form-data`` body as a form: without a boundary parameter
+    its parser fails with a KeyError, on a malformed form with a parser error (500s). No
+    tagserve API takes a form (no record field is a file, and form values are text where
+    the records are typed), so multipart is refused before BentoML reads it.
     """
     if not content_type:
         return None
     mime, options = media_type(content_type)
-    if mime == "multipart/form-data" and not options.get("boundary"):
-        return "multipart/form-data needs a boundary parameter; these APIs take application/json"
-    return None
+    if mime != "multipart/form-data":
+        return None
+    if not options.get("boundary"):
+        return 400, "multipart/form-data needs a boundary parameter; these APIs take JSON"
+    return 415, "unsupported content type multipart/form-data: these APIs take application/json"
 
 
 def error_body(path: str, message: str) -> bytes:
@@ -74,7 +78,7 @@ class RequestGuard:
         )
         problem = content_type_problem(content_type)
         if problem:
-            return await _answer(send, 400, error_body(path, problem))
+            return await _answer(send, problem[0], error_body(path, problem[1]))
         length = declared_length(headers)
         if length is not None and length > self.max_body_bytes:
             return await _answer(send, 413, error_body(path, body_too_large(self.max_body_bytes)))

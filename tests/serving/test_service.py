@@ -348,6 +348,30 @@ def test_multipart_without_boundary_is_a_4xx(client: Any, path: str, content_typ
     assert "boundary" in answer.json()["error"]
 
 
+FORM = b'--x\r\nContent-Disposition: form-data; name="carat"\r\n\r\n0.3\r\n--x--\r\n'
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/metadata", "/invocations"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=x", b"garbage"),
+        ("multipart/form-data; boundary=x", FORM),
+        ("application/x-www-form-urlencoded", b"carat=1e300&cut=%ZZ"),
+        ("application/vnd.bentoml+pickle", b"\x80\x04garbage"),
+        ("text/plain", b"{]"),
+        ("application/json; charset=latin-1", b"\xff\xfe"),
+        ("application/json", b"\xff\xfe"),
+    ],
+    ids=["multipart-garbage", "multipart-form", "urlencoded", "pickle", "text", "latin-1", "bytes"],
+)
+def test_odd_content_types_are_never_a_5xx(
+    client: Any, path: str, content_type: str, body: bytes
+) -> None:
+    answer = client.post(path, content=body, headers={"content-type": content_type})
+    assert answer.status_code < 500, answer.text
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["Application/JSON", 'application/json; charset="utf-8"', 'APPLICATION/JSON; Charset="UTF-8"'],

@@ -1,15 +1,21 @@
-"""Fixtures of the service, release and container tests: the session's imported models."""
+"""Fixtures of the service, release and container tests: the session's imported models, and
+a real ``bentoml serve`` of the regressor."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers.service_models import (
+    PROJECT_ROOT,
     REGRESSOR_NAME,
     Models,
     bentoml_home,
+    bentoml_server,
     import_prod,
     shared_models,
+    subprocess_env,
 )
 
 
@@ -27,3 +33,12 @@ def home(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Models:
         tag = import_prod(REGRESSOR_NAME, home=models.tagserve_home, name=REGRESSOR_NAME)
     assert tag == models.regressor
     return Models(home, models.tagserve_home, models.regressor, models.classifier)
+
+
+@pytest.fixture(scope="session")
+def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bentoml serve service:Tagserve`` of the session's regressor on 127.0.0.1: its URL."""
+    log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
+    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url

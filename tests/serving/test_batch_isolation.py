@@ -5,7 +5,6 @@ request holding the bad record fails (a 400 naming it); every other gets its pre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,11 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.helpers.service_models import (
-    PROJECT_ROOT,
     Models,
-    bentoml_server,
     diamonds_sample,
-    subprocess_env,
 )
 
 GOOD_REQUESTS = 40  # with the bad one: 41 concurrent single-record requests, as in issue 10
@@ -27,14 +23,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Within float32, so validation takes it; the scaler divides by carat's spread (< 1), the
 # forest casts the result to float32: infinity, and the model call raises.
 SCALED_PAST_FLOAT32 = FLOAT32_MAX * 0.99
-
-
-@pytest.fixture(scope="module")
-def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
-    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
-    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,7 @@ import pytest
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
-    bentoml_server,
     records,
-    subprocess_env,
 )
 
 CONCURRENT_CLIENTS = 32
@@ -30,14 +28,6 @@ DIAMOND = (
     b'"cut": "Ideal", "color": "E", "clarity": "VS1"'
 )
 DIAMOND_CSV = b"depth,table,x,y,z,cut,color,clarity\n", b"61.5,55.0,4.3,4.3,2.6,Ideal,E,VS1\n"
-
-
-@pytest.fixture(scope="module")
-def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
-    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
-    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Checks on every HTTP request before any route reads its body: a body-size cap (413) and
-content types no route can parse (400). An ASGI middleware, so that they hold for BentoML's
-routes (``/predict``, ``/predict_batch``, ``/metadata``) and MLflow's (``/invocations``)."""
+content types no route can parse (multipart: 415, or 400 without a boundary). An ASGI
+middleware, so that they hold for BentoML's routes (``/predict``, ``/predict_batch``,
+``/metadata``) and MLflow's (``/invocations``)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ def error_body(path: str, message: str) -> bytes:
 
 class RequestGuard:
     """ASGI middleware: refuses a body over ``max_body_bytes`` with 413, from its
-    Content-Length or as soon as it streams past the cap (it is never read whole), and an
-    unparseable content type with 400; other requests reach the app with their body
-    read, as one message."""
+    Content-Length or as soon as it streams past the cap (it is never read whole), and a
+    content type no route takes (:func:`content_type_problem`); other requests reach the app
+    with their body read, as one message."""
 
     def __init__(self, app: Any, max_body_bytes: int) -> None:
         self.app = app

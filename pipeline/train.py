@@ -53,16 +53,13 @@ def build_model(features: Mapping[str, Any], model: Mapping[str, Any]) -> Pipeli
         transformers.append(("numeric", numeric, list(features["numeric"])))
     if features["categorical"]:
         onehot = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("encode", OneHotEncoder(handle_unknown="ignore")),
-            ]
+            [*impute_missing_categories(), ("encode", OneHotEncoder(handle_unknown="ignore"))]
         )
         transformers.append(("categorical", onehot, list(features["categorical"])))
     if features["ordinal"]:
         ordinal = Pipeline(
             [
-                ("impute", SimpleImputer(strategy="most_frequent")),
+                *impute_missing_categories(),
                 (
                     "encode",
                     OrdinalEncoder(
@@ -90,6 +87,22 @@ def build_model(features: Mapping[str, Any], model: Mapping[str, Any]) -> Pipeli
         transformers.append(("text", text, [features["text"]]))
     estimator = instantiate_estimator(model["estimator"])
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def impute_missing_categories() -> list[tuple[str, SimpleImputer]]:
+    """Steps that impute a missing category, whether it is NaN or None, with the most
+    frequent one.
+
+    A missing string is None in a frame read from Parquet (training data, Spark) and NaN in
+    one built by the service or pandas from CSV. A NaN imputer alone would leave None in
+    place, where the encoder learns it as one more category (penguins' unknown sex): the
+    model would then answer differently for the same record depending on how it arrived.
+    The NaN imputer comes first: sklearn refuses NaN in the input of an imputer of None.
+    """
+    return [
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        ("impute_none", SimpleImputer(missing_values=None, strategy="most_frequent")),
+    ]
 
 
 def instantiate_estimator(spec: Mapping[str, Any]) -> Any:

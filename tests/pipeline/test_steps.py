@@ -189,6 +189,25 @@ def test_build_model_uses_every_feature_kind(tmp_path):
     np.testing.assert_allclose(load_pipeline(tmp_path / "m").predict(X), model.predict(X))
 
 
+def test_a_missing_category_is_imputed_whether_none_or_nan():
+    """Parquet gives None for a missing string, the service NaN: the model reads both as
+    missing (imputed with the most frequent category), never None as a category of its own."""
+    frame = synthetic_diamonds(60)
+    frame["cut"] = frame["cut"].astype(object)
+    frame.loc[:9, "cut"] = None  # as in penguins' training data (sex)
+    frame.loc[10:14, "color"] = None
+    X = frame[feature_columns(FEATURES)]
+    model = build_model(FEATURES, FOREST).fit(X, frame["price"])
+    encoder = model[0].named_transformers_["categorical"][-1]
+    assert None not in list(encoder.categories_[0])
+    mode = X["cut"].mode()[0]
+    three = pd.concat([X.head(1)] * 3, ignore_index=True)
+    three["cut"] = pd.Series([None, np.nan, mode], dtype=object)
+    three["color"] = pd.Series([np.nan, None, X["color"].mode()[0]], dtype=object)
+    predictions = model.predict(three)
+    assert predictions[0] == predictions[1] == predictions[2]
+
+
 def test_build_model_rejects_unknown_estimator():
     with pytest.raises(PipelineError, match="model.estimator"):
         build_model(FEATURES, {"estimator": {"_target_": "sklearn.ensemble.GradientBoosting"}})

@@ -11,6 +11,10 @@ MODEL_ARTIFACT = "model_export"
 PROD_ALIAS = "prod"
 # Where bentoml.mlflow.import_model keeps the MLflow model files inside a BentoML model.
 MLFLOW_FOLDER = "mlflow_model"
+# Where the importer saves the exact fast path (inference.fastpath) inside a BentoML model,
+# and the metadata key of its import-time check (engine, rows checked, exact or not).
+FASTPATH_FOLDER = "fastpath"
+FASTPATH_METADATA = "fast_path"
 # The model's own example request, written by MLflow next to MLmodel.
 SERVING_EXAMPLE = "serving_input_example.json"
 # What an exported model needs at inference time, pinned to the versions it was trained with.

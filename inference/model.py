@@ -1,31 +1,50 @@
 """A loaded model and its contract: what the service, the clients, Spark, the importer and the
-pipeline's evaluation all predict with."""
+pipeline's evaluation all predict with.
+
+Every call goes through the exact fast path (``inference.fastpath``) when the model has one
+that was proven bit-exact at import, and through the native sklearn Pipeline otherwise (or
+for an input the fast path delegates): the answers are the same either way.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from inference.contract import Contract, plain, read_contract
+from inference import fastpath
+from inference.contract import Contract, coerce, plain, read_contract, records_frame
+from inference.errors import TagserveError
 from inference.loading import load_pipeline
+
+logger = logging.getLogger("tagserve.inference")
+INPUT_EXAMPLE = "input_example.json"  # MLflow's, next to MLmodel: {"columns", "data"}
+# The column types the record entry builds exactly as records_frame does (a "float" column is
+# float32 in records_frame, and sklearn then computes in float32: the frame path delegates).
+RECORD_ENTRY_TYPES = frozenset({"double", "long", "integer", "string", "boolean"})
 
 
 @dataclass
 class LoadedModel:
-    """The native scikit-learn Pipeline of an exported model, with its contract.
+    """The native scikit-learn Pipeline of an exported model, with its contract, and its
+    exact fast path when it has one (``fast``; ``fast_report`` says why or why not).
 
     ``predict``/``answers`` take frames already fitted to the contract
-    (``inference.contract.validate`` or ``coerce``).
+    (``inference.contract.validate`` or ``coerce``); ``answer_records`` takes records.
     """
 
     contract: Contract
     pipeline: Any
     path: Path
+    fast: fastpath.FastModel | None = None
+    fast_report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -36,36 +55,120 @@ class LoadedModel:
         classes = getattr(self.pipeline, "classes_", None)
         return [plain(c) for c in classes] if classes is not None else None
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
+    @property
+    def engine(self) -> str:
+        """What computes the predictions (for ``/metadata`` and logs)."""
+        return self.fast.engine if self.fast is not None else fastpath.ENGINE_SKLEARN
+
+    def outputs(
+        self, X: pd.DataFrame, with_proba: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, class probabilities or None) for the rows of ``X``: one model call
+        on the fast path, which gives both at once (sklearn is asked for the probabilities
+        only ``with_proba``)."""
+        got = self.fast.outputs(X) if self.fast is not None else None
+        if got is None:
+            got = self._sklearn_outputs(X, with_proba)
+        return np.asarray(got[0]).ravel(), got[1]
+
+    def _sklearn_outputs(
+        self, X: pd.DataFrame, with_proba: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # feature-name chatter
-            return np.asarray(self.pipeline.predict(X)).ravel()
+            predicted = np.asarray(self.pipeline.predict(X))
+            proba = None
+            classifier = self.task == "classification" and hasattr(self.pipeline, "predict_proba")
+            if with_proba and classifier:
+                proba = np.asarray(self.pipeline.predict_proba(X))
+        return predicted, proba
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.outputs(X, with_proba=False)[0]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
         """Class probabilities (columns in ``classes`` order), or None for a regressor."""
-        if self.task != "classification" or not hasattr(self.pipeline, "predict_proba"):
-            return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return np.asarray(self.pipeline.predict_proba(X))
+        return self.outputs(X)[1]
 
     def answers(self, X: pd.DataFrame) -> list[dict[str, Any]]:
         """One JSON-able answer per row: ``{"prediction": ...}``, plus ``"probabilities"``
         ({class as text: probability}) for a classifier."""
-        predicted = [plain(p) for p in self.predict(X)]
-        proba = self.predict_proba(X)
+        return self._as_answers(*self.outputs(X))
+
+    def answer_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`answers` for records whose values have their column's Python type (the
+        service's pydantic records), with no DataFrame on the fast path: the single-record
+        call costs about 0.05 ms there instead of 3-7 ms."""
+        if self.fast is not None and self._record_entry_exact():
+            got = self.fast.outputs_of_records(records)
+            if got is not None:
+                return self._as_answers(*got)
+        return self.answers(records_frame(records, self.contract))
+
+    def _record_entry_exact(self) -> bool:
+        return all(c.type in RECORD_ENTRY_TYPES for c in self.contract.columns)
+
+    def _as_answers(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
+        values = [plain(p) for p in np.asarray(predicted).ravel()]
         if proba is None:
-            return [{"prediction": p} for p in predicted]
+            return [{"prediction": p} for p in values]
         names = [str(c) for c in self.classes or []]
         return [
             {"prediction": p, "probabilities": dict(zip(names, map(float, row), strict=True))}
-            for p, row in zip(predicted, proba, strict=True)
+            for p, row in zip(values, proba, strict=True)
         ]
 
 
-def load_model(folder: str | Path, contract: Contract | None = None) -> LoadedModel:
+def input_example(folder: Path, contract: Contract) -> pd.DataFrame:
+    """The model's input example (MLflow's ``input_example.json``) fitted to the contract."""
+    spec = json.loads((Path(folder) / INPUT_EXAMPLE).read_text())
+    return coerce(pd.DataFrame(spec["data"], columns=spec["columns"]), contract)
+
+
+def load_model(
+    folder: str | Path, contract: Contract | None = None, fast_folder: str | Path | None = None
+) -> LoadedModel:
     """The exported MLflow model at ``folder``, loaded by the trust rules of
-    ``inference.loading`` (raises ``ModelRefused``)."""
+    ``inference.loading`` (raises ``ModelRefused``).
+
+    ``fast_folder``: the fast path the importer saved in the BentoML model (and proved exact
+    on the test data and input example). It is re-checked here on the input example, which
+    is cheap, and left unused (sklearn serves, with a warning) if it is not exact.
+    """
     folder = Path(folder)
     contract = contract or read_contract(folder)
-    return LoadedModel(contract=contract, pipeline=load_pipeline(folder), path=folder)
+    model = LoadedModel(contract=contract, pipeline=load_pipeline(folder), path=folder)
+    if fast_folder is None:
+        model.fast_report = {"engine": fastpath.ENGINE_SKLEARN, "reason": "no fast path saved"}
+        return model
+    model.fast, model.fast_report = _checked_fast_path(model, Path(fast_folder))
+    if model.fast is None:
+        logger.warning("%s: served by scikit-learn: %s", folder, model.fast_report["reason"])
+    return model
+
+
+def _checked_fast_path(
+    model: LoadedModel, fast_folder: Path
+) -> tuple[fastpath.FastModel | None, dict[str, Any]]:
+    """The saved fast path of ``model`` if it reproduces sklearn on the input example."""
+    steps = getattr(model.pipeline, "steps", None)
+    if not steps:
+        return None, _not_used("the model is not a scikit-learn Pipeline")
+    try:
+        fast = fastpath.load(fast_folder, bulk_forest=steps[-1][1])
+        example = input_example(model.path, model.contract)
+    except (OSError, ValueError, KeyError, TagserveError) as exc:
+        return None, _not_used(f"cannot load the fast path: {exc}")
+    except Exception as exc:  # treelite refusing a damaged checkpoint (TreeliteError)
+        return None, _not_used(f"cannot load the fast path: {type(exc).__name__}: {exc}")
+    columns = getattr(steps[0][1], "feature_names_in_", [])
+    if fast.task != model.task or fast.columns != [str(c) for c in columns]:
+        return None, _not_used("the fast path was saved for another model")
+    report = fastpath.check_exact(fast, model.pipeline, [example])
+    if not report["exact"]:
+        return None, _not_used("the fast path differs from scikit-learn on the input example")
+    return fast, {**report, "bulk_rows": fast.bulk_rows}
+
+
+def _not_used(reason: str) -> dict[str, Any]:
+    return {"engine": fastpath.ENGINE_SKLEARN, "exact": False, "reason": reason}

@@ -7,12 +7,16 @@ The flow of :func:`import_model`:
 3. if the store already holds the tag (``<name>:<version>-<digest12>``), stop: "already
    imported" (idempotent: one artifact, one tag);
 4. verify the model (MLmodel, flavors, signature, loads, predicts its example as recorded);
-5. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
+5. build the exact fast path and check it against sklearn on the model's test data and input
+   example (``importers.fast``): saved beside the MLflow files only if bit-exact, and the
+   check's report recorded in the metadata (``fast_path``) either way;
+6. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
    publish it with one rename (atomic: all or nothing in the real store).
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,17 @@ from typing import Any
 from artifacts.store import directory_digest
 from importers import bento_store
 from importers.errors import ModelImportError
+from importers.fast import prepare_fast_path, read_test_data
 from importers.sources import Source, quiet_mlflow, resolve_source
 from importers.verify import VerifiedModel, read_requirements, verify_model
 from inference.bento import get_model
-from inference.constants import DEFAULT_PROJECT, MLFLOW_FOLDER, PROD_ALIAS
+from inference.constants import (
+    DEFAULT_PROJECT,
+    FASTPATH_FOLDER,
+    FASTPATH_METADATA,
+    MLFLOW_FOLDER,
+    PROD_ALIAS,
+)
 from inference.errors import TagserveError
 
 # The pipeline's project name is the model's name in the BentoML store.
@@ -108,9 +119,17 @@ def import_model(
             created = False
         else:
             verified = verify_model(folder)
-            created = bento_store.save_atomically(
-                tag, digest, ws, lambda: _bentoml_import(tag, folder, resolved, digest, verified)
-            )
+            test = read_test_data(resolved.fetch_test_data(ws), verified)
+            fast_folder, fast_report = prepare_fast_path(verified, test, ws)
+            metadata = {
+                **build_metadata(resolved, digest, verified),
+                FASTPATH_METADATA: fast_report,
+            }
+
+            def save() -> None:
+                _bentoml_import(tag, folder, resolved, metadata, fast_folder)
+
+            created = bento_store.save_atomically(tag, digest, ws, save)
         if resolved.stage == PROD_ALIAS:
             # Keep the label true: this model is prod now (after a rollback too), no other is.
             bento_store.promote(tag)
@@ -144,8 +163,10 @@ def _digest(folder: Path, source: Source) -> str:
 
 
 def _bentoml_import(
-    tag: str, folder: Path, source: Source, digest: str, verified: VerifiedModel
+    tag: str, folder: Path, source: Source, metadata: dict[str, Any], fast_folder: Path | None
 ) -> None:
+    """Save the model into the (staging) store: its MLflow files, and the fast path's files
+    when it has one (in ``fastpath/``, next to ``mlflow_model/``)."""
     import bentoml
 
     try:
@@ -156,8 +177,11 @@ def _bentoml_import(
                 # The default, stated so that BentoML does not log that it picked one.
                 signatures={"predict": {"batchable": False}},
                 labels=build_labels(source),
-                metadata=build_metadata(source, digest, verified),
+                metadata=metadata,
             )
+            if fast_folder is not None:
+                saved = Path(bentoml.models.get(tag).path)
+                shutil.copytree(fast_folder, saved / FASTPATH_FOLDER)
     except ModelImportError:
         raise
     except Exception as exc:  # disk full, permissions, BentoML refusing the model...

@@ -61,6 +61,8 @@ class Source:
         metadata: The artifact's metadata (metrics, lineage, run, commit...).
         expected_digest: The digest the store recorded, to check the files against.
         wandb_digest: W&B's own digest of the artifact (its manifest), for the record.
+        fetch_test_data: Given a scratch folder, the file of the model's test data (the
+            ``test_data`` artifact its evaluation used), or None where the source has none.
     """
 
     kind: str
@@ -74,6 +76,7 @@ class Source:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     expected_digest: str | None = None
     wandb_digest: str | None = None
+    fetch_test_data: Callable[[Path], Path | None] = field(default=lambda _scratch: None)
 
     @property
     def version_label(self) -> str:
@@ -157,7 +160,23 @@ def _local_source(ref: str, home: Path | str | None, project: str | None) -> Sou
         stage=stage_label(parsed.selector, version.aliases),
         metadata={"run_id": version.created_by, **_metadata_of(version)},
         expected_digest=version.digest,
+        fetch_test_data=lambda _scratch: _local_test_data(store, version.metadata),
     )
+
+
+def _local_test_data(store: LocalArtifactStore, metadata: Mapping[str, Any]) -> Path | None:
+    """The file of the ``test_data`` version the model was evaluated on, if the store still
+    holds it with the recorded digest."""
+    test = metadata.get("test_data") or {}
+    if not test.get("ref"):
+        return None
+    try:
+        version = store.get(str(test["ref"]))
+        if test.get("digest") and version.digest != test["digest"]:
+            return None
+        return version.file()
+    except ArtifactError:
+        return None
 
 
 def _metadata_of(version: ArtifactVersion) -> dict[str, Any]:
@@ -240,7 +259,23 @@ def _wandb_source(ref: str, project: str | None, entity: str | None) -> Source:
         stage=stage_label(parsed.selector, aliases),
         metadata={k: v for k, v in dict(artifact.metadata or {}).items() if v is not None},
         wandb_digest=artifact.digest,
+        fetch_test_data=lambda scratch: _wandb_test_data(artifact, scratch),
     )
+
+
+def _wandb_test_data(model: Any, scratch: Path) -> Path | None:
+    """The file of the ``test_data`` version the W&B model was evaluated on, if reachable
+    (the fast path is then also checked on it; without it, on the input example only)."""
+    ref = (dict(model.metadata or {}).get("test_data") or {}).get("ref")
+    if not ref:
+        return None
+    project = "/".join(model.qualified_name.split("/")[:-1])
+    try:
+        folder = Path(_wandb_artifact(f"{project}/{ref}").download(root=str(scratch / "test")))
+    except Exception:  # unreachable or gone: the check falls back to the input example
+        return None
+    files = [p for p in folder.iterdir() if p.is_file()]
+    return files[0] if len(files) == 1 else None
 
 
 def _wandb_artifact(path: str) -> Any:

@@ -58,6 +58,10 @@ class VerifiedModel:
     target: str | None
     example_rows: int
     matched_expected: bool
+    # The loaded sklearn model and its input example (signature columns), for the fast
+    # path's import-time check (importers.fast).
+    pipeline: Any = None
+    example: Any = None
 
 
 def inspect_model(path: Path) -> ModelFacts:
@@ -145,6 +149,8 @@ def verify_model(path: Path) -> VerifiedModel:
         target=info.get("target"),
         example_rows=len(example),
         matched_expected=expected is not None,
+        pipeline=model,
+        example=example[facts.input_columns],
     )
 
 

@@ -516,12 +516,32 @@ def service_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def edge_rows(frame: pd.DataFrame, seed: int = 0, share: float = 0.2) -> pd.DataFrame:
+    """A copy of ``frame`` with about ``share`` of its cells replaced by what the imputers and
+    encoders must handle: missing numbers (NaN), missing strings (NaN and None) and unknown
+    categories. Seeded, so an import checks the same rows every time."""
+    rng = np.random.default_rng(seed)
+    out = frame.reset_index(drop=True).copy()
+    for column in out.columns:
+        hit = rng.random(len(out)) < share
+        if out[column].dtype == object:
+            kind = rng.integers(0, 3, len(out))
+            values = out[column].to_numpy(dtype=object).copy()
+            values[hit & (kind == 0)] = np.nan
+            values[hit & (kind == 1)] = None
+            values[hit & (kind == 2)] = "never-seen-category"
+            out[column] = pd.Series(values, dtype=object)
+        elif out[column].dtype.kind in "iuf":
+            out[column] = out[column].astype(np.float64).where(~hit, np.nan)
+    return out
+
+
 def check_exact(fast: FastModel, pipeline: Any, frames: Sequence[pd.DataFrame]) -> dict[str, Any]:
     """Compare ``fast`` with sklearn on every frame, through both forest engines (GTIL and
     the bulk one) and the record entry: predictions, and probabilities for a classifier,
     must be equal bit for bit. Returns ``{engine, rows_checked, exact}``; a frame the fast
     path delegates to sklearn (None) counts as not exact: it would not be the fast path."""
-    checked, exact, saved = 0, True, fast.bulk_rows
+    checked, delegated, exact, saved = 0, 0, True, fast.bulk_rows
     try:
         for frame in frames:
             want = sklearn_outputs(pipeline, frame, fast.task)
@@ -531,15 +551,19 @@ def check_exact(fast: FastModel, pipeline: Any, frames: Sequence[pd.DataFrame]) 
             fast.bulk_rows = len(frame)
             as_served = service_frame(frame)
             records = as_served.to_dict("records")
-            want = sklearn_outputs(pipeline, as_served, fast.task)
-            exact &= _matches(fast.outputs_of_records(records), want)
+            got = fast.outputs_of_records(records)
+            exact &= _matches(got, sklearn_outputs(pipeline, as_served, fast.task))
+            delegated += len(frame) if got is None or fast.transform(frame) is None else 0
             checked += len(frame)
     finally:
         fast.bulk_rows = saved
-    return {"engine": fast.engine, "rows_checked": checked, "exact": bool(exact)}
+    report = {"engine": fast.engine, "rows_checked": checked, "exact": bool(exact)}
+    return {**report, "delegated_rows": delegated} if delegated else report
 
 
 def _matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
+    """Whether the fast path's (predictions, probabilities) are sklearn's; a delegated call
+    (None) is no proof of the fast path, so it counts as a difference."""
     if got is None:
         return False
     if want[1] is None:
@@ -589,6 +613,9 @@ def prepare(
     if calibrate_on is not None and len(calibrate_on):
         calibrate(fast, calibrate_on)
     report = {**check_exact(fast, pipeline, frames), "bulk_rows": fast.bulk_rows}
+    if report.get("delegated_rows"):
+        reason = "the fast path cannot take these inputs as sklearn does (e.g. float32 columns)"
+        return None, {**report, "engine": ENGINE_SKLEARN, "exact": False, "reason": reason}
     if not report["exact"]:
         reason = "the fast path's predictions differ from scikit-learn's"
         return None, {**report, "engine": ENGINE_SKLEARN, "reason": reason}

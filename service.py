@@ -27,9 +27,9 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from inference.bento import get_model, mlflow_folder
-from inference.constants import MLFLOW_FOLDER, SERVING_EXAMPLE
-from inference.contract import Contract, contract_from_signature, records_frame
+from inference.bento import fastpath_folder, get_model, mlflow_folder
+from inference.constants import FASTPATH_METADATA, MLFLOW_FOLDER, SERVING_EXAMPLE
+from inference.contract import Contract, contract_from_signature
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private
@@ -106,12 +106,14 @@ def create_service(settings: Settings | None = None) -> Any:
             self.settings = settings
             self.contract = contract
             folder = Path(self.bento_model.path_of(MLFLOW_FOLDER))
-            self.model = load_model(folder, contract)
+            # The fast path only if the import proved it exact; load_model re-checks it on the
+            # input example and falls back to sklearn (with a warning) if it differs.
+            self.model = load_model(folder, contract, fastpath_folder(self.bento_model))
             self.batch_calls = self.batch_rows = 0
             with contextlib.suppress(OSError, InputError):
                 # fail now rather than on the first request
                 self.model.predict(example_frame((folder / SERVING_EXAMPLE).read_bytes(), contract))
-            logger.info("serving %s (%s)", model_tag, contract.task)
+            logger.info("serving %s (%s) on %s", model_tag, contract.task, self.model.engine)
 
         @bentoml.api
         def predict(self, record: Record, /) -> Prediction:
@@ -139,7 +141,7 @@ def create_service(settings: Settings | None = None) -> Any:
             return answer_each(rows, self.answer_rows)
 
         def answer_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
-            return [Prediction(**a) for a in self.model.answers(records_frame(rows, contract))]
+            return [Prediction(**a) for a in self.model.answer_records(rows)]
 
         @bentoml.api
         def metadata(self) -> Metadata:
@@ -170,6 +172,11 @@ def create_service(settings: Settings | None = None) -> Any:
                 git_commit=revision["git_commit"],
                 model_git_commit=meta.get("git_commit"),
                 run_id=meta.get("run_id"),
+                engine=self.model.engine,
+                fast_path={
+                    "import": meta.get(FASTPATH_METADATA) or {},
+                    "startup": self.model.fast_report,
+                },
                 limits=settings.limits(),
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
             )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from inference.constants import MLFLOW_FOLDER, PROD_ALIAS
+from inference.constants import FASTPATH_FOLDER, FASTPATH_METADATA, MLFLOW_FOLDER, PROD_ALIAS
 from inference.errors import TagserveError
 
 # This project runs offline: BentoML's usage analytics would try to reach the network.
@@ -100,3 +100,11 @@ def serving_model(tag: str, *, allow_non_prod: bool = False) -> Any:
             "this one anyway"
         )
     return model
+
+
+def fastpath_folder(model: Any) -> Path | None:
+    """The exact fast path the importer saved in the BentoML model ``model``, or None when
+    its import-time check found it not exact (or the model predates the fast path)."""
+    report = dict(model.info.metadata).get(FASTPATH_METADATA) or {}
+    path = Path(model.path_of(FASTPATH_FOLDER))
+    return path if report.get("exact") and path.is_dir() else None

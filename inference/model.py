@@ -26,6 +26,9 @@ from inference.loading import load_pipeline
 
 logger = logging.getLogger("tagserve.inference")
 INPUT_EXAMPLE = "input_example.json"  # MLflow's, next to MLmodel: {"columns", "data"}
+# Above this many records a frame is built: per-record Python rows cost about 5 us each, the
+# columnar frame path wins from about 256 rows (docs/fast-path-research.md).
+RECORD_ENTRY_MAX_ROWS = 128
 # The column types the record entry builds exactly as records_frame does (a "float" column is
 # float32 in records_frame, and sklearn then computes in float32: the frame path delegates).
 RECORD_ENTRY_TYPES = frozenset({"double", "long", "integer", "string", "boolean"})
@@ -99,7 +102,8 @@ class LoadedModel:
         """:meth:`answers` for records whose values have their column's Python type (the
         service's pydantic records), with no DataFrame on the fast path: the single-record
         call costs about 0.05 ms there instead of 3-7 ms."""
-        if self.fast is not None and self._record_entry_exact():
+        few = len(records) <= RECORD_ENTRY_MAX_ROWS
+        if self.fast is not None and few and self._record_entry_exact():
             got = self.fast.outputs_of_records(records)
             if got is not None:
                 return self._as_answers(*got)

@@ -172,6 +172,16 @@ class Metadata(BaseModel):
     git_commit: str = Field("", description="commit of the service code (empty: unknown)")
     model_git_commit: str | None = Field(None, description="commit that trained the model")
     run_id: str | None = None
+    engine: str = Field(
+        "sklearn",
+        description="what computes the predictions: the exact fast path (numpy preprocessing, "
+        "treelite GTIL up to a batch size, sklearn's forest above) or sklearn",
+    )
+    fast_path: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the fast path's checks against sklearn, bit for bit: at import "
+        "(engine, rows_checked, exact, reason if not used) and at start-up",
+    )
     limits: dict[str, int] = Field(default_factory=dict)
     batching: dict[str, int] = Field(
         default_factory=dict,

@@ -150,9 +150,11 @@ def _encoded_block(name: str, columns: list[str], steps: list[Any]) -> dict[str,
 
 def _blocks_of(transformer: Any) -> list[dict[str, Any]] | str:
     """The fitted ColumnTransformer as a list of blocks, or why it is not supported."""
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
+    known_steps = (SimpleImputer, StandardScaler, OneHotEncoder, OrdinalEncoder)
     # A sparse output (many one-hot columns) holds the same values as the dense one built
     # here; check_exact is the guard.
     blocks = []
@@ -166,6 +168,9 @@ def _blocks_of(transformer: Any) -> list[dict[str, Any]] | str:
         if isinstance(columns, str) or any(not isinstance(c, str) for c in columns):
             return f"{name}: columns must be a list of names"
         steps = list(step.named_steps.values()) if isinstance(step, Pipeline) else [step]
+        unknown = [type(s).__name__ for s in steps if not isinstance(s, known_steps)]
+        if unknown:
+            return f"{name}: unsupported step(s) {', '.join(unknown)}"
         if isinstance(steps[-1], OneHotEncoder | OrdinalEncoder):
             block = _encoded_block(name, list(columns), steps)
         else:

@@ -14,6 +14,7 @@ from tests.helpers.hostile_models import (
     with_foreign_type,
 )
 from tests.helpers.importer_models import train_export, writable_copy
+from tests.helpers.shipped_models import Shipped, train_shipped
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,11 @@ def code_model(exported: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def foreign_type_model(exported: Path, tmp_path: Path) -> Path:
     return with_foreign_type(writable_copy(exported, tmp_path / "foreign-model"))
+
+
+@pytest.fixture(scope="module", params=["diamonds", "penguins"])
+def shipped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Shipped:
+    """The model ``python -m pipeline`` (diamonds) or ``python -m pipeline
+    experiment=penguins`` makes with the shipped config and data, trained for real, with the
+    test split and input example the pipeline stored for it."""
+    return train_shipped(request.param, tmp_path_factory.mktemp(f"shipped-{request.param}"))

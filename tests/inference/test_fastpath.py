@@ -1,0 +1,259 @@
+"""The exact fast path (inference.fastpath): bit for bit equal to scikit-learn on the models
+the pipeline makes from both shipped data sets, or not used."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inference import fastpath
+from inference.contract import read_contract, records_frame
+from inference.loading import load_pipeline
+from inference.model import load_model
+from tests.helpers.shipped_models import Shipped
+
+
+def bits(values: np.ndarray) -> np.ndarray:
+    """The float64 bit patterns of ``values``: equal means bit for bit equal."""
+    return np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+
+
+def assert_same_outputs(got: tuple, pipeline, frame: pd.DataFrame, task: str) -> None:
+    """``got`` (predictions, probabilities) equals sklearn's answer for ``frame``, bit for bit."""
+    assert got is not None, "the fast path handed these rows to sklearn"
+    predicted, proba = got
+    if task == "classification":
+        assert np.array_equal(predicted, pipeline.predict(frame))
+        assert np.array_equal(bits(proba), bits(pipeline.predict_proba(frame)))
+    else:
+        assert np.array_equal(bits(predicted), bits(pipeline.predict(frame)))
+        assert proba is None
+
+
+# --- exactness on the shipped data sets ------------------------------------------------------
+
+
+def test_exact_on_both_shipped_data_sets(shipped: Shipped) -> None:
+    pipeline = shipped.pipeline()
+    edge = fastpath.edge_rows(shipped.test)
+    fast, report = fastpath.prepare(
+        pipeline, shipped.task, [shipped.test, shipped.example, edge], calibrate_on=shipped.test
+    )
+    assert fast is not None, report
+    assert report["exact"] and report["rows_checked"] == 2 * len(shipped.test) + 3
+    assert report["engine"].startswith(fastpath.ENGINE_FAST)
+
+    # Independently of check_exact: the preprocessing, every engine, the record entry.
+    dense = pipeline[0].transform(edge)
+    dense = dense.toarray() if hasattr(dense, "toarray") else dense
+    assert np.array_equal(bits(fast.transform(edge)), bits(dense))
+    for size in (1, fast.bulk_rows, fast.bulk_rows + 1, len(shipped.test)):
+        rows = edge.head(max(size, 1))
+        assert_same_outputs(fast.outputs(rows), pipeline, rows, shipped.task)
+    served = fastpath.service_frame(edge.head(50))
+    for i, record in enumerate(served.to_dict("records")):
+        one = served.iloc[[i]]
+        assert_same_outputs(fast.outputs_of_records([record]), pipeline, one, shipped.task)
+
+
+def test_shipped_models_read_none_and_nan_alike(shipped: Shipped) -> None:
+    """Training and serving agree on a missing category: penguins' `sex=None` rows are
+    imputed in training, not learned as a third sex."""
+    pipeline = shipped.pipeline()
+    for _, step, _ in pipeline[0].transformers_:
+        encoder = getattr(step, "steps", [[None, None]])[-1][1]
+        for categories in getattr(encoder, "categories_", []):
+            assert None not in list(categories)
+    text = [c for c in shipped.example.columns if shipped.example[c].dtype == object]
+    three = pd.concat([shipped.example.head(1)] * 3, ignore_index=True)
+    three[text[-1]] = pd.Series([None, np.nan, np.nan], dtype=object)
+    proba = pipeline.predict_proba(three) if shipped.task == "classification" else None
+    predicted = pipeline.predict(three)
+    assert predicted[0] == predicted[1] == predicted[2]
+    if proba is not None:
+        assert np.array_equal(bits(proba[0]), bits(proba[1]))
+
+
+# --- saved, loaded, re-checked ---------------------------------------------------------------
+
+
+def test_saved_fast_path_loads_and_serves_every_entry(exported: Path, tmp_path: Path) -> None:
+    pipeline = load_pipeline(exported)
+    contract = read_contract(exported)
+    fast, report = fastpath.prepare(pipeline, contract.task, [example_of(exported)], None)
+    assert fast is not None, report
+    assert sorted(p.name for p in fast.save(tmp_path / "fp")) == sorted(fastpath.FILES)
+
+    model = load_model(exported, contract, tmp_path / "fp")
+    assert model.fast is not None and model.fast_report["exact"]
+    assert model.engine.startswith(fastpath.ENGINE_FAST)
+    frame = example_of(exported)
+    assert np.array_equal(bits(model.predict(frame)), bits(pipeline.predict(frame)))
+    records = frame.to_dict("records")
+    answers = model.answer_records(records)
+    expected = pipeline.predict(records_frame(records, contract))
+    assert [a["prediction"] for a in answers] == expected.tolist()
+
+
+def test_a_fast_path_that_differs_at_start_up_is_not_used(exported: Path, tmp_path: Path) -> None:
+    pipeline = load_pipeline(exported)
+    contract = read_contract(exported)
+    fast = fastpath.build(pipeline, contract.task)
+    fast.save(tmp_path / "fp")
+    # A damaged (or foreign) saved fast path: the scaler's statistics are off.
+    with np.load(tmp_path / "fp" / "fastpath.npz") as saved:
+        arrays = {k: saved[k] * 3 + 1 for k in saved.files}
+    np.savez(tmp_path / "fp" / "fastpath.npz", **arrays)
+
+    model = load_model(exported, contract, tmp_path / "fp")
+    assert model.fast is None and model.engine == fastpath.ENGINE_SKLEARN
+    assert "differs from scikit-learn" in model.fast_report["reason"]
+    frame = example_of(exported)
+    assert np.array_equal(bits(model.predict(frame)), bits(pipeline.predict(frame)))
+
+
+def test_missing_fast_path_files_mean_sklearn(exported: Path, tmp_path: Path) -> None:
+    contract = read_contract(exported)
+    fastpath.build(load_pipeline(exported), contract.task).save(tmp_path / "fp")
+    (tmp_path / "fp" / "forest.tl").unlink()
+    model = load_model(exported, contract, tmp_path / "fp")
+    assert model.fast is None and "forest.tl" in model.fast_report["reason"]
+
+
+# --- what it does not reproduce --------------------------------------------------------------
+
+
+def test_inputs_it_cannot_reproduce_go_to_sklearn(exported: Path, tmp_path: Path) -> None:
+    pipeline = load_pipeline(exported)
+    contract = read_contract(exported)
+    fast = fastpath.build(pipeline, contract.task)
+    fast.save(tmp_path / "fp")
+    model = load_model(exported, contract, tmp_path / "fp")
+    odd = example_of(exported)
+    number = next(c for c in odd.columns if odd[c].dtype == np.float64)
+    odd[number] = odd[number].astype(np.float32)  # sklearn imputes and scales in float32
+    assert fast.outputs(odd) is None
+    assert np.array_equal(bits(model.predict(odd)), bits(pipeline.predict(odd)))
+    text = next(c for c in odd.columns if odd[c].dtype == object)
+    assert fast.outputs_of_records([{**odd.iloc[0].to_dict(), text: 7}]) is None
+
+
+def test_a_model_it_cannot_reproduce_is_served_by_sklearn(exported: Path) -> None:
+    """A model whose inputs are float32 columns: the fast path would hand every call to
+    sklearn, so the import-time check reports it unused, with the reason."""
+    pipeline = load_pipeline(exported)
+    frame = example_of(exported)
+    numbers = [c for c in frame.columns if frame[c].dtype == np.float64]
+    float32 = frame.astype({c: np.float32 for c in numbers})
+    fast, report = fastpath.prepare(pipeline, "regression", [float32], None)
+    assert fast is None and report["engine"] == fastpath.ENGINE_SKLEARN
+    assert not report["exact"] and "cannot take these inputs" in report["reason"]
+
+
+def test_unsupported_models_say_why() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from pipeline.train import build_model
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.random(60),
+            "c": rng.choice(["x", "y"], 60).astype(object),
+            "t": rng.choice(["red fox", "blue cat"], 60).astype(object),
+        }
+    )
+    y = rng.random(60)
+    boosted = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("n", StandardScaler(), ["a"])])),
+            ("model", GradientBoostingRegressor(n_estimators=3)),
+        ]
+    ).fit(frame, y)
+    assert "GradientBoostingRegressor" in fastpath.build(boosted, "regression")
+    dropped = Pipeline(
+        [
+            ("preprocess", ColumnTransformer([("c", OneHotEncoder(drop="first"), ["c"])])),
+            ("model", RandomForestRegressor(n_estimators=3)),
+        ]
+    ).fit(frame, y)
+    assert "NaN imputer" in fastpath.build(dropped, "regression")
+    features = {"numeric": ["a"], "categorical": ["c"], "ordinal": {}, "text": "t"}
+    estimator = {"_target_": "sklearn.ensemble.RandomForestRegressor", "n_estimators": 3}
+    with_text = build_model(features, {"estimator": estimator}).fit(frame, y)
+    assert "TfidfVectorizer" in fastpath.build(with_text, "regression")
+    fast, report = fastpath.prepare(with_text, "regression", [frame], None)
+    assert fast is None and report == {
+        "engine": "sklearn",
+        "rows_checked": 0,
+        "exact": False,
+        "reason": fastpath.build(with_text, "regression"),
+    }
+
+
+def test_check_exact_catches_a_fast_path_of_another_model(exported: Path) -> None:
+    from sklearn.base import clone
+
+    pipeline = load_pipeline(exported)
+    frame = example_of(exported)
+    data = fastpath.edge_rows(pd.concat([frame] * 20, ignore_index=True), share=0.1)
+    other = clone(pipeline).set_params(model__random_state=7, model__n_estimators=2)
+    other.fit(data, np.arange(len(data), dtype=float))
+    fast = fastpath.build(other, "regression")
+    assert fastpath.check_exact(fast, pipeline, [data])["exact"] is False
+
+
+def test_concurrent_calls_agree(exported: Path) -> None:
+    """The service calls the model from a thread pool: GTIL on one treelite model from many
+    threads gives every caller its own exact answer."""
+    pipeline = load_pipeline(exported)
+    fast = fastpath.build(pipeline, "regression")
+    frame = fastpath.edge_rows(pd.concat([example_of(exported)] * 10, ignore_index=True))
+    rows = [frame.iloc[[i]] for i in range(len(frame))]
+    want = [bits(pipeline.predict(r)) for r in rows]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda r: bits(fast.outputs(r)[0]), rows * 5))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want * 5, strict=True))
+
+
+def test_bulk_rows_decides_the_engine(exported: Path) -> None:
+    pipeline = load_pipeline(exported)
+    fast = fastpath.build(pipeline, "regression", bulk_rows=2)
+    calls: list[int] = []
+    forest = fast.bulk_forest
+
+    class CountingForest:
+        """sklearn's real forest, counting the batch sizes it is given."""
+
+        def predict(self, X: np.ndarray) -> np.ndarray:
+            calls.append(len(X))
+            return forest.predict(X)
+
+    fast.bulk_forest = CountingForest()
+    frame = example_of(exported)
+    fast.outputs(frame.head(2))
+    fast.outputs(frame.head(3))
+    assert calls == [3]
+
+
+def example_of(folder: Path) -> pd.DataFrame:
+    from inference.model import input_example
+
+    return input_example(folder, read_contract(folder))
+
+
+def test_save_copies_nothing_but_its_files(exported: Path, tmp_path: Path) -> None:
+    fast = fastpath.build(load_pipeline(exported), "regression")
+    fast.save(tmp_path / "fp")
+    shutil.copytree(tmp_path / "fp", tmp_path / "copy")
+    again = fastpath.load(tmp_path / "copy")
+    assert again.spec == fast.spec and again.bulk_forest is None
+    frame = example_of(exported)
+    assert np.array_equal(bits(again.outputs(frame)[0]), bits(fast.outputs(frame)[0]))

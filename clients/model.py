@@ -1,8 +1,9 @@
 """The exported MLflow model, found in a folder or in the BentoML model store, for offline use.
 
 Its contract and loader are the core's (``inference``): scoring coerces file rows to the
-signature's types and predicts with the same single-threaded sklearn Pipeline as the service,
-so the predictions are identical.
+signature's types and predicts as the service does: on the exact fast path the importer saved
+in the BentoML model (``--model TAG``), else with the same single-threaded sklearn Pipeline,
+so the predictions are identical. A plain folder (``--model-dir``) has no checked fast path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from clients.errors import ClientError
-from inference.bento import mlflow_folder
+from inference.bento import fastpath_folder, get_model, mlflow_folder
 from inference.contract import Column, Contract, coerce, read_contract
 from inference.errors import InputError, TagserveError
 from inference.model import LoadedModel, load_model
@@ -30,6 +31,7 @@ class ModelInfo:
     path: Path
     ref: str  # a BentoML tag or a folder
     contract: Contract
+    fast_path: Path | None = None  # the fast path the importer proved exact (BentoML models)
 
     @property
     def columns(self) -> list[Column]:
@@ -71,11 +73,13 @@ def resolve(model: str | None = None, model_dir: str | Path | None = None) -> Mo
             raise ClientError(f"model folder {path} does not exist")
         return read_model_info(path, str(path))
     try:
-        path = mlflow_folder(model)
+        bento_model = get_model(model)
+        path = mlflow_folder(bento_model)
     except TagserveError as exc:
         raise ClientError(str(exc)) from None
     info = read_model_info(path, model)
     info.ref = f"bentoml:{path.parent.parent.name}:{path.parent.name}"
+    info.fast_path = fastpath_folder(bento_model)
     return info
 
 
@@ -98,7 +102,7 @@ class OfflineModel:
     def loaded(self) -> LoadedModel:
         began = time.perf_counter()
         try:
-            model = load_model(self.info.path, self.info.contract)
+            model = load_model(self.info.path, self.info.contract, self.info.fast_path)
         except TagserveError as exc:
             raise ClientError(f"cannot load the model at {self.info.path}: {exc}") from None
         self.load_seconds = time.perf_counter() - began

@@ -24,6 +24,7 @@ class ScoreSummary:
     seconds: float  # reading, predicting and writing (the model load is apart)
     load_seconds: float
     output: Path
+    engine: str = "sklearn"  # what computed the predictions (inference.model.LoadedModel)
 
     @property
     def rows_per_s(self) -> float:
@@ -33,7 +34,8 @@ class ScoreSummary:
         resumed = f", resumed after {self.resumed_from:,} rows" if self.resumed_from else ""
         return (
             f"scored {self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s; "
-            f"model load {self.load_seconds:.1f} s{resumed}) -> {self.output}"
+            f"model load {self.load_seconds:.1f} s{resumed}) -> {self.output} "
+            f"(engine: {self.engine})"
         )
 
 
@@ -75,4 +77,7 @@ def score_file(
             bar.update(len(chunk))
     writer.finish()
     seconds = time.perf_counter() - start - model.load_seconds
-    return ScoreSummary(scored, resumed_from, seconds, model.load_seconds, writer.output)
+    engine = model.loaded.engine if scored else "none (nothing to score)"
+    return ScoreSummary(
+        scored, resumed_from, seconds, model.load_seconds, writer.output, engine=engine
+    )

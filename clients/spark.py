@@ -36,6 +36,11 @@ from clients.io import DEFAULT_ID, PREDICTION
 from clients.model import ModelInfo
 from inference.contract import TYPES
 
+# The artifact names clients/spark_pyfunc.py loads (it cannot import this module: it runs
+# on the executors with only the core package as its code).
+SKLEARN_ARTIFACT = "sklearn_model"
+FASTPATH_ARTIFACT = "fastpath"
+
 # Inside every Python worker: keep any joblib pool of the model to one thread (the loader
 # also sets n_jobs=1).
 WORKER_ENV = {"LOKY_MAX_CPU_COUNT": "1"}
@@ -302,7 +307,7 @@ def wrap_model(info: ModelInfo, dest: Path) -> Path:
         mlflow.pyfunc.save_model(
             path=str(dest),
             python_model=str(PYFUNC_CODE),
-            artifacts={"sklearn_model": str(info.path)},
+            artifacts=artifacts_of(info),
             code_paths=[str(CORE_PACKAGE)],
             model_config={
                 "features": info.features,
@@ -312,6 +317,15 @@ def wrap_model(info: ModelInfo, dest: Path) -> Path:
             pip_requirements=pins or None,
         )
     return dest
+
+
+def artifacts_of(info: ModelInfo) -> dict[str, str]:
+    """The wrapper's artifacts: the MLflow model, and the fast path the importer proved exact
+    when the model comes from the BentoML store (the wrapper re-checks it when loading)."""
+    artifacts = {SKLEARN_ARTIFACT: str(info.path)}
+    if info.fast_path is not None:
+        artifacts[FASTPATH_ARTIFACT] = str(info.fast_path)
+    return artifacts
 
 
 def _first_line(exc: BaseException) -> str:

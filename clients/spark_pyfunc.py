@@ -3,10 +3,11 @@ code": this file is copied into a wrapper model, with the core package ``inferen
 code, and run on every executor).
 
 It predicts with the very same model, loaded by the core's loader (its trust rules, every
-``n_jobs`` 1), and fixes the place where a plain ``spark_udf`` on the exported model would not
-give the service's predictions: a missing value in a text column reaches a pandas UDF as
-``None``; sklearn's imputers treat only NaN as missing (None becomes an unknown category
-instead). The service, offline scoring and training all hold NaN there, so NaN it is.
+``n_jobs`` 1, the exact fast path when the importer saved one), and fixes the place where a
+plain ``spark_udf`` on the exported model would not give the service's predictions: a
+missing value in a text column reaches a pandas UDF as ``None``, which models trained before
+the pipeline imputed None learned as a category of its own. The service, offline scoring and
+training all read NaN there, so NaN it is.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 SKLEARN_ARTIFACT = "sklearn_model"
+FASTPATH_ARTIFACT = "fastpath"  # present when the model has a fast path proved exact
 
 
 class SignatureSafeSklearn(PythonModel):
     def load_context(self, context: Any) -> None:
         from inference.model import load_model
 
-        self.model = load_model(context.artifacts[SKLEARN_ARTIFACT])
+        self.model = load_model(
+            context.artifacts[SKLEARN_ARTIFACT],
+            fast_folder=context.artifacts.get(FASTPATH_ARTIFACT),
+        )
         config = context.model_config or {}
         self.features = list(config["features"])
         self.text_columns = list(config.get("text_columns", []))

@@ -601,3 +601,84 @@ def test_imports_an_mlflow_run_artifact(regressor, tmp_path, monkeypatch):
     assert importers.import_model(uri).created is False
     with pytest.raises(SourceError, match=r"cannot fetch runs:/\w+/nope from MLflow"):
         importers.import_model(f"runs:/{run.info.run_id}/nope")
+
+
+# -- the exact fast path -------------------------------------------------------------------
+
+
+def test_the_fast_path_is_checked_on_the_test_data_and_saved(home, regressor, isolated, tmp_path):
+    from inference import fastpath
+    from inference.bento import fastpath_folder
+    from inference.model import load_model
+    from tests.helpers.factories import synthetic_diamonds
+
+    store_root = home / "store" / "tagserve-diamonds"
+    test = synthetic_diamonds(120, seed=5)
+    test.to_parquet(tmp_path / "test_data.parquet")
+    test_data = LocalArtifactStore(store_root).log_artifact(
+        tmp_path / "test_data.parquet", "test_data", "test_data"
+    )
+    prod = log_prod(store_root, regressor)
+    LocalArtifactStore(store_root).update_metadata(
+        prod.qualified_name,
+        {"test_data": {"ref": test_data.qualified_name, "digest": test_data.digest}},
+    )
+
+    result = importers.import_model()
+    model = bentoml.models.get(result.tag)
+    report = model.info.metadata["fast_path"]
+    assert report["exact"] is True and report["engine"].startswith(fastpath.ENGINE_FAST)
+    assert report["checked_on"] == {"input_example": 3, "test_data": 120, "edge_cases": 123}
+    assert report["rows_checked"] == 2 * 123 and "reason" not in report
+    saved = Path(result.path) / "fastpath"
+    assert sorted(p.name for p in saved.iterdir()) == sorted(fastpath.FILES)
+    assert fastpath_folder(model) == saved
+    # What every consumer loads: the fast path, re-checked on the input example.
+    loaded = load_model(Path(model.path_of("mlflow_model")), fast_folder=saved)
+    assert loaded.fast is not None and loaded.fast_report["exact"]
+    assert staging_leftovers(isolated) == []
+
+
+def float32_regressor(dest: Path) -> Path:
+    """A real model whose signature takes float32 numbers: sklearn imputes and scales them in
+    float32, which the fast path does not reproduce."""
+    from pipeline.train import export_model, fit
+    from tests.helpers.factories import synthetic_diamonds
+    from tests.helpers.importer_models import FEATURES, REGRESSOR
+
+    frame = synthetic_diamonds(80)
+    numbers = list(FEATURES["numeric"])
+    frame[numbers] = frame[numbers].astype(np.float32)
+    model, _, _, _ = fit(frame, "price", FEATURES, REGRESSOR, 0.25, 0)
+    columns = [*FEATURES["numeric"], *FEATURES["categorical"], *FEATURES["ordinal"]]
+    return export_model(model, dest, frame[columns], {"target": "price"})
+
+
+def tfidf_regressor(dest: Path) -> Path:
+    """A real model with a TF-IDF text column, which the fast path leaves to sklearn."""
+    from pipeline.train import export_model, feature_columns, fit
+    from tests.helpers.factories import synthetic_diamonds
+    from tests.helpers.importer_models import FEATURES, REGRESSOR
+
+    features = {**FEATURES, "text": "note", "tfidf_max_features": 5}
+    frame = synthetic_diamonds(60).assign(note=["bright stone", None, "dull"] * 20)
+    model, _, _, _ = fit(frame, "price", features, REGRESSOR, 0.25, 0)
+    return export_model(model, dest, frame[feature_columns(features)], {"target": "price"})
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(float32_regressor, "cannot take these inputs"), (tfidf_regressor, "TfidfVectorizer")],
+)
+def test_a_model_without_an_exact_fast_path_is_imported_for_sklearn(tmp_path, make, reason):
+    from inference.bento import fastpath_folder
+    from inference.model import load_model
+
+    result = importers.import_model(str(make(tmp_path / "model")))
+    model = bentoml.models.get(result.tag)
+    report = model.info.metadata["fast_path"]
+    assert report["exact"] is False and report["engine"] == "sklearn"
+    assert reason in report["reason"]
+    assert not (Path(result.path) / "fastpath").exists() and fastpath_folder(model) is None
+    loaded = load_model(Path(model.path_of("mlflow_model")), fast_folder=fastpath_folder(model))
+    assert loaded.fast is None and loaded.engine == "sklearn"

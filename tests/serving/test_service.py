@@ -167,6 +167,62 @@ def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> 
     assert service.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
 
 
+def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
+    home: Models, classifier: Any, client: Any
+) -> None:
+    """The import proved the fast path exact, the service re-checked it at start: /predict,
+    /predict_batch and /invocations answer with it, bit for bit as the native model."""
+    from inference.contract import records_frame
+
+    service = classifier.Tagserve()
+    assert service.model.fast is not None
+    meta = service.describe()
+    assert meta.engine.startswith("numpy+treelite-gtil")
+    assert meta.fast_path["import"]["exact"] and meta.fast_path["startup"]["exact"]
+    rows = records(home.example(home.classifier))
+    rows += [{**rows[0], "sex": None}, {**rows[1], "island": "Atlantis", "body_mass_g": None}]
+    frame = records_frame(rows, service.contract)  # what the service hands the model
+    reference = native(home, home.classifier)
+    labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
+    batch = service.predict_batch([classifier.Record(**r) for r in rows])
+    singles = [service.predict(classifier.Record(**r)) for r in rows]
+    for answers in (batch, singles):
+        assert [a.prediction for a in answers] == labels
+        assert [list(a.probabilities.values()) for a in answers] == proba  # exact floats
+
+    regressor_meta = client.get("/metadata").json()
+    assert regressor_meta["engine"].startswith("numpy+treelite-gtil")
+    assert regressor_meta["fast_path"]["import"]["checked_on"]["input_example"] == 3
+
+
+def test_a_fast_path_that_fails_the_start_up_check_is_not_served(
+    home: Models, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A saved fast path that no longer reproduces sklearn (damaged here) is left unused:
+    sklearn serves, and /metadata and the log say why."""
+    import shutil
+    import stat
+
+    copy = tmp_path_factory.mktemp("damaged-bentoml")
+    name, version = home.regressor.split(":")
+    shutil.copytree(home.bentoml_home / "models" / name, copy / "models" / name)
+    saved = copy / "models" / name / version / "fastpath" / "fastpath.npz"
+    saved.chmod(saved.stat().st_mode | stat.S_IWUSR)
+    with np.load(saved) as arrays:
+        damaged = {k: arrays[k] * 2 + 1 for k in arrays.files}
+    np.savez(saved, **damaged)
+    with bentoml_home(copy):
+        service = load_service(home.regressor).Tagserve.inner()
+    meta = service.describe()
+    assert meta.engine == "sklearn" and meta.fast_path["import"]["exact"]
+    assert "differs from scikit-learn" in meta.fast_path["startup"]["reason"]
+    frame = example_frame(home, home.regressor)
+    assert (
+        service.model.predict(frame).tolist()
+        == native(home, home.regressor).predict(frame).tolist()
+    )
+
+
 # --- HTTP: typed APIs and bad input ----------------------------------------------------------
 
 

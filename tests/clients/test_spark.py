@@ -45,11 +45,12 @@ pytestmark = [
 DRIVER = textwrap.dedent(
     """
     import json, sys
-    from clients.model import read_model_info
+    from clients.model import read_model_info, resolve
     from clients.spark import score_with_spark, session
 
-    model_dir, csv_in, parquet_in, out1, out2, penguin_dir, penguins_in, out3 = sys.argv[1:]
-    info = read_model_info(model_dir)
+    tag, csv_in, parquet_in, out1, out2, penguin_dir, penguins_in, out3 = sys.argv[1:]
+    info = resolve(model=tag)  # from the BentoML store: with the fast path the import checked
+    assert info.fast_path is not None
     # Small splits: the CSV is read as several partitions, so row numbers must add up.
     spark = session("local[2]", conf={"spark.sql.files.maxPartitionBytes": "40000"})
     try:
@@ -68,15 +69,16 @@ DRIVER = textwrap.dedent(
 
 
 def test_spark_local_mode_gives_the_exact_predictions_with_ids(tmp_path, tmp_path_factory):
-    model_dir = shared_model(tmp_path_factory.getbasetemp())["model_dir"]
+    shared = shared_model(tmp_path_factory.getbasetemp())
+    model_dir = shared["model_dir"]
     penguin_dir = train_penguins(tmp_path / "penguins-model")
     rows = diamonds_sample(1500, seed=3)
     rows.to_csv(tmp_path / "rows.csv", index=False)
     rows.to_parquet(tmp_path / "rows.parquet", row_group_size=400)
     out1, out2, out3 = tmp_path / "by_row", tmp_path / "by_sku.csv", tmp_path / "penguins"
     penguins_in = PROJECT_ROOT / "data" / "penguins.csv"
-    env = env_for(tmp_path / "bentoml")
-    args = [model_dir, tmp_path / "rows.csv", tmp_path / "rows.parquet", out1, out2]
+    env = shared["env"]  # its BentoML home holds the imported model
+    args = [shared["tag"], tmp_path / "rows.csv", tmp_path / "rows.parquet", out1, out2]
     args += [penguin_dir, penguins_in, out3]
     done = subprocess.run(
         [PYTHON, "-c", DRIVER, *map(str, args)],

@@ -29,9 +29,10 @@ INPUT_EXAMPLE = "input_example.json"  # MLflow's, next to MLmodel: {"columns", "
 # Above this many records a frame is built: per-record Python rows cost about 5 us each, the
 # columnar frame path wins from about 256 rows (docs/fast-path-research.md).
 RECORD_ENTRY_MAX_ROWS = 128
-# The column types the record entry builds exactly as records_frame does (a "float" column is
-# float32 in records_frame, and sklearn then computes in float32: the frame path delegates).
-RECORD_ENTRY_TYPES = frozenset({"double", "long", "integer", "string", "boolean"})
+# The column types the record entry builds exactly as records_frame does. Not "float" (float32
+# in records_frame: sklearn computes in float32, the frame path delegates) nor "boolean" (an
+# object column once a value is missing): such models answer records through the frame.
+RECORD_ENTRY_TYPES = frozenset({"double", "long", "integer", "string"})
 
 
 @dataclass

@@ -10,6 +10,10 @@
   metrics. ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` as BentoML provides them, and
   MLflow's ``GET /ping``, ``/health``, ``/version``.
 
+Every API predicts through ``inference.model.LoadedModel``: on the model's exact fast path
+(``inference.fastpath``) when the importer proved it bit-exact and the start-up check on the
+input example agrees, else with the sklearn Pipeline; ``/metadata`` says which (``engine``).
+
 ``bentoml serve service:Tagserve`` builds the service for the configured model
 (``serving.settings.Settings``: ``TAGSERVE_MODEL``, or the bento argument ``model``, which a
 built bento carries); :func:`create_service` builds one for any imported model. Importing this

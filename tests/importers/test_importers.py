@@ -682,3 +682,41 @@ def test_a_model_without_an_exact_fast_path_is_imported_for_sklearn(tmp_path, ma
     assert not (Path(result.path) / "fastpath").exists() and fastpath_folder(model) is None
     loaded = load_model(Path(model.path_of("mlflow_model")), fast_folder=fastpath_folder(model))
     assert loaded.fast is None and loaded.engine == "sklearn"
+
+
+def test_the_fast_path_is_checked_on_the_wandb_test_data(prod, monkeypatch, tmp_path):
+    from tests.helpers.factories import synthetic_diamonds
+
+    (tmp_path / "test").mkdir()
+    synthetic_diamonds(50, seed=9).to_parquet(tmp_path / "test" / "test_data.parquet")
+    test_ref = {"ref": "test_data:v0", "digest": "e" * 64}
+    model = FakeWandbArtifact(
+        prod.path,
+        entity="team",
+        project="tagserve-diamonds",
+        version="v3",
+        aliases=["prod"],
+        metadata={**prod.metadata, "test_data": test_ref},
+    )
+    test_data = FakeWandbArtifact(
+        tmp_path / "test",
+        entity="team",
+        project="tagserve-diamonds",
+        version="v0",
+        aliases=[],
+        metadata={},
+    )
+    monkeypatch.setattr(
+        wandb,
+        "Api",
+        fake_wandb_api(
+            {
+                "team/tagserve-diamonds/model_export:prod": model,
+                "team/tagserve-diamonds/test_data:v0": test_data,
+            }
+        ),
+    )
+    result = importers.import_model("wandb:team/tagserve-diamonds/model_export:prod")
+    report = bentoml.models.get(result.tag).info.metadata["fast_path"]
+    assert report["exact"] and report["checked_on"]["test_data"] == 50
+    assert len(test_data.downloads) == 1 and not Path(test_data.downloads[0]).exists()

@@ -1,30 +1,32 @@
 """Side-by-side serving benchmark on the prod model: `python -m benchmarks.serving`.
 
-In one run, on this machine, each server started and stopped here on 127.0.0.1:
+In one run, on this machine, each server started alone on 127.0.0.1 and stopped before the
+next one starts, HTTP load from ``hey`` (``benchmarks.hey``: compiled, one core):
 
-1. in-process ``predict`` of the native sklearn Pipeline (the floor): 1-row latency, rows/s
-   at 1k and 10k rows;
-2. ``mlflow models serve --env-manager local`` on the same MLflow model files: 1-row latency
-   at concurrency 1, 32 concurrent single-row clients, 1000-row requests (``/invocations``);
-3. our BentoML service (``bentoml serve service:Tagserve``): ``predict`` at concurrency 1,
-   ``predict`` and ``predict_batch`` under 32 concurrent single-row clients (with 503
-   counts), 1000-row requests on ``predict_batch`` and ``/invocations``, and the
-   adaptive-batch client streaming a file;
-4. offline batch scoring: ``python -m clients score`` against ``mlflow models predict``
-   (wall time of each command, start-up and model load included).
+1. the model alone, in this process: 1-row and 1,000-row ``predict`` (where the time goes);
+2. the framework floor (``benchmarks.floor_service``: a BentoML service with the same record
+   schema and no model): ``/predict`` at concurrency 1 and under 32 concurrent clients;
+3. our service (``bentoml serve service:Tagserve``): ``/predict`` at concurrency 1, ``/predict``
+   and ``/predict_batch`` under 32 single-record clients, 1,000-row requests on
+   ``/predict_batch`` and ``/invocations``, and ``clients stream`` on a file;
+4. ``mlflow models serve --env-manager local`` on the same MLflow model files, with as many
+   workers as ours: ``/invocations`` with the same loads;
+5. offline scoring: ``python -m clients score`` against ``mlflow models predict`` (wall time
+   of each whole command, start-up and model load included).
 
-Load generator, servers and model share this machine's cores: read the ratios, not the
-absolute numbers. Results go to ``benchmarks/results/latest.{json,md,png}``.
+Then the ratios the issue sets targets for (``TARGETS``), each marked met or not. The load
+generator, servers and model share this machine's cores: read the ratios, not the absolute
+numbers. Results go to ``benchmarks/results/latest.{json,md,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -37,16 +39,33 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
+from benchmarks.hey import Load, LoadError, hey_path, run_hey, warm_up
 from tests.helpers.servers import free_port, start_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 DATA = PROJECT_ROOT / "data" / "diamonds.parquet"
+FLOOR_TARGET = "benchmarks.floor_service:Floor"
+
+# scenario names (the rows of the table and the keys of the ratios)
+C1 = "1 record, concurrency 1"
+C32 = "1 record, 32 concurrent clients"
+ROWS_1000 = "1,000-row requests, concurrency 2"
+MODEL_1 = "1 record"
+MODEL_1000 = "1,000 rows"
+# system names
+MODEL = "model alone (in-process)"
+FLOOR = "floor: BentoML, no model /predict"
+PREDICT = "tagserve /predict"
+PREDICT_BATCH = "tagserve /predict_batch"
+INVOCATIONS = "tagserve /invocations"
+MLFLOW = "mlflow models serve /invocations"
+SCORE = "clients score"
+MLFLOW_PREDICT = "mlflow models predict"
 
 
 class BenchmarkError(Exception):
@@ -55,6 +74,8 @@ class BenchmarkError(Exception):
 
 @dataclass
 class Result:
+    """One measured scenario of one system."""
+
     scenario: str
     system: str
     requests: int = 0
@@ -63,8 +84,8 @@ class Result:
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
-    shed_503: int = 0
-    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    non_200: int = 0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -72,12 +93,119 @@ class Result:
     def rows_per_s(self) -> float | None:
         return self.rows / self.seconds if self.seconds > 0 and self.rows else None
 
+    @classmethod
+    def from_load(cls, scenario: str, system: str, load: Load, note: str = "") -> Result:
+        return cls(
+            scenario,
+            system,
+            requests=load.requests,
+            rows=load.ok * load.rows_per_request,
+            seconds=load.seconds,
+            p50_ms=load.p50_ms,
+            p95_ms=load.p95_ms,
+            p99_ms=load.p99_ms,
+            statuses=load.statuses,
+            non_200=load.non_200,
+            note=note,
+        )
 
-def percentiles(latencies: list[float]) -> dict[str, float | None]:
-    if not latencies:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    ms = np.asarray(latencies) * 1000
-    return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+# --------------------------------------------------------------------------- ratios
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric(numerator) / metric(denominator)``, and the bound the issue sets on it
+    (``None``: reported, no target)."""
+
+    label: str
+    metric: str  # a Result field or property: p50_ms, p99_ms, rows_per_s
+    numerator: tuple[str, str]  # (scenario, system)
+    denominator: tuple[str, str]
+    at_most: float | None = None
+    at_least: float | None = None
+
+
+TARGETS = (
+    Target("/predict c=1 p50, ours / floor", "p50_ms", (C1, PREDICT), (C1, FLOOR), at_most=1.5),
+    Target("/predict c=1 p99, ours / floor", "p99_ms", (C1, PREDICT), (C1, FLOOR)),
+    Target("c=1 p50, MLflow / ours", "p50_ms", (C1, MLFLOW), (C1, PREDICT), at_least=4),
+    Target("c=1 p99, MLflow / ours", "p99_ms", (C1, MLFLOW), (C1, PREDICT)),
+    Target(
+        "32 clients rows/s, predict_batch / MLflow",
+        "rows_per_s",
+        (C32, PREDICT_BATCH),
+        (C32, MLFLOW),
+        at_least=6,
+    ),
+    Target("32 clients rows/s, predict / MLflow", "rows_per_s", (C32, PREDICT), (C32, MLFLOW)),
+    Target("32 clients rows/s, predict / floor", "rows_per_s", (C32, PREDICT), (C32, FLOOR)),
+    Target(
+        "1,000-row rows/s, /invocations / MLflow",
+        "rows_per_s",
+        (ROWS_1000, INVOCATIONS),
+        (ROWS_1000, MLFLOW),
+        at_least=2,
+    ),
+    Target(
+        "1,000-row rows/s, predict_batch / MLflow",
+        "rows_per_s",
+        (ROWS_1000, PREDICT_BATCH),
+        (ROWS_1000, MLFLOW),
+    ),
+    Target(
+        "offline rows/s, clients score / mlflow models predict",
+        "rows_per_s",
+        ("offline", SCORE),
+        ("offline", MLFLOW_PREDICT),
+        at_least=3,
+    ),
+)
+
+
+def find(results: list[dict[str, Any]], key: tuple[str, str]) -> dict[str, Any] | None:
+    """The result whose scenario starts with ``key[0]`` and whose system is ``key[1]``."""
+    scenario, system = key
+    return next(
+        (r for r in results if r["system"] == system and r["scenario"].startswith(scenario)),
+        None,
+    )
+
+
+def evaluate(target: Target, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ratio ``target`` names in ``results``, its bound, and whether the bound is met
+    (``None``: no bound, or a side missing from this run)."""
+    top, bottom = find(results, target.numerator), find(results, target.denominator)
+    value = None
+    if top and bottom and top.get(target.metric) and bottom.get(target.metric):
+        value = top[target.metric] / bottom[target.metric]
+    bound, met = "", None
+    if target.at_most is not None:
+        bound = f"<= {target.at_most:g}x"
+        met = None if value is None else value <= target.at_most
+    elif target.at_least is not None:
+        bound = f">= {target.at_least:g}x"
+        met = None if value is None else value >= target.at_least
+    return {"ratio": target.label, "value": value, "target": bound, "met": met}
+
+
+def no_errors_check(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's other target: predict_batch under 32 clients answers every request 200."""
+    batch = find(results, (C32, PREDICT_BATCH))
+    value = None if batch is None else batch["non_200"]
+    return {
+        "ratio": "32 clients, predict_batch non-200 answers",
+        "value": value,
+        "target": "= 0",
+        "met": None if value is None else value == 0,
+        "count": True,
+    }
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    checks = [evaluate(t, results) for t in TARGETS]
+    checks.insert(5, no_errors_check(results))
+    return checks
 
 
 # --------------------------------------------------------------------------- processes
@@ -102,82 +230,90 @@ def server(
         process.stop()
 
 
+def bentoml_server(target: str, env: dict[str, str], log: Path) -> Any:
+    """``bentoml serve target`` (ours or the floor), ready once /readyz answers."""
+    port = free_port()
+    cmd = [str(VENV_BIN / "bentoml"), "serve", target, "--host", "127.0.0.1"]
+    return server(target, [*cmd, "--port", str(port)], env, "/readyz", port, log)
+
+
+def mlflow_server(model_dir: Path, workers: int, env: dict[str, str], log: Path) -> Any:
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_dir)]
+    cmd += ["--env-manager", "local", "-w", str(workers), "-h", "127.0.0.1", "-p", str(port)]
+    return server("mlflow models serve", cmd, env, "/ping", port, log)
+
+
 # --------------------------------------------------------------------------- load
 
 
-async def load(
-    url: str,
-    path: str,
-    body: Callable[[int], Any],
-    *,
-    concurrency: int,
-    requests: int,
-    rows_per_request: int,
-    warmup: int = 5,
-) -> dict[str, Any]:
-    """``requests`` POSTs from ``concurrency`` clients, each waiting for its answer."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        for i in range(warmup):
-            await client.post(path, json=body(i))
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        counter = iter(range(requests))
+@dataclass(frozen=True)
+class Bodies:
+    """The request bodies (JSON bytes), one per API and size. ``hey`` sends the same body
+    every time: a forest's cost hardly depends on the values."""
 
-        async def worker() -> None:
-            for i in counter:
-                began = time.perf_counter()
-                try:
-                    response = await client.post(path, json=body(i))
-                    status = response.status_code
-                except httpx.HTTPError:
-                    status = -1
-                elapsed = time.perf_counter() - began
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    latencies.append(elapsed)
+    record: bytes  # /predict
+    record_list: bytes  # /predict_batch, 1 record
+    invocation: bytes  # /invocations, 1 record (dataframe_records, what MLflow clients send)
+    records_1000: bytes  # /predict_batch, 1,000 records
+    split_1000: bytes  # /invocations, 1,000 rows (dataframe_split)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - start
-    ok = statuses.get(200, 0)
-    return {
-        "requests": requests,
-        "rows": ok * rows_per_request,
-        "seconds": seconds,
-        "shed_503": statuses.get(503, 0),
-        "errors": requests - ok - statuses.get(503, 0),
-        **percentiles(latencies),
-    }
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any]], columns: list[str]) -> Bodies:
+        one, thousand = records[0], records[:1000]
+        split = {"columns": columns, "data": [[r[c] for c in columns] for r in thousand]}
+        return cls(
+            record=json.dumps(one).encode(),
+            record_list=json.dumps([one]).encode(),
+            invocation=json.dumps({"dataframe_records": [one]}).encode(),
+            records_1000=json.dumps(thousand).encode(),
+            split_1000=json.dumps({"dataframe_split": split}).encode(),
+        )
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many requests each load sends (``--quick``: fewer)."""
+
+    single: int = 2000  # concurrency 1: enough samples for a p99
+    clients_32: int = 4000
+    rows_1000: int = 60
+    stream_rows: int = 50_000
+    offline_rows: int = 200_000
+    model_calls: int = 1000
+
+    def scaled(self, factor: float) -> Counts:
+        return Counts(*(max(32, int(v * factor)) for v in asdict(self).values()))
 
 
 def measure(
     scenario: str,
     system: str,
     url: str,
-    path: str,
-    body,
+    body: bytes,
     *,
-    concurrency: int,
     requests: int,
+    concurrency: int,
     rows_per_request: int = 1,
     note: str = "",
 ) -> Result:
-    numbers = asyncio.run(
-        load(
+    """One ``hey`` run (after a warm-up whose numbers are dropped), printed as it ends."""
+    try:
+        warm_up(url, body, requests=min(50, requests), concurrency=min(2, concurrency))
+        load = run_hey(
             url,
-            path,
             body,
-            concurrency=concurrency,
             requests=requests,
+            concurrency=concurrency,
             rows_per_request=rows_per_request,
         )
-    )
-    result = Result(scenario, system, note=note, **numbers)
-    shown = f"{result.rows_per_s:,.0f} rows/s" if result.rows_per_s else "no rows"
+    except LoadError as exc:
+        raise BenchmarkError(str(exc)) from None
+    result = Result.from_load(scenario, system, load, note)
     print(
-        f"    {scenario:<34} {system:<28} {shown}, p50 {fmt(result.p50_ms)} ms, "
-        f"503s {result.shed_503}, errors {result.errors}",
+        f"    {scenario:<34} {system:<34} {fmt(result.rows_per_s, 0)} rows/s, "
+        f"p50 {fmt(result.p50_ms, 2)} ms, p99 {fmt(result.p99_ms, 2)} ms, "
+        f"non-200 {result.non_200} {result.statuses}",
         flush=True,
     )
     return result
@@ -203,9 +339,13 @@ def machine() -> dict[str, Any]:
         memory = round(kb / 1024**2, 1)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     versions = {}
-    for package in ("bentoml", "mlflow", "scikit-learn", "pandas", "httpx"):
+    for package in ("bentoml", "mlflow", "scikit-learn", "pandas"):
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             versions[package] = importlib_metadata.version(package)
+    hey_version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "hey"], capture_output=True, text=True
+    ).stdout.strip()
+    versions["hey"] = hey_version or "?"
     commit = subprocess.run(
         ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -238,15 +378,29 @@ def import_model(source: str, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from clients.service import SERVICE_TARGET, ServiceInfo
-    from inference.constants import MLFLOW_TRUST_SWITCH, MODEL_ENV
+@dataclass
+class Setup:
+    """What every part of a run shares: the imported model, the environments, the bodies."""
+
+    work: Path
+    env: dict[str, str]  # servers and commands, with the temporary BENTOML_HOME
+    tag: str
+    model_dir: Path
+    model: Any  # inference.model.LoadedModel
+    frame: pd.DataFrame  # the shipped data set
+    X: pd.DataFrame  # 10,000 rows of it, coerced to the contract
+    bodies: Bodies
+    workers: int
+
+
+def prepare(source: str, home: Path | None) -> Setup:
+    """Import ``source`` into a throw-away BentoML home and build the request bodies."""
+    from inference.constants import MODEL_ENV
     from inference.contract import coerce, json_records
     from inference.model import load_model
+    from serving.settings import Settings
 
-    machine_info = machine()  # the load average before this run adds its own
-    scale = 0.3 if args.quick else 1.0
-    n = lambda count: max(10, int(count * scale))  # noqa: E731
+    hey_path()  # fail before any server starts
     work = Path(tempfile.mkdtemp(prefix="tagserve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_")}
     env.update(
@@ -257,268 +411,205 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         MLFLOW_TRACKING_URI=f"file://{work / 'mlruns'}",
         TMPDIR=str(work),
     )
-    if args.home:
-        env["TAGSERVE_HOME"] = str(args.home)
-    print(f"benchmark: importing {args.source} into {work / 'bentoml'}", flush=True)
-    imported = import_model(args.source, env)
-    tag = imported["tag"]
+    if home:
+        env["TAGSERVE_HOME"] = str(home)
+    print(f"benchmark: importing {source} into {work / 'bentoml'}", flush=True)
+    imported = import_model(source, env)
+    env[MODEL_ENV] = imported["tag"]
     model_dir = Path(imported["path"]) / "mlflow_model"
     model = load_model(model_dir)  # native sklearn, n_jobs=1: what the service runs
-    forest = model.pipeline[-1]
     frame = pd.read_parquet(DATA)
     rng = np.random.default_rng(0)
     sample = frame.iloc[rng.integers(0, len(frame), 10_000)].reset_index(drop=True)
     X = coerce(sample, model.contract)
-    records = json_records(X, model.contract)
-    results: list[Result] = []
+    bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
+    workers = Settings.from_env().workers  # what the service will run (TAGSERVE_WORKERS)
+    return Setup(work, env, imported["tag"], model_dir, model, frame, X, bodies, workers)
 
-    # 1. the floor: the model in this process
-    print("in-process floor", flush=True)
-    one = X.head(1)
+
+def model_alone(setup: Setup, counts: Counts) -> list[Result]:
+    """The model called in this process: no HTTP, no framework (where the time goes)."""
+    print("model alone, in-process", flush=True)
+    one = setup.X.head(1)
     for _ in range(20):
-        model.pipeline.predict(one)
-    latencies = []
-    for _ in range(n(500)):
-        began = time.perf_counter()
-        model.pipeline.predict(one)
-        latencies.append(time.perf_counter() - began)
-    results.append(
+        setup.model.predict(one)
+    latencies = [timed(lambda: setup.model.predict(one)) for _ in range(counts.model_calls)]
+    ms = np.asarray(latencies) * 1000
+    block = setup.X.head(1000)
+    best = min(timed(lambda: setup.model.predict(block)) for _ in range(5))
+    return [
         Result(
-            "1 row, concurrency 1",
-            "in-process predict (floor)",
+            MODEL_1,
+            MODEL,
             requests=len(latencies),
             rows=len(latencies),
-            seconds=sum(latencies),
-            **percentiles(latencies),
-        )
-    )
-    for size in (1_000, 10_000):
-        block = X.head(size)
-        best = min(timed(lambda b=block: model.pipeline.predict(b)) for _ in range(3))
-        results.append(
-            Result(
-                f"{size:,}-row batch",
-                "in-process predict (floor)",
-                requests=1,
-                rows=size,
-                seconds=best,
-                p50_ms=best * 1000,
-            )
-        )
-
-    single = lambda i: records[i % len(records)]  # noqa: E731
-    rows_1000 = [records[(i * 1000) % 9000 : (i * 1000) % 9000 + 1000] for i in range(10)]
-    split_1000 = [
-        {"dataframe_split": {"columns": list(X.columns), "data": [list(r.values()) for r in rows]}}
-        for rows in rows_1000
+            seconds=float(sum(latencies)),
+            p50_ms=float(np.percentile(ms, 50)),
+            p95_ms=float(np.percentile(ms, 95)),
+            p99_ms=float(np.percentile(ms, 99)),
+        ),
+        Result(MODEL_1000, MODEL, requests=1, rows=1000, seconds=best, p50_ms=best * 1000),
     ]
 
-    # 2. mlflow models serve
-    port = free_port()
-    mlflow_env = {**env, MLFLOW_TRUST_SWITCH: "true"}
-    cmd = [
-        str(VENV_BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        str(model_dir),
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    print("mlflow models serve", flush=True)
-    with server("mlflow models serve", cmd, mlflow_env, "/ping", port, work / "mlflow.log") as url:
-        invocation = lambda i: {"dataframe_records": [single(i)]}  # noqa: E731
-        results.append(
-            measure(
-                "1 row, concurrency 1",
-                "mlflow serve /invocations",
-                url,
-                "/invocations",
-                invocation,
-                concurrency=1,
-                requests=n(500),
-            )
-        )
-        results.append(
-            measure(
-                "1 row, 32 concurrent clients",
-                "mlflow serve /invocations",
-                url,
-                "/invocations",
-                invocation,
-                concurrency=32,
-                requests=n(3000),
-            )
-        )
-        results.append(
-            measure(
-                "1,000-row requests",
-                "mlflow serve /invocations",
-                url,
-                "/invocations",
-                lambda i: split_1000[i % 10],
-                concurrency=2,
-                requests=n(60),
-                rows_per_request=1000,
-            )
-        )
 
-    # 3. our service
-    port = free_port()
-    ours_env = {**env, MODEL_ENV: tag}
-    cmd = [
-        str(VENV_BIN / "bentoml"),
-        "serve",
-        SERVICE_TARGET,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    print("bentoml serve (tagserve)", flush=True)
-    with server("tagserve", cmd, ours_env, "/readyz", port, work / "tagserve.log") as url:
-        meta = httpx.get(f"{url}/metadata", timeout=30).json()
-        ServiceInfo.from_metadata(meta)  # the contract the clients rely on
-        results.append(
+def floor_results(setup: Setup, counts: Counts) -> list[Result]:
+    """The framework floor: BentoML parsing the same record, no model."""
+    print(f"floor: bentoml serve {FLOOR_TARGET}", flush=True)
+    with bentoml_server(FLOOR_TARGET, setup.env, setup.work / "floor.log") as url:
+        body = setup.bodies.record
+        return [
+            measure(C1, FLOOR, f"{url}/predict", body, requests=counts.single, concurrency=1),
+            measure(C32, FLOOR, f"{url}/predict", body, requests=counts.clients_32, concurrency=32),
+        ]
+
+
+def tagserve_results(setup: Setup, counts: Counts, *, bulk: bool = True) -> list[Result]:
+    """Our service under every load (``bulk=False``: the single-record loads only)."""
+    from clients.service import SERVICE_TARGET
+
+    print(f"tagserve: bentoml serve {SERVICE_TARGET} ({setup.workers} workers)", flush=True)
+    log = setup.work / f"tagserve-{setup.workers}.log"
+    b = setup.bodies
+    with bentoml_server(SERVICE_TARGET, setup.env, log) as url:
+        results = [
+            measure(C1, PREDICT, f"{url}/predict", b.record, requests=counts.single, concurrency=1),
             measure(
-                "1 row, concurrency 1",
-                "tagserve predict",
-                url,
-                "/predict",
-                single,
-                concurrency=1,
-                requests=n(500),
-            )
-        )
-        results.append(
+                C32, PREDICT, f"{url}/predict", b.record, requests=counts.clients_32, concurrency=32
+            ),
             measure(
-                "1 row, 32 concurrent clients",
-                "tagserve predict",
-                url,
-                "/predict",
-                single,
+                C32,
+                PREDICT_BATCH,
+                f"{url}/predict_batch",
+                b.record_list,
+                requests=counts.clients_32,
                 concurrency=32,
-                requests=n(3000),
-            )
-        )
-        results.append(
-            measure(
-                "1 row, 32 concurrent clients",
-                "tagserve predict_batch",
-                url,
-                "/predict_batch",
-                lambda i: [single(i)],
-                concurrency=32,
-                requests=n(3000),
                 note="adaptive batching",
+            ),
+        ]
+        if not bulk:
+            return results
+        for system, path, body in (
+            (PREDICT_BATCH, "/predict_batch", b.records_1000),
+            (INVOCATIONS, "/invocations", b.split_1000),
+        ):
+            results.append(
+                measure(
+                    ROWS_1000,
+                    system,
+                    f"{url}{path}",
+                    body,
+                    requests=counts.rows_1000,
+                    concurrency=2,
+                    rows_per_request=1000,
+                )
             )
-        )
-        results.append(
-            measure(
-                "1,000-row requests",
-                "tagserve predict_batch",
-                url,
-                "/predict_batch",
-                lambda i: rows_1000[i % 10],
-                concurrency=2,
-                requests=n(60),
-                rows_per_request=1000,
-            )
-        )
-        results.append(
-            measure(
-                "1,000-row requests",
-                "tagserve /invocations",
-                url,
-                "/invocations",
-                lambda i: split_1000[i % 10],
-                concurrency=2,
-                requests=n(60),
-                rows_per_request=1000,
-            )
-        )
-        results.append(stream_result(url, work, frame, n(50_000)))
+        results.append(stream_result(url, setup, counts.stream_rows))
+    return results
 
-    # 4. offline batch scoring, whole commands
+
+def mlflow_results(setup: Setup, counts: Counts) -> list[Result]:
+    from inference.constants import MLFLOW_TRUST_SWITCH
+
+    print(f"mlflow models serve ({setup.workers} workers)", flush=True)
+    env = {**setup.env, MLFLOW_TRUST_SWITCH: "true"}
+    b = setup.bodies
+    with mlflow_server(setup.model_dir, setup.workers, env, setup.work / "mlflow.log") as url:
+        invocations = f"{url}/invocations"
+        return [
+            measure(C1, MLFLOW, invocations, b.invocation, requests=counts.single, concurrency=1),
+            measure(
+                C32, MLFLOW, invocations, b.invocation, requests=counts.clients_32, concurrency=32
+            ),
+            measure(
+                ROWS_1000,
+                MLFLOW,
+                invocations,
+                b.split_1000,
+                requests=counts.rows_1000,
+                concurrency=2,
+                rows_per_request=1000,
+            ),
+        ]
+
+
+def offline_results(setup: Setup, rows: int) -> list[Result]:
+    """``clients score`` against ``mlflow models predict`` on one CSV, whole commands."""
+    from inference.constants import MLFLOW_TRUST_SWITCH
+
     print("offline batch scoring", flush=True)
-    rows = n(args.offline_rows)
-    big = frame.drop(columns=["price"]).iloc[rng.integers(0, len(frame), rows)]
+    work, env = setup.work, setup.env
+    rng = np.random.default_rng(1)
+    big = setup.frame.drop(columns=["price"]).iloc[rng.integers(0, len(setup.frame), rows)]
     big.to_csv(work / "offline.csv", index=False)
+    scenario = f"offline {rows:,} rows (CSV)"
     ours, ours_rss, ours_out = timed_command(
-        [
-            sys.executable,
-            "-m",
-            "clients",
-            "score",
-            str(work / "offline.csv"),
-            str(work / "offline.parquet"),
-            "--model",
-            tag,
-            "--no-progress",
-        ],
+        [sys.executable, "-m", "clients", "score", str(work / "offline.csv")]
+        + [str(work / "offline.parquet"), "--model", setup.tag, "--no-progress"],
         env,
     )
-    results.append(
+    theirs, theirs_rss, _ = timed_command(
+        [str(VENV_BIN / "mlflow"), "models", "predict", "-m", str(setup.model_dir)]
+        + ["-i", str(work / "offline.csv"), "-t", "csv", "-o", str(work / "offline.json")]
+        + ["--env-manager", "local"],
+        {**env, MLFLOW_TRUST_SWITCH: "true"},
+    )
+    agreement = compare_offline(work)
+    note = "wall time, start-up and model load included"
+    results = [
         Result(
-            f"offline {rows:,} rows (CSV)",
-            "clients score (chunked)",
+            scenario,
+            SCORE,
             requests=1,
             rows=rows,
             seconds=ours,
-            note="wall time, start-up incl.",
-            extra={"peak_rss_mb": ours_rss, "steady_rate": steady_rate(ours_out)},
-        )
-    )
-    theirs, theirs_rss, _ = timed_command(
-        [
-            str(VENV_BIN / "mlflow"),
-            "models",
-            "predict",
-            "-m",
-            str(model_dir),
-            "-i",
-            str(work / "offline.csv"),
-            "-t",
-            "csv",
-            "-o",
-            str(work / "offline.json"),
-            "--env-manager",
-            "local",
-        ],
-        mlflow_env,
-    )
-    results.append(
+            note=note,
+            extra={"peak_rss_mb": ours_rss, "steady_rows_per_s": steady_rate(ours_out)},
+        ),
         Result(
-            f"offline {rows:,} rows (CSV)",
-            "mlflow models predict",
+            scenario,
+            MLFLOW_PREDICT,
             requests=1,
             rows=rows,
             seconds=theirs,
-            note="wall time, start-up incl.",
-            extra={"peak_rss_mb": theirs_rss},
-        )
-    )
-    agreement = compare_offline(work)
-    results[-1].extra.update(agreement)
-    print(f"    predictions: {agreement}")
-    for r in results[-2:]:
-        print(f"    {r.system:<28} {r.rows_per_s:,.0f} rows/s ({r.seconds:.1f} s)")
+            note=note,
+            extra={"peak_rss_mb": theirs_rss, **agreement},
+        ),
+    ]
+    for r in results:
+        print(f"    {r.system:<34} {fmt(r.rows_per_s, 0)} rows/s ({r.seconds:.1f} s)", flush=True)
+    return results
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    machine_info = machine()  # the load average before this run adds its own
+    counts = Counts(offline_rows=args.offline_rows)
+    if args.quick:
+        counts = counts.scaled(0.2)
+    setup = prepare(args.source, args.home)
+    try:
+        results = model_alone(setup, counts)
+        results += floor_results(setup, counts)
+        results += tagserve_results(setup, counts)
+        results += mlflow_results(setup, counts)
+        results += offline_results(setup, counts.offline_rows)
+    finally:
+        if not args.keep:
+            shutil.rmtree(setup.work, ignore_errors=True)
+    forest = setup.model.pipeline[-1]
+    rows = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results]
     return {
         "machine": machine_info,
         "model": {
-            "tag": tag,
-            "source": imported.get("source_ref"),
+            "tag": setup.tag,
             "estimator": type(forest).__name__,
             "n_estimators": getattr(forest, "n_estimators", None),
             "max_depth": getattr(forest, "max_depth", None),
         },
-        "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
-        "work_dir": str(work),
+        "workers": setup.workers,
+        "quick": bool(args.quick),
+        "counts": asdict(counts),
+        "results": rows,
+        "ratios": ratios(rows),
     }
 
 
@@ -530,8 +621,6 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def steady_rate(stdout: str) -> float | None:
     """The rows/s that ``clients score`` reports (its chunks: no start-up, no model load)."""
-    import re
-
     found = re.search(r"\(([\d,]+) rows/s;", stdout)
     return float(found.group(1).replace(",", "")) if found else None
 
@@ -568,90 +657,89 @@ def compare_offline(work: Path) -> dict[str, Any]:
     }
 
 
-def stream_result(url: str, work: Path, frame: pd.DataFrame, rows: int) -> Result:
+def stream_result(url: str, setup: Setup, rows: int) -> Result:
+    """``clients stream`` of a file through ``/predict_batch`` (a Python client: its rows/s
+    include the client's own cost on these cores)."""
     from clients.stream import stream_file
 
-    source = frame.drop(columns=["price"]).sample(n=rows, replace=True, random_state=1)
-    source.to_parquet(work / "stream.parquet")
+    source = setup.frame.drop(columns=["price"]).sample(n=rows, replace=True, random_state=1)
+    source.to_parquet(setup.work / "stream.parquet")
     summary = stream_file(
-        work / "stream.parquet",
-        work / "stream.parquet.out.parquet",
+        setup.work / "stream.parquet",
+        setup.work / "stream.out.parquet",
         url=url,
         concurrency=8,
         batch_size=100,
         progress=False,
     )
     result = Result(
-        f"stream {rows:,} rows",
-        "clients stream -c 8 -b 100",
+        f"stream {rows:,} rows, 8 x 100 in flight",
+        "clients stream (predict_batch)",
         requests=summary.requests,
         rows=summary.rows,
         seconds=summary.seconds,
         p50_ms=summary.percentile(50),
         p99_ms=summary.percentile(99),
-        shed_503=summary.shed,
-        errors=summary.errors,
-        note="predict_batch, order kept, resumable",
+        statuses={503: summary.shed} if summary.shed else {},
+        non_200=summary.shed + summary.errors,
+        note="order kept, resumable; Python client",
     )
-    print(f"    {result.scenario:<34} {result.system:<28} {result.rows_per_s:,.0f} rows/s")
+    print(f"    {result.scenario:<34} {result.system:<34} {fmt(result.rows_per_s, 0)} rows/s")
     return result
 
 
 # --------------------------------------------------------------------------- reports
 
 
-def ratio_note(result: dict[str, Any], by_key: dict[tuple[str, str], dict[str, Any]]) -> str:
-    """The comparison that matters for each row, as a ratio."""
-    scenario, system = result["scenario"], result["system"]
-    floor_1 = by_key.get(("1 row, concurrency 1", "in-process predict (floor)"))
-    if scenario == "1 row, concurrency 1" and floor_1 and system != floor_1["system"]:
-        return f"p50 {result['p50_ms'] / floor_1['p50_ms']:.1f}x the floor"
-    if scenario == "1 row, 32 concurrent clients" and system.startswith("tagserve"):
-        ref = by_key.get((scenario, "mlflow serve /invocations"))
-        if ref and ref["rows_per_s"] and result["rows_per_s"]:
-            return f"{result['rows_per_s'] / ref['rows_per_s']:.2f}x mlflow's rows/s"
-    if scenario == "1,000-row requests":
-        floor = by_key.get(("1,000-row batch", "in-process predict (floor)"))
-        if floor and result["rows_per_s"]:
-            return f"{result['rows_per_s'] / floor['rows_per_s']:.2f}x the floor's rows/s"
-    if scenario.startswith("offline"):
-        rss = f"peak RSS {result['extra'].get('peak_rss_mb')} MB"
-        ref = next(
-            (r for (s, y), r in by_key.items() if s == scenario and y.startswith("mlflow")), None
-        )
-        if not system.startswith("clients") or not ref:
-            return rss
-        steady = result["extra"].get("steady_rate")
-        steady = f", {steady:,.0f} rows/s without start-up and model load" if steady else ""
-        return (
-            f"{result['rows_per_s'] / ref['rows_per_s']:.2f}x mlflow models predict; {rss}{steady}"
-        )
-    if scenario.startswith("stream"):
-        floor = by_key.get(("10,000-row batch", "in-process predict (floor)"))
-        if floor and result["rows_per_s"]:
-            return f"{result['rows_per_s'] / floor['rows_per_s']:.2f}x the floor's rows/s"
-    return ""
+def ratio_text(check: dict[str, Any]) -> str:
+    if check["value"] is None:
+        return "-"
+    return str(check["value"]) if check.get("count") else f"{check['value']:.2f}x"
+
+
+def met_text(check: dict[str, Any]) -> str:
+    return {True: "met", False: "**not met**", None: "-" if check["target"] else ""}[check["met"]]
+
+
+METRIC_NAMES = {"p50_ms": "p50", "p99_ms": "p99", "rows_per_s": "rows/s"}
+
+
+def row_ratios(result: dict[str, Any], checks: list[dict[str, Any]]) -> str:
+    """The ratios whose numerator is this row, for the table's last column."""
+    shown = []
+    for target, check in zip(TARGETS, [c for c in checks if not c.get("count")], strict=True):
+        if find([result], target.numerator) is result and check["value"] is not None:
+            what = target.label.rsplit(", ", 1)[1]
+            shown.append(f"{METRIC_NAMES[target.metric]} {what}: {check['value']:.2f}x")
+    return "; ".join(shown)
 
 
 def markdown(report: dict[str, Any]) -> str:
     m, model = report["machine"], report["model"]
-    by_key = {(r["scenario"], r["system"]): r for r in report["results"]}
+    checks = report["ratios"]
     lines = [
         f"Model `{model['tag']}` ({model['estimator']}, {model['n_estimators']} trees, "
-        f"max_depth {model['max_depth']}); {m['date']}, commit {m['git_commit'] or '?'}.",
+        f"max_depth {model['max_depth']}); {m['date']}, commit {m['git_commit'] or '?'}"
+        f"{' (--quick)' if report.get('quick') else ''}.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, "
         f"Python {m['python']}, bentoml {m['versions'].get('bentoml')}, mlflow "
-        f"{m['versions'].get('mlflow')}; 1-min load average at start "
-        f"{fmt(m['load_average_1m_at_start'], 2)}. Load generator and servers share the cores.",
+        f"{m['versions'].get('mlflow')}, hey {m['versions'].get('hey')}; 1-min load average "
+        f"at start {fmt(m['load_average_1m_at_start'], 2)}. {report['workers']} worker(s) for "
+        "each server. Load generator (hey, one core) and servers share the cores.",
         "",
-        "| scenario | system | rows/s | p50 ms | p95 ms | p99 ms | 503s | errors | compared |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| scenario | system | rows/s | p50 ms | p95 ms | p99 ms | non-200 | ratios |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['scenario']} | {r['system']} | {fmt(r['rows_per_s'], 0)} | "
-            f"{fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | {r['shed_503']} | "
-            f"{r['errors']} | {ratio_note(r, by_key)} |"
+            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p95_ms'], 2)} | {fmt(r['p99_ms'], 2)} | "
+            f"{r['non_200']} | {row_ratios(r, checks)} |"
+        )
+    lines += ["", "| ratio | value | target | |", "| --- | ---: | --- | --- |"]
+    for check in checks:
+        lines.append(
+            f"| {check['ratio']} | {ratio_text(check)} | {check['target']} | {met_text(check)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -662,47 +750,60 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = report["results"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    single = [r for r in results if r["scenario"] == "1 row, concurrency 1"]
-    names = [r["system"] for r in single]
-    for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-        left.bar(
-            np.arange(len(single)) + (i - 1) * 0.27,
-            [r[q] or 0 for r in single],
-            0.27,
-            label=q.replace("_ms", ""),
-        )
-    left.set_xticks(np.arange(len(single)), names, rotation=15, ha="right", fontsize=8)
-    left.set_ylabel("ms per 1-row request (log)")
-    left.set_yscale("log")
-    left.set_title("1 row, concurrency 1")
+    results, checks = report["results"], report["ratios"]
+    fig, (left, middle, right) = plt.subplots(
+        1, 3, figsize=(17, 5.5), gridspec_kw={"width_ratios": [1, 1.3, 1.3]}
+    )
+    single = [r for r in results if r["scenario"] in (C1, MODEL_1)]
+    x = np.arange(len(single))
+    for i, q in enumerate(("p50_ms", "p99_ms")):
+        left.bar(x + (i - 0.5) * 0.38, [r[q] or 0 for r in single], 0.38, label=q[:3])
+    left.set_xticks(x, [r["system"] for r in single], rotation=20, ha="right", fontsize=7)
+    left.set_ylabel("ms per 1-record request")
+    left.set_title("1 record, concurrency 1")
     left.legend()
-    rated = [r for r in results if r["rows_per_s"] and r["scenario"] != "1 row, concurrency 1"]
-    labels = [f"{r['scenario']}\n{r['system']}" for r in rated]
-    colors = [
-        "tab:gray"
-        if "floor" in r["system"]
-        else "tab:orange"
-        if "mlflow" in r["system"]
-        else "tab:blue"
-        for r in rated
-    ]
-    right.barh(np.arange(len(rated)), [r["rows_per_s"] for r in rated], color=colors)
-    right.set_yticks(np.arange(len(rated)), labels, fontsize=7)
+
+    rated = [r for r in results if r["rows_per_s"] and r["scenario"] not in (C1, MODEL_1)]
+    colors = [color_of(r["system"]) for r in rated]
+    middle.barh(np.arange(len(rated)), [r["rows_per_s"] for r in rated], color=colors)
+    middle.set_yticks(
+        np.arange(len(rated)), [f"{r['scenario']}\n{r['system']}" for r in rated], fontsize=6
+    )
+    middle.invert_yaxis()
+    middle.set_xscale("log")
+    middle.set_xlabel("rows/s (log): gray model/floor, orange MLflow, blue tagserve")
+    middle.set_title("Throughput")
+
+    shown = [c for c in checks if c["value"] is not None and not c.get("count")]
+    right.barh(
+        np.arange(len(shown)),
+        [c["value"] for c in shown],
+        color=[{True: "tab:green", False: "tab:red", None: "tab:gray"}[c["met"]] for c in shown],
+    )
+    for i, c in enumerate(shown):
+        if c["target"]:
+            bound = float(c["target"].split()[1].rstrip("x"))
+            right.plot([bound, bound], [i - 0.4, i + 0.4], color="black", linewidth=2)
+    right.set_yticks(np.arange(len(shown)), [c["ratio"] for c in shown], fontsize=7)
     right.invert_yaxis()
     right.set_xscale("log")
-    right.set_xlabel("rows/s (log): gray floor, orange MLflow, blue tagserve")
-    right.set_title("Throughput")
+    right.set_xlabel("ratio (log); black: target; green met, red not")
+    right.set_title("Ratios")
     m = report["machine"]
     fig.suptitle(
-        f"tagserve vs MLflow, {report['model']['tag']} - {m['cpu']}, {m['cores']} "
-        f"cores, {m['date']}",
+        f"tagserve vs the BentoML floor and MLflow, {report['model']['tag']} - {m['cpu']}, "
+        f"{m['cores']} cores, {report['workers']} worker(s), {m['date']}",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def color_of(system: str) -> str:
+    if system in (MODEL, FLOOR):
+        return "tab:gray"
+    return "tab:orange" if system.startswith("mlflow") else "tab:blue"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,17 +816,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--home", type=Path, default=None, help="pipeline home")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--offline-rows", type=int, default=200_000)
-    parser.add_argument("--quick", action="store_true", help="about a third of the requests")
+    parser.add_argument("--offline-rows", type=int, default=Counts.offline_rows)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the requests")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     try:
         report = run(args)
-    except BenchmarkError as exc:
+    except (BenchmarkError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if not args.keep:
-        shutil.rmtree(report.pop("work_dir"), ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)
     (args.out / "latest.json").write_text(json.dumps(report, indent=1) + "\n")

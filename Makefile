@@ -15,6 +15,9 @@ MODEL ?=
 ALLOW_NON_PROD ?=
 PORT ?= 3000
 HOST ?= 0.0.0.0
+BENCH_ARGS ?=
+# apt-get needs root: sudo when make runs as another user.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help install demo release cut-release serve container bench test lint format lock clean
 
@@ -50,8 +53,13 @@ serve: install ## Serve the prod model from this checkout (MODEL=tag ALLOW_NON_P
 container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
 	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)
 
-bench: install ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/
-	$(RUN) python -m benchmarks.serving
+bench: install ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
+	@command -v hey >/dev/null || { \
+	  echo "bench: the load generator hey is missing: installing the Debian package hey (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hey >/dev/null \
+	  || { echo "error: could not install hey: run apt-get install -y hey as root" >&2; exit 1; }; }
+	$(RUN) python -m benchmarks.serving $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.workers $(BENCH_ARGS)
 
 test: install ## Run the test suite
 	$(RUN) pytest

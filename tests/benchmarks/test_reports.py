@@ -1,0 +1,92 @@
+"""The benchmark's ratios against the issue's targets, and the worker sweep's medians."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.serving import (
+    C1,
+    C32,
+    FLOOR,
+    MLFLOW,
+    PREDICT,
+    PREDICT_BATCH,
+    Target,
+    evaluate,
+    markdown,
+    ratios,
+)
+from benchmarks.workers import summarize
+
+
+def row(scenario: str, system: str, **numbers: Any) -> dict[str, Any]:
+    base = {"p50_ms": None, "p95_ms": None, "p99_ms": None, "rows_per_s": None, "non_200": 0}
+    return {"scenario": scenario, "system": system, **base, **numbers}
+
+
+LATENCY = Target("p50, ours / floor", "p50_ms", (C1, PREDICT), (C1, FLOOR), at_most=1.5)
+
+
+@pytest.mark.parametrize(("times_the_floor", "met"), [(1.2, True), (1.5, True), (1.6, False)])
+def test_an_upper_bound_is_met_up_to_the_bound(times_the_floor: float, met: bool) -> None:
+    results = [row(C1, FLOOR, p50_ms=2.0), row(C1, PREDICT, p50_ms=2.0 * times_the_floor)]
+    check = evaluate(LATENCY, results)
+    assert check["value"] == pytest.approx(times_the_floor)
+    assert check["met"] is met and check["target"] == "<= 1.5x"
+
+
+def test_a_ratio_missing_a_side_is_neither_met_nor_failed() -> None:
+    check = evaluate(LATENCY, [row(C1, PREDICT, p50_ms=2.0)])
+    assert check["value"] is None and check["met"] is None
+
+
+def test_every_target_is_reported_with_the_non_200_check() -> None:
+    results = [
+        row(C32, PREDICT_BATCH, rows_per_s=700.0, non_200=3),
+        row(C32, MLFLOW, rows_per_s=100.0),
+    ]
+    checks = {c["ratio"]: c for c in ratios(results)}
+    assert checks["32 clients rows/s, predict_batch / MLflow"]["value"] == pytest.approx(7.0)
+    assert checks["32 clients rows/s, predict_batch / MLflow"]["met"] is True
+    assert checks["32 clients, predict_batch non-200 answers"]["met"] is False
+    assert checks["c=1 p50, MLflow / ours"]["met"] is None  # not measured in this run
+
+
+def test_the_table_shows_each_ratio_on_its_row_and_whether_targets_are_met() -> None:
+    results = [row(C1, FLOOR, p50_ms=1.0), row(C1, PREDICT, p50_ms=2.0)]
+    report = {
+        "machine": {
+            "cpu": "cpu",
+            "cores": 2,
+            "memory_gb": 1.0,
+            "os": "os",
+            "python": "3.11",
+            "versions": {},
+            "load_average_1m_at_start": 0.5,
+            "date": "today",
+            "git_commit": "abc",
+        },
+        "model": {"tag": "m:1", "estimator": "Forest", "n_estimators": 5, "max_depth": 3},
+        "workers": 1,
+        "results": results,
+        "ratios": ratios(results),
+    }
+    table = markdown(report)
+    assert "p50 ours / floor: 2.00x" in table
+    assert "| /predict c=1 p50, ours / floor | 2.00x | <= 1.5x | **not met** |" in table
+
+
+def test_worker_counts_are_compared_by_their_medians_over_repeats() -> None:
+    order = [(1, 4.0, 100.0), (2, 2.0, 300.0), (1, 6.0, 50.0), (2, 3.0, 100.0)]
+    runs = [
+        {**row(C1, PREDICT, p50_ms=p50, p99_ms=9.0, rows_per_s=rate), "workers": workers}
+        for workers, p50, rate in order
+    ]
+    one, two = summarize(runs)
+    assert (one["workers"], one["runs"], one["p50_ms"], one["rows_per_s"]) == (1, 2, 5.0, 75.0)
+    assert (two["p50_ms"], two["rows_per_s"]) == (2.5, 200.0)
+    assert two["p50_ratio"] == pytest.approx(0.5)
+    assert two["rows_per_s_ratio"] == pytest.approx(200 / 75)
+    assert one["p50_ratio"] == pytest.approx(1.0)

@@ -57,7 +57,8 @@ def test_the_floor_serves_the_services_record_schema(models: Models, floor_url: 
     with bentoml_home(models.bentoml_home):
         ours = load_service(models.regressor).Record.model_json_schema()
     openapi = httpx.get(f"{floor_url}/docs.json", timeout=30).json()
-    floor = openapi["components"]["schemas"]["Record"]
+    body = openapi["paths"]["/predict"]["post"]["requestBody"]
+    floor = body["content"]["application/json"]["schema"]
     assert floor["properties"] == ours["properties"]
     assert floor["required"] == ours["required"]
 

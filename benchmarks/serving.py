@@ -595,6 +595,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(setup.work, ignore_errors=True)
+    machine_info["load_average_1m_at_end"] = os.getloadavg()[0]
     forest = setup.model.pipeline[-1]
     rows = [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results]
     return {
@@ -724,7 +725,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, "
         f"Python {m['python']}, bentoml {m['versions'].get('bentoml')}, mlflow "
         f"{m['versions'].get('mlflow')}, hey {m['versions'].get('hey')}; 1-min load average "
-        f"at start {fmt(m['load_average_1m_at_start'], 2)}. {report['workers']} worker(s) for "
+        f"at start {fmt(m['load_average_1m_at_start'], 2)}, at end "
+        f"{fmt(m.get('load_average_1m_at_end'), 2)}. {report['workers']} worker(s) for "
         "each server. Load generator (hey, one core) and servers share the cores.",
         "",
         "| scenario | system | rows/s | p50 ms | p95 ms | p99 ms | non-200 | ratios |",

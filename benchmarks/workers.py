@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -85,7 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Workers, model `{report['model']}`, {m['date']}, commit {m['git_commit'] or '?'}"
         f"{' (--quick)' if report.get('quick') else ''}: {m['cpu']}, {m['cores']} cores, "
-        f"1-min load average at start {fmt(m['load_average_1m_at_start'], 2)}; order of the "
+        f"1-min load average at start {fmt(m['load_average_1m_at_start'], 2)}, at end "
+        f"{fmt(m.get('load_average_1m_at_end'), 2)}; order of the "
         f"runs: {', '.join(map(str, report['order']))} workers. Medians over the runs.",
         "",
         "| workers | scenario | system | runs | rows/s | p50 ms | p99 ms | non-200 | "
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if not args.keep:
             shutil.rmtree(setup.work, ignore_errors=True)
+    machine_info["load_average_1m_at_end"] = os.getloadavg()[0]
     return {
         "machine": machine_info,
         "model": setup.tag,

@@ -414,7 +414,11 @@ def prepare(source: str, home: Path | None) -> Setup:
     if home:
         env["TAGSERVE_HOME"] = str(home)
     print(f"benchmark: importing {source} into {work / 'bentoml'}", flush=True)
-    imported = import_model(source, env)
+    try:
+        imported = import_model(source, env)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     env[MODEL_ENV] = imported["tag"]
     model_dir = Path(imported["path"]) / "mlflow_model"
     model = load_model(model_dir)  # native sklearn, n_jobs=1: what the service runs

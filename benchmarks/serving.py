@@ -342,15 +342,8 @@ def machine() -> dict[str, Any]:
     for package in ("bentoml", "mlflow", "scikit-learn", "pandas"):
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             versions[package] = importlib_metadata.version(package)
-    hey_version = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Version}", "hey"], capture_output=True, text=True
-    ).stdout.strip()
-    versions["hey"] = hey_version or "?"
-    commit = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    versions["hey"] = command_output(["dpkg-query", "-W", "-f", "${Version}", "hey"]) or "?"
+    commit = command_output(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"])
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -362,6 +355,14 @@ def machine() -> dict[str, Any]:
         "git_commit": commit,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def command_output(cmd: list[str]) -> str:
+    """What ``cmd`` prints, or "" when it cannot run (a machine without dpkg or git)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def import_model(source: str, env: dict[str, str]) -> dict[str, Any]:
@@ -400,7 +401,6 @@ def prepare(source: str, home: Path | None) -> Setup:
     from inference.model import load_model
     from serving.settings import Settings
 
-    hey_path()  # fail before any server starts
     work = Path(tempfile.mkdtemp(prefix="tagserve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_")}
     env.update(
@@ -585,6 +585,7 @@ def offline_results(setup: Setup, rows: int) -> list[Result]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    hey_path()  # no load generator: say so before anything starts
     machine_info = machine()  # the load average before this run adds its own
     counts = Counts(offline_rows=args.offline_rows)
     if args.quick:
@@ -828,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = run(args)
-    except (BenchmarkError, ValueError) as exc:
+    except (BenchmarkError, LoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.hey import LoadError, hey_path
 from benchmarks.serving import (
     RESULTS,
     BenchmarkError,
@@ -104,6 +105,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    hey_path()  # no load generator: say so before anything starts
     machine_info = machine()
     # half the requests of benchmarks.serving per load (each count is served twice)
     counts = Counts().scaled(0.2 if args.quick else 0.5)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = run(args)
-    except (BenchmarkError, ValueError) as exc:
+    except (BenchmarkError, LoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)

@@ -753,6 +753,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -794,6 +795,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.set_yticks(np.arange(len(shown)), [c["ratio"] for c in shown], fontsize=7)
     right.invert_yaxis()
     right.set_xscale("log")
+    ticks = [0.1, 0.25, 0.5, 1, 2, 4, 8, 16]
+    right.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    right.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     right.set_xlabel("ratio (log); black: target; green met, red not")
     right.set_title("Ratios")
     m = report["machine"]

@@ -44,12 +44,13 @@ class Settings:
     # budget must cover several model calls plus queueing or the batcher sheds load (503).
     max_batch_size: int = 256
     max_latency_ms: int = 2_000
-    # One worker, measured (`python -m benchmarks.workers`, README "Benchmark"): on 2 cores
-    # shared with the load generator, 2 workers were slower in every load, in both orders
-    # (1,2,1,2 and 2,1,2,1): /predict_batch under 32 clients 176 against 138 rows/s, /predict
-    # 59 against 43, /predict p50 at concurrency 1 16.9 against 19.4 ms; the framework floor
-    # under 32 clients gained nothing (294 against 277 rows/s). Each worker also loads its own
-    # copy of the model and batches only its own requests. TAGSERVE_WORKERS raises it.
+    # One worker, measured (`python -m benchmarks.workers`, README "Benchmark"): in three
+    # sweeps on 2 cores shared with the load generator, the framework floor (what a request
+    # costs once the model call is nearly free) never gained from 2 workers under 32 clients
+    # (0.60x, 0.94x, 0.86x the rows/s of 1) and /predict at concurrency 1 was slower with 2
+    # in every sweep (p50 1.15x to 1.52x); only the model-bound loads of the least loaded
+    # sweep gained (predict_batch 1.26x, /predict 1.13x), and lost in the two others. Each
+    # worker also loads its own copy of the model and batches only its own requests.
     workers: int = 1
     # The largest request body; None: bounded by max_rows (with_body_cap).
     max_body_bytes: int | None = None

@@ -298,7 +298,13 @@ class FastModel:
         import treelite
 
         # What sklearn's trees compare with their float64 thresholds: float32 values.
-        X = np.ascontiguousarray(X, dtype=np.float32).astype(np.float64)
+        with np.errstate(over="ignore"):
+            X32 = np.ascontiguousarray(X, dtype=np.float32)
+        if np.isinf(X32).any():
+            # sklearn's forest refuses these (its input check); answer as it does, not with a
+            # prediction sklearn would never give.
+            raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+        X = X32.astype(np.float64)
         out = treelite.gtil.predict(self.forest, X, nthread=1)  # (n, 1, 1) or (n, 1, k)
         return out[:, 0, :] if self.task == "classification" else out[:, 0, 0]
 

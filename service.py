@@ -37,6 +37,7 @@ from inference.contract import Contract, contract_from_signature
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private
+from serving.admission import LoadShedding
 from serving.batching import answer_each, build_answers_output, request_error
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
@@ -47,7 +48,7 @@ from serving.schema import (
     build_record_model,
     build_records_input,
 )
-from serving.settings import Settings, source_revision
+from serving.settings import PREDICT_THREADS, Settings, source_revision
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
@@ -93,6 +94,7 @@ def create_service(settings: Settings | None = None) -> Any:
             "GET /metadata."
         ),
         workers=settings.workers,
+        threads=PREDICT_THREADS,
         traffic={"timeout": 60},
         labels={
             "model_tag": model_tag,
@@ -185,6 +187,7 @@ def create_service(settings: Settings | None = None) -> Any:
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
             )
 
+    Tagserve.add_asgi_middleware(LoadShedding, **settings.shedding(paths=["/predict"]))
     Tagserve.add_asgi_middleware(ReadableErrors)
     Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction

@@ -12,6 +12,9 @@ from typing import Any
 from inference.constants import DEFAULT_MODEL, MODEL_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Model calls one worker runs at once (BentoML's `threads` of the service, left at its
+# default): /predict and /predict_batch share them.
+PREDICT_THREADS = 1
 
 # The default body cap, per row of a request: a diamonds record is ~150 bytes of JSON (~300
 # pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
@@ -54,6 +57,13 @@ class Settings:
     workers: int = 1
     # The largest request body; None: bounded by max_rows (with_body_cap).
     max_body_bytes: int | None = None
+    # /predict load shedding (serving.admission), per worker: one request computes (the
+    # worker's one model thread), at most `predict_queue` wait behind it; the rest get 503 +
+    # Retry-After at once. Measured on 2 cores (README, "Load shedding"): 400 concurrent
+    # clients queue for seconds without a bound; a few milliseconds per request times the
+    # queue bounds the wait of an accepted request.
+    predict_queue: int = 16
+    retry_after_s: int = 1
 
     @classmethod
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
@@ -66,6 +76,8 @@ class Settings:
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
             workers=env_int("TAGSERVE_WORKERS", cls.workers),
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
+            predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
+            retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),
         )
 
     def with_body_cap(self, columns: int) -> Settings:
@@ -77,11 +89,23 @@ class Settings:
         per_row = ROW_BYTES + VALUE_BYTES * columns
         return replace(self, max_body_bytes=BODY_SLACK_BYTES + self.max_rows * per_row)
 
+    @property
+    def predict_budget(self) -> int:
+        """The ``/predict`` requests one worker admits at once: its one model thread's
+        request plus the queue."""
+        return PREDICT_THREADS + self.predict_queue
+
+    def shedding(self, paths: list[str]) -> dict[str, Any]:
+        """The options of ``serving.admission.LoadShedding`` for ``paths``."""
+        return {"budget": self.predict_budget, "retry_after": self.retry_after_s, "paths": paths}
+
     def limits(self) -> dict[str, int]:
         limits = {
             "max_rows": self.max_rows,
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
+            "predict_budget_per_worker": self.predict_budget,
+            "retry_after_s": self.retry_after_s,
         }
         if self.max_body_bytes is not None:
             limits["max_body_bytes"] = self.max_body_bytes

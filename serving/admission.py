@@ -1,0 +1,95 @@
+"""Load shedding on the latency API: at most a budget of ``/predict`` requests in flight.
+
+``/predict`` runs one model call at a time per worker (BentoML's ``threads``, 1); without a
+bound every extra client waits in line, so under 400 concurrent clients everyone waits seconds
+(issue 10). Past the budget (the requests computing + those allowed to wait, per worker) the
+service answers at once ``503 {"error": ...}`` with ``Retry-After``, before reading the body:
+a refusal costs almost nothing, and the requests it accepts keep a bounded latency.
+
+BentoML 1.4.39's own ``traffic={"max_concurrency": N}`` does not do this job: it limits every
+route of the service together (``/predict_batch``, ``/invocations``, ``/metadata`` too), has no
+queue, and answers ``429 {"error": "Too many requests"}`` without ``Retry-After``
+(``bentoml/_internal/server/http/traffic.py``). ``/predict_batch`` keeps its own shedding
+(the adaptive batcher's latency budget, ``TAGSERVE_MAX_LATENCY_MS``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+SHED_STATUS = 503
+
+
+class InFlight:
+    """A count of admitted requests, bounded by ``budget`` (one per worker: no lock is needed,
+    an ASGI worker runs its middleware on one event loop thread)."""
+
+    def __init__(self, budget: int) -> None:
+        if budget < 1:
+            raise ValueError(f"the budget must be at least 1, not {budget}")
+        self.budget = budget
+        self.count = 0
+
+    def try_enter(self) -> bool:
+        """Admit one more request if the budget allows it."""
+        if self.count >= self.budget:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+
+def shed_body(path: str, budget: int, retry_after: int) -> bytes:
+    """The JSON body of a refusal: what happened and what to do."""
+    message = (
+        f"overloaded: {path} already has {budget} requests in flight in this worker "
+        f"(TAGSERVE_PREDICT_QUEUE); retry after {retry_after} s, or send rows in bulk "
+        f"to /predict_batch"
+    )
+    return json.dumps({"error": message}).encode()
+
+
+def shed_headers(body: bytes, retry_after: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+
+
+class LoadShedding:
+    """ASGI middleware: admits at most ``budget`` concurrent requests to ``paths`` (POST);
+    answers the others ``503`` with ``Retry-After: retry_after`` without waiting."""
+
+    def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
+        self.app = app
+        self.in_flight = InFlight(budget)
+        self.retry_after = retry_after
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in self.paths
+        ):
+            return await self.app(scope, receive, send)
+        if not self.in_flight.try_enter():
+            await self.refuse(scope["path"], send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave()
+
+    async def refuse(self, path: str, send: Any) -> None:
+        # The unread request body is discarded by the server (uvicorn), and the connection
+        # stays usable for the retry.
+        body = shed_body(path, self.in_flight.budget, self.retry_after)
+        headers = shed_headers(body, self.retry_after)
+        await send({"type": "http.response.start", "status": SHED_STATUS, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

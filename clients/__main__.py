@@ -78,6 +78,20 @@ def add_http(p: argparse.ArgumentParser) -> None:
         help="retries of a request after "
         "503 or a connection error, with exponential backoff (default %(default)s)",
     )
+    p.add_argument(
+        "--max-wait",
+        type=seconds,
+        default=60.0,
+        help="seconds a request may spend waiting between retries in all, whether the "
+        "server's Retry-After or the backoff sets them (default %(default)s)",
+    )
+
+
+def backoff_of(args: argparse.Namespace):
+    """The retry bounds the HTTP flags ask for."""
+    from clients.http import Backoff
+
+    return Backoff(retries=args.retries, max_wait=args.max_wait)
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -181,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     service = service_for_fields(args.url, args.timeout, args.retries) if args.field else None
     record = parse_record(args.record, args.field, service)
-    result = predict_one(record, url=args.url, timeout=args.timeout, retries=args.retries)
+    result = predict_one(record, url=args.url, timeout=args.timeout, backoff=backoff_of(args))
     print(json.dumps(result))
     return 0
 
@@ -199,7 +213,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         id_column=args.id_column,
         timeout=args.timeout,
-        retries=args.retries,
+        backoff=backoff_of(args),
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

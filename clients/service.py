@@ -21,7 +21,7 @@ import httpx
 import pandas as pd
 
 from clients.errors import ClientError
-from clients.http import RETRY_STATUSES, Backoff, decode, describe, error_of
+from clients.http import RETRY_STATUSES, Backoff, Retries, decode, describe, error_of
 from clients.model import ModelInfo, coerced
 from inference.constants import MODEL_ENV  # noqa: F401  (the model tag the service serves)
 from inference.contract import contract_from_signature, json_records
@@ -74,7 +74,7 @@ class ServiceInfo:
 
 def fetch_service_info(url: str, *, timeout: float, backoff: Backoff) -> ServiceInfo:
     """``GET /metadata``, retried like any request (the server may still be starting)."""
-    attempt = 0
+    retrying = Retries(backoff)
     with httpx.Client(base_url=url, timeout=timeout) as client:
         while True:
             retry_after = None
@@ -89,10 +89,10 @@ def fetch_service_info(url: str, *, timeout: float, backoff: Backoff) -> Service
                 if response.status_code not in RETRY_STATUSES:
                     raise ClientError(problem)
                 retry_after = response.headers.get("retry-after")
-            attempt += 1
-            if attempt > backoff.retries:
-                raise ClientError(f"{problem} (after {backoff.retries} retries)")
-            time.sleep(backoff.delay(attempt, retry_after))
+            delay = retrying.next_delay(retry_after)
+            if delay is None:
+                raise ClientError(retrying.gave_up(problem))
+            time.sleep(delay)
 
 
 def batch_predictions(body: Any, expected: int) -> list[Any]:

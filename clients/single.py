@@ -10,7 +10,15 @@ from typing import Any
 import httpx
 
 from clients.errors import ClientError
-from clients.http import RETRY_STATUSES, Backoff, decode, describe, error_of, normalize_url
+from clients.http import (
+    RETRY_STATUSES,
+    Backoff,
+    Retries,
+    decode,
+    describe,
+    error_of,
+    normalize_url,
+)
 from clients.service import PREDICT_ROUTE, ServiceInfo, fetch_service_info
 
 
@@ -73,10 +81,10 @@ def predict_one(
     retries: int = 8,
     backoff: Backoff | None = None,
 ) -> Any:
-    """POST one record to ``/predict``; retries 503s and connection errors with backoff."""
+    """POST one record to ``/predict``; retries 503s (after the ``Retry-After`` the server
+    asks for) and connection errors (with backoff), within ``backoff``'s bounds."""
     url = normalize_url(url)
-    backoff = backoff or Backoff(retries=retries)
-    attempt = 0
+    retrying = Retries(backoff or Backoff(retries=retries))
     with httpx.Client(base_url=url, timeout=timeout) as client:
         while True:
             retry_after = None
@@ -91,10 +99,10 @@ def predict_one(
                 if response.status_code not in RETRY_STATUSES:
                     raise ClientError(f"the service refused the record: {problem}")
                 retry_after = response.headers.get("retry-after")
-            attempt += 1
-            if attempt > backoff.retries:
-                raise ClientError(f"{problem} (after {backoff.retries} retries)")
-            time.sleep(backoff.delay(attempt, retry_after))
+            delay = retrying.next_delay(retry_after)
+            if delay is None:
+                raise ClientError(retrying.gave_up(problem))
+            time.sleep(delay)
 
 
 def service_for_fields(url: str, timeout: float, retries: int) -> ServiceInfo | None:

@@ -33,6 +33,7 @@ from clients.errors import ClientError
 from clients.http import (
     RETRY_STATUSES,
     Backoff,
+    Retries,
     decode,
     describe,
     error_of,
@@ -292,7 +293,7 @@ class _Runner:
     async def request(self, seq: int, chunk: pd.DataFrame) -> None:
         ids = self.writer.ids_of(chunk)
         payload = self.service.records(chunk)
-        attempt = 0
+        retrying = Retries(self.backoff)
         while True:
             await self.limit.acquire()
             shed, retry_after = False, None
@@ -320,13 +321,13 @@ class _Runner:
                     raise _Fatal(f"rows {int(chunk.index[0])}-{int(chunk.index[-1])}: {problem}")
                 retry_after = response.headers.get("retry-after")
             self.summary.requests += 1
-            attempt += 1
-            if attempt > self.backoff.retries:
+            delay = retrying.next_delay(retry_after if shed else None)
+            if delay is None:
                 self.summary.errors += 1
-                raise _Fatal(f"gave up after {self.backoff.retries} retries: {problem}")
+                raise _Fatal(retrying.gave_up(problem))
             self.summary.retries += 1
             self.summary.shed += shed
-            await asyncio.sleep(self.backoff.delay(attempt, retry_after if shed else None))
+            await asyncio.sleep(delay)
 
     def commit(self, force: bool = False) -> None:
         """Move the answered in-order prefix to the output (whole parts, in order)."""

@@ -1,0 +1,126 @@
+"""Load shedding on ``/predict`` (serving.admission) behind a real ``bentoml serve`` on
+127.0.0.1 with a budget of 1 (``TAGSERVE_PREDICT_QUEUE=0``): past the budget a 503 with
+``Retry-After`` at once, accepted requests answered right, the other APIs never shed by it.
+The budget is filled deterministically by a request whose body is held back; no timing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from serving.settings import Settings
+from tests.helpers.admission import budget_filled, shed_count
+from tests.helpers.service_models import (
+    PROJECT_ROOT,
+    Models,
+    bentoml_server,
+    records,
+    subprocess_env,
+)
+
+RETRY_AFTER = "2"
+BURST = 24
+
+
+@pytest.fixture(scope="module")
+def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("shedding") / "bentoml-serve.log"
+    env = subprocess_env(
+        models,
+        TAGSERVE_MODEL=models.regressor,
+        TAGSERVE_PREDICT_QUEUE="0",
+        TAGSERVE_RETRY_AFTER=RETRY_AFTER,
+    )
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def rows(models: Models) -> dict[str, Any]:
+    """The model's example rows and their in-process predictions."""
+    from inference.loading import load_pipeline
+
+    model = load_pipeline(models.mlflow_folder(models.regressor))
+    model.set_params(model__n_jobs=1)
+    example = records(models.example(models.regressor))
+    return {"records": example, "predictions": model.predict(pd.DataFrame(example)).tolist()}
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "7")
+    monkeypatch.setenv("TAGSERVE_RETRY_AFTER", "3")
+    settings = Settings.from_env()
+    assert (settings.predict_budget, settings.retry_after_s) == (8, 3)
+    assert settings.limits()["predict_budget_per_worker"] == 8
+    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "0")
+    assert Settings.from_env().predict_budget == 1  # one computing, none waiting
+    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "-1")
+    with pytest.raises(ValueError, match="TAGSERVE_PREDICT_QUEUE must be at least 0, not -1"):
+        Settings.from_env()
+    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "2")
+    monkeypatch.setenv("TAGSERVE_RETRY_AFTER", "soon")
+    with pytest.raises(ValueError, match="TAGSERVE_RETRY_AFTER must be a whole number"):
+        Settings.from_env()
+
+
+def test_past_the_budget_predict_answers_503_with_retry_after(
+    server: str, rows: dict[str, Any]
+) -> None:
+    record, want = rows["records"][0], rows["predictions"][0]
+
+    async def burst(route: str, body: Any) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+            return await asyncio.gather(*(client.post(route, json=body) for _ in range(8)))
+
+    with budget_filled(server, record) as held:
+        shed = asyncio.run(burst("/predict", record))
+        assert [a.status_code for a in shed] == [503] * 8
+        for answer in shed:
+            assert answer.headers["retry-after"] == RETRY_AFTER
+            assert answer.headers["content-type"] == "application/json"
+            error = answer.json()["error"]
+            assert error.startswith("overloaded: /predict already has 1 requests in flight")
+            assert f"retry after {RETRY_AFTER} s" in error
+        # The budget is /predict's own: the throughput APIs and metadata still answer.
+        batch = asyncio.run(burst("/predict_batch", rows["records"]))
+        assert [a.status_code for a in batch] == [200] * 8
+        assert [p["prediction"] for p in batch[0].json()] == rows["predictions"]
+        assert httpx.get(f"{server}/metadata", timeout=30).status_code == 200
+        split = {"dataframe_records": rows["records"]}
+        assert httpx.post(f"{server}/invocations", json=split, timeout=30).status_code == 200
+        # The held request was admitted: it is answered once its body is complete.
+        assert held.finish() == (200, {"prediction": want})
+    # Its slot is free again.
+    again = httpx.post(f"{server}/predict", json=record, timeout=30)
+    assert (again.status_code, again.json()) == (200, {"prediction": want})
+
+
+def test_a_concurrent_burst_gets_answers_or_503s_never_errors(
+    server: str, rows: dict[str, Any]
+) -> None:
+    """Unheld concurrent clients: whoever is admitted gets the right prediction, the others
+    a 503 with Retry-After (how many of each depends on the machine: not asserted)."""
+    examples = list(zip(rows["records"], rows["predictions"], strict=True))
+    sent = [examples[i % len(examples)] for i in range(BURST)]
+    before = shed_count(server)
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=BURST)
+        async with httpx.AsyncClient(base_url=server, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/predict", json=r) for r, _ in sent))
+
+    answers = asyncio.run(run())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses
+    for answer, (_, want) in zip(answers, sent, strict=True):
+        if answer.status_code == 200:
+            assert answer.json() == {"prediction": want}
+        else:
+            assert answer.headers["retry-after"] == RETRY_AFTER
+    assert shed_count(server) - before == statuses.count(503)  # the server counts them too

@@ -15,6 +15,7 @@ from clients.errors import ClientError
 
 # Load shedding and restarts: worth another try after a pause. Anything else is an answer.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MIN_PAUSE = 0.01  # seconds: less wait left than this is none
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,14 @@ class Retries:
     def next_delay(self, retry_after: str | None = None) -> float | None:
         """Seconds to wait before the next attempt, or None when the retries are spent or
         the wait would pass ``max_wait`` (a server asking for longer is not waited for)."""
-        if self.attempt >= self.backoff.retries:
+        remaining = self.backoff.max_wait - self.waited
+        if self.attempt >= self.backoff.retries or remaining < MIN_PAUSE:
             return None
         delay = self.backoff.delay(self.attempt + 1, retry_after)
-        remaining = self.backoff.max_wait - self.waited
         if delay > remaining:
             if retry_after_seconds(retry_after) is not None:
                 return None
-            delay = remaining  # our own backoff is trimmed, never skipped
-            if delay <= 0:
-                return None
+            delay = remaining  # our own backoff is trimmed to the bound, never skipped
         self.attempt += 1
         self.waited += delay
         return delay

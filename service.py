@@ -48,7 +48,7 @@ from serving.schema import (
     build_record_model,
     build_records_input,
 )
-from serving.settings import PREDICT_THREADS, Settings, source_revision
+from serving.settings import Settings, source_revision
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
@@ -94,7 +94,6 @@ def create_service(settings: Settings | None = None) -> Any:
             "GET /metadata."
         ),
         workers=settings.workers,
-        threads=PREDICT_THREADS,
         traffic={"timeout": 60},
         labels={
             "model_tag": model_tag,
@@ -122,8 +121,11 @@ def create_service(settings: Settings | None = None) -> Any:
             logger.info("serving %s (%s) on %s", model_tag, contract.task, self.model.engine)
 
         @bentoml.api
-        def predict(self, record: Record, /) -> Prediction:
+        async def predict(self, record: Record, /) -> Prediction:
             """One record -> its prediction (and class probabilities for a classifier)."""
+            # async: the model call (~0.05 ms on the fast path, ~3 ms on sklearn) runs on the event loop, not in a worker thread
+            # that would fight the loop for the GIL (under load shedding the loop is busy
+            # refusing requests, and a threaded call then took tens of milliseconds).
             answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
             error = request_error(answers, indexed=False)
             if error is not None:  # a record the model cannot take: 400, not a 500
@@ -187,6 +189,7 @@ def create_service(settings: Settings | None = None) -> Any:
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
             )
 
+    bentoml_private.put_outermost_first()
     Tagserve.add_asgi_middleware(LoadShedding, **settings.shedding(paths=["/predict"]))
     Tagserve.add_asgi_middleware(ReadableErrors)
     Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

@@ -1,10 +1,11 @@
 """Load shedding on the latency API: at most a budget of ``/predict`` requests in flight.
 
-``/predict`` runs one model call at a time per worker (BentoML's ``threads``, 1); without a
-bound every extra client waits in line, so under 400 concurrent clients everyone waits seconds
-(issue 10). Past the budget (the requests computing + those allowed to wait, per worker) the
-service answers at once ``503 {"error": ...}`` with ``Retry-After``, before reading the body:
-a refusal costs almost nothing, and the requests it accepts keep a bounded latency.
+``/predict`` runs one model call at a time per worker; without a bound every extra client
+waits in line, so under 400 concurrent clients everyone waited seconds (issue 10). Past the
+budget (the request computing + those allowed to wait, per worker) the service answers at once
+``503 {"error": ...}`` with ``Retry-After``, before reading the body and before BentoML's own
+middleware (metrics, tracing, access log): a refusal costs little, and the requests it
+accepts keep a bounded latency.
 
 BentoML 1.4.39's own ``traffic={"max_concurrency": N}`` does not do this job: it limits every
 route of the service together (``/predict_batch``, ``/invocations``, ``/metadata`` too), has no
@@ -61,15 +62,41 @@ def shed_headers(body: bytes, retry_after: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
+SHED_METRIC = "tagserve_shed_requests"  # /metrics: tagserve_shed_requests_total{endpoint}
+_shed_counter: Any = None
+
+
+def shed_counter() -> Any:
+    """The Prometheus counter of refused requests, by endpoint; made on first use, in the
+    worker (BentoML sets prometheus_client's multiprocess folder when a worker starts, after
+    the service module is imported), and once per process."""
+    global _shed_counter
+    if _shed_counter is None:
+        import prometheus_client  # BentoML's own metrics library
+
+        _shed_counter = prometheus_client.Counter(
+            SHED_METRIC,
+            "Requests refused with 503 by tagserve's load shedding",
+            labelnames=["endpoint"],
+        )
+    return _shed_counter
+
+
 class LoadShedding:
     """ASGI middleware: admits at most ``budget`` concurrent requests to ``paths`` (POST);
     answers the others ``503`` with ``Retry-After: retry_after`` without waiting."""
+
+    # Before BentoML's middleware (serving.bentoml_private.put_outermost_first): a refusal
+    # must cost next to nothing, or refusing hundreds of clients starves the admitted ones.
+    bentoml_outermost = True
 
     def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
         self.app = app
         self.in_flight = InFlight(budget)
         self.retry_after = retry_after
         self.paths = frozenset(paths)
+        # BentoML's request metrics never see a refusal (it happens before them): count here.
+        self.refused = shed_counter()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (
@@ -89,6 +116,7 @@ class LoadShedding:
     async def refuse(self, path: str, send: Any) -> None:
         # The unread request body is discarded by the server (uvicorn), and the connection
         # stays usable for the retry.
+        self.refused.labels(endpoint=path).inc()
         body = shed_body(path, self.in_flight.budget, self.retry_after)
         headers = shed_headers(body, self.retry_after)
         await send({"type": "http.response.start", "status": SHED_STATUS, "headers": headers})

@@ -41,4 +41,32 @@ def reset_arguments() -> None:
     set_arguments({})
 
 
-__all__ = ["IORootModel", "arguments", "record_arguments", "reset_arguments"]
+def put_outermost_first() -> None:
+    """Let a service's ASGI middleware run before BentoML's own (metrics, tracing, access
+    log, timeout): those marked ``bentoml_outermost = True`` go first in the app's stack.
+
+    ``Service.add_asgi_middleware`` puts middleware inside BentoML's; a load-shedding refusal
+    made there still pays for all of them, per request. Idempotent.
+    """
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    if getattr(ServiceAppFactory, "_tagserve_outermost_first", False):
+        return
+    built = ServiceAppFactory.middlewares.fget
+
+    def middlewares(self: Any) -> list[Any]:
+        stack = built(self)
+        first = [m for m in stack if getattr(m.cls, "bentoml_outermost", False)]
+        return first + [m for m in stack if m not in first]
+
+    ServiceAppFactory.middlewares = property(middlewares)
+    ServiceAppFactory._tagserve_outermost_first = True
+
+
+__all__ = [
+    "IORootModel",
+    "arguments",
+    "put_outermost_first",
+    "record_arguments",
+    "reset_arguments",
+]

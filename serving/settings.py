@@ -12,9 +12,6 @@ from typing import Any
 from inference.constants import DEFAULT_MODEL, MODEL_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Model calls one worker runs at once (BentoML's `threads` of the service, left at its
-# default): /predict and /predict_batch share them.
-PREDICT_THREADS = 1
 
 # The default body cap, per row of a request: a diamonds record is ~150 bytes of JSON (~300
 # pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
@@ -57,12 +54,11 @@ class Settings:
     workers: int = 1
     # The largest request body; None: bounded by max_rows (with_body_cap).
     max_body_bytes: int | None = None
-    # /predict load shedding (serving.admission), per worker: one request computes (the
-    # worker's one model thread), at most `predict_queue` wait behind it; the rest get 503 +
-    # Retry-After at once. Measured on 2 cores (README, "Load shedding"): 400 concurrent
-    # clients queue for seconds without a bound; a few milliseconds per request times the
-    # queue bounds the wait of an accepted request.
-    predict_queue: int = 16
+    # /predict load shedding (serving.admission), per worker: one request computes (on the
+    # worker's event loop), at most `predict_queue` wait behind it; the rest get 503 +
+    # Retry-After at once. 32 in all: 32 concurrent clients are served without a 503 at
+    # p99 ~0.45 s on 2 cores (README, "Benchmark"), while 400 queued for seconds (issue 10).
+    predict_queue: int = 31
     retry_after_s: int = 1
 
     @classmethod
@@ -91,9 +87,9 @@ class Settings:
 
     @property
     def predict_budget(self) -> int:
-        """The ``/predict`` requests one worker admits at once: its one model thread's
-        request plus the queue."""
-        return PREDICT_THREADS + self.predict_queue
+        """The ``/predict`` requests one worker admits at once: the one computing plus the
+        queue."""
+        return 1 + self.predict_queue
 
     def shedding(self, paths: list[str]) -> dict[str, Any]:
         """The options of ``serving.admission.LoadShedding`` for ``paths``."""

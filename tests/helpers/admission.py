@@ -17,7 +17,18 @@ import httpx
 
 
 def shed_count(url: str, path: str = "/predict") -> int:
-    """The 503 answers the server counted on ``path`` (BentoML's ``/metrics``)."""
+    """The requests on ``path`` the server refused (its ``/metrics``: load shedding counts
+    them, as BentoML's request metrics never see them)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    pattern = (
+        r'^tagserve_shed_requests_total\{[^}]*endpoint="' + re.escape(path) + r'"[^}]*\}'
+        r"\s+([0-9.e+]+)$"
+    )
+    return int(sum(float(m) for m in re.findall(pattern, text, flags=re.MULTILINE)))
+
+
+def bentoml_503_count(url: str, path: str = "/predict") -> int:
+    """The 503 answers on ``path`` BentoML's own request metrics counted."""
     text = httpx.get(f"{url}/metrics", timeout=30).text
     pattern = (
         r'^bentoml_service_request_total\{[^}]*endpoint="' + re.escape(path) + r'"'

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from serving.settings import Settings
-from tests.helpers.admission import budget_filled, shed_count
+from tests.helpers.admission import bentoml_503_count, budget_filled, shed_count
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -78,8 +78,13 @@ def test_past_the_budget_predict_answers_503_with_retry_after(
             return await asyncio.gather(*(client.post(route, json=body) for _ in range(8)))
 
     with budget_filled(server, record) as held:
+        before = shed_count(server)
         shed = asyncio.run(burst("/predict", record))
         assert [a.status_code for a in shed] == [503] * 8
+        assert shed_count(server) - before == 8  # counted in /metrics
+        # Refused before BentoML's own middleware (request metrics, tracing, access log):
+        # a refusal costs next to nothing.
+        assert bentoml_503_count(server) == 0
         for answer in shed:
             assert answer.headers["retry-after"] == RETRY_AFTER
             assert answer.headers["content-type"] == "application/json"

@@ -5,6 +5,7 @@ typed APIs, bad inputs, the MLflow scoring protocol, metadata, health."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import subprocess
@@ -143,7 +144,7 @@ def test_predict_and_predict_batch_match_the_native_model(home: Models, regresso
     frame = example_frame(home, home.regressor)
     expected = native(home, home.regressor).predict(frame).tolist()
     rows = [regressor.Record(**r) for r in records(home.example(home.regressor))]
-    assert [service.predict(r).prediction for r in rows] == expected
+    assert [asyncio.run(service.predict(r)).prediction for r in rows] == expected
     assert [p.prediction for p in service.predict_batch(rows)] == expected
     assert [p.prediction for p in service.predict_batch(rows[::-1])] == expected[::-1]
     # the forest predicts on one core in the service, as the native sklearn Pipeline
@@ -162,7 +163,7 @@ def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> 
     for answer, proba in zip(answers, reference.predict_proba(frame), strict=True):
         assert list(answer.probabilities) == ["Adelie", "Chinstrap", "Gentoo"]
         assert list(answer.probabilities.values()) == pytest.approx(proba.tolist())
-    one = service.predict(classifier.Record(**rows[-1]))
+    one = asyncio.run(service.predict(classifier.Record(**rows[-1])))
     assert one == answers[-1]
     assert service.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
 

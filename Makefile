@@ -19,7 +19,7 @@ BENCH_ARGS ?=
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install demo release cut-release serve container bench test lint format lock clean
+.PHONY: help install demo release cut-release serve container bench bench-load hey test lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -53,13 +53,18 @@ serve: install ## Serve the prod model from this checkout (MODEL=tag ALLOW_NON_P
 container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
 	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)
 
-bench: install ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
+hey: # The compiled load generator of the benchmarks (Debian's hey), installed when missing
 	@command -v hey >/dev/null || { \
 	  echo "bench: the load generator hey is missing: installing the Debian package hey (apt-get)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hey >/dev/null \
 	  || { echo "error: could not install hey: run apt-get install -y hey as root" >&2; exit 1; }; }
+
+bench: install hey ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
 	$(RUN) python -m benchmarks.serving $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.workers $(BENCH_ARGS)
+
+bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
+	$(RUN) python -m benchmarks.load $(LOAD_ARGS)
 
 test: install ## Run the test suite
 	$(RUN) pytest

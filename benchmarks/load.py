@@ -8,7 +8,8 @@ Debian package ``hey``) runs ``--clients`` clients posting one record to ``/pred
 ``--duration`` seconds, in two shapes:
 
 - ``paced``: each client sends at most one request a second (``hey -q 1``), as clients that
-  honour ``Retry-After: 1`` do once they are shed (tagserve's clients do);
+  honour ``Retry-After: 1`` do once they are shed (tagserve's clients do); ten hey processes
+  started a tenth of a second apart, so that the clients do not all tick together;
 - ``greedy``: each client sends its next request as soon as it has an answer, a 503 included
   (hey ignores ``Retry-After``): the worst case for the server, which spends its time refusing.
 
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -65,6 +67,7 @@ class Configuration:
 
 
 SHAPES = {"paced": ["-q", "1"], "greedy": []}  # hey's flags for each load shape
+STAGGER = 10  # paced clients: this many hey processes, started 1/STAGGER s apart
 
 
 @dataclass
@@ -141,13 +144,13 @@ def summarize(
     )
 
 
-def hey(
-    url: str, body: Path, *, clients: int, seconds: float, csv_out: bool, shape: str = "greedy"
-) -> str:
+def hey_command(
+    url: str, body: Path, *, clients: int, seconds: float, flags: list[str]
+) -> list[str]:
     """``hey`` POSTing ``body`` to ``url`` from ``clients`` workers for ``seconds``."""
-    cmd = [
+    return [
         "hey",
-        *SHAPES[shape],
+        *flags,
         "-z",
         f"{seconds:g}s",
         "-c",
@@ -160,13 +163,41 @@ def hey(
         "application/json",
         "-D",
         str(body),
-        *(["-o", "csv"] if csv_out else []),
         url,
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)
-    if done.returncode != 0:
-        raise BenchmarkError(f"hey failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-    return done.stdout
+
+
+def hey(
+    url: str, body: Path, *, clients: int, seconds: float, csv_out: bool, shape: str = "greedy"
+) -> str:
+    """hey's per-answer CSV (or its summary) for ``clients`` clients of ``shape``.
+
+    Paced clients come from ``STAGGER`` hey processes started evenly over one second: hey's
+    ``-q`` workers all tick together, and 400 clients arriving in one burst per second are
+    not what clients waiting out ``Retry-After`` with jitter look like.
+    """
+    groups = STAGGER if shape == "paced" and clients >= STAGGER else 1
+    flags = [*SHAPES[shape], *(["-o", "csv"] if csv_out else [])]
+    sizes = [clients // groups + (i < clients % groups) for i in range(groups)]
+    processes = []
+    for i, size in enumerate(sizes):
+        if i:
+            time.sleep(1.0 / groups)
+        cmd = hey_command(url, body, clients=size, seconds=seconds, flags=flags)
+        processes.append(
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=seconds + 300)
+        if process.returncode != 0:
+            raise BenchmarkError(f"hey failed ({process.returncode}): {err.strip()[-300:]}")
+        outputs.append(out)
+    if not csv_out:
+        return "\n".join(outputs)
+    header, *_ = outputs[0].splitlines()
+    rows = [line for out in outputs for line in out.splitlines()[1:] if line.strip()]
+    return "\n".join([header, *rows]) + "\n"
 
 
 def import_model(source: str, env: dict[str, str]) -> tuple[str, Path]:

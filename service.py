@@ -41,6 +41,7 @@ from serving.admission import LoadShedding
 from serving.batching import answer_each, build_answers_output, request_error
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
+from serving.openapi import document_service
 from serving.protocol import example_frame
 from serving.schema import (
     Metadata,
@@ -194,6 +195,7 @@ def create_service(settings: Settings | None = None) -> Any:
     Tagserve.add_asgi_middleware(ReadableErrors)
     Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction
+    document_service(Tagserve, contract, max_rows=settings.max_rows, version=model_tag)
     return Tagserve
 
 

@@ -1,0 +1,555 @@
+"""The service's OpenAPI document (``GET /docs.json``): every route it answers and every answer
+each route gives, built from the model's contract.
+
+BentoML 1.4.39 documents only its own APIs, and not as they answer: its 400 body says
+``detail`` is a string (tagserve's is a list, ``serving.http.readable_error``), its inline
+schemas drop ``null`` from optional fields (``/metadata`` answers ``"bento": null``), and the
+routes mounted beside them (``serving.http.protocol_app``: ``/invocations``, ``GET /metadata``,
+``/ping``, ``/health``, ``/version``) are absent. So the service serves this document instead,
+through :class:`OpenAPIDocument` (a public BentoML hook: an ASGI middleware), and BentoML's
+generator is not used at all.
+
+The document is OpenAPI 3.1: its schemas are pydantic's JSON Schema (2020-12) as they are, so a
+nullable field stays ``anyOf [..., null]``, and a row of ``/invocations`` is a ``prefixItems``
+tuple typed column by column.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from inference.contract import Contract
+from serving.protocol import CSV, JSON
+from serving.schema import Metadata
+
+OPENAPI_VERSION = "3.1.0"
+DOCUMENT_PATH = "/docs.json"
+REF = "#/components/schemas/{model}"
+SCALAR_TYPES = ["string", "number", "boolean", "null"]
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def json_content(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {JSON: {"schema": dict(schema)}}
+
+
+def answer(description: str, schema: Mapping[str, Any] | None = None, **extra: Any) -> dict:
+    """An OpenAPI response: a JSON body of ``schema`` (none if None)."""
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = json_content(schema)
+    return {**out, **extra}
+
+
+def text_answer(description: str, media_type: str = "text/plain") -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+# --- shared components --------------------------------------------------------------------
+
+
+def error_components() -> dict[str, dict[str, Any]]:
+    """The error bodies: tagserve's (``serving.http.readable_error``, BentoML's 4xx and 5xx)
+    and MLflow's (``/invocations``, as ``mlflow models serve`` answers)."""
+    return {
+        "Error": {
+            "type": "object",
+            "title": "Error",
+            "description": "what went wrong, in one line; for invalid input, each problem in "
+            "`detail` (where, what)",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "examples": ["invalid input: carat: Field required"]},
+                "detail": {"type": "array", "items": ref("ErrorDetail")},
+            },
+        },
+        "ErrorDetail": {
+            "type": "object",
+            "title": "ErrorDetail",
+            "description": "one validation problem (pydantic's error, without its URL)",
+            "required": ["type", "loc", "msg"],
+            "properties": {
+                "type": {"type": "string", "examples": ["missing"]},
+                "loc": {
+                    "type": "array",
+                    "items": {"type": ["string", "integer"]},
+                    "description": "where: a field name, a list position; [] for the body",
+                },
+                "msg": {"type": "string"},
+            },
+        },
+        "MlflowError": {
+            "type": "object",
+            "title": "MlflowError",
+            "description": "an error of the MLflow scoring protocol",
+            "required": ["error_code", "message"],
+            "properties": {
+                "error_code": {"type": "string", "enum": ["BAD_REQUEST", "INTERNAL_ERROR"]},
+                "message": {"type": "string"},
+            },
+        },
+    }
+
+
+def error_answers(error: str, *, overload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error answers of a POST route whose error body is the component ``error``; a 503
+    ``overload`` answer where the route sheds load."""
+    body = ref(error)
+    out = {
+        "400": answer("invalid input: the body, a field or a value (named in the answer)", body),
+        "413": answer("the body is larger than the service accepts", body),
+        "415": answer("a content type the route does not take", body),
+        "500": answer("the model failed (a server fault; see the server log)", body),
+    }
+    if overload:
+        out["503"] = overload
+    return out
+
+
+def shed_answer() -> dict[str, Any]:
+    """``/predict``'s load shedding: refused at once, to be retried."""
+    return answer(
+        "overloaded: too many requests in flight in this worker; retry after `Retry-After` "
+        "seconds, or send rows in bulk to /predict_batch",
+        ref("Error"),
+        headers={
+            "Retry-After": {
+                "description": "seconds to wait before retrying",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+    )
+
+
+def batcher_overload_answer() -> dict[str, Any]:
+    return answer(
+        "overloaded: the adaptive batcher cannot answer within TAGSERVE_MAX_LATENCY_MS",
+        ref("Error"),
+    )
+
+
+# --- pydantic schemas as components -------------------------------------------------------
+
+
+def hoisted(schema: Mapping[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (pydantic's, refs made with :data:`REF`) with its ``$defs`` moved into
+    ``components``, and BentoML's own marker (``root_input``) dropped."""
+    schema = copy.deepcopy(dict(schema))
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = definition
+    schema.pop("root_input", None)
+    return schema
+
+
+def model_schema(model: type[BaseModel], name: str, components: dict[str, Any]) -> dict:
+    """A ref to ``model``'s serialization schema, registered as the component ``name``."""
+    schema = model.model_json_schema(ref_template=REF, mode="serialization")
+    components[name] = {**hoisted(schema, components), "title": name}
+    return ref(name)
+
+
+def api_body(spec: type[BaseModel], components: dict[str, Any], *, mode: str) -> dict:
+    """The JSON schema of a BentoML API's input or output spec; an IO descriptor of one of
+    the service's own models (``RecordIODescriptor``) becomes a ref to that model."""
+    schema = hoisted(spec.model_json_schema(ref_template=REF, mode=mode), components)
+    title = str(schema.get("title", ""))
+    name = title.removesuffix("IODescriptor")
+    if name in components:
+        return ref(name)
+    return schema
+
+
+# --- BentoML's APIs ---------------------------------------------------------------------
+
+
+def bentoml_operations(
+    service: Any, components: dict[str, Any], overloads: Mapping[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``POST`` of each API of the BentoML ``service`` (``@bentoml.api``), its request and
+    answers from the API's own input and output types."""
+    paths: dict[str, dict[str, Any]] = {}
+    for name, api in service.apis.items():
+        request = api_body(api.input_spec, components, mode="validation")
+        has_fields = bool(request.get("properties")) or "$ref" in request or "items" in request
+        operation = {
+            "operationId": f"{service.name}__{name}",
+            "x-bentoml-name": name,
+            "tags": ["Service APIs"],
+            "description": " ".join((api.doc or "").split()),
+            "requestBody": {"required": has_fields, "content": json_content(request)},
+            "responses": {
+                "200": answer(
+                    f"{name}: its answer",
+                    api_body(api.output_spec, components, mode="serialization"),
+                ),
+                **error_answers("Error", overload=overloads.get(api.route)),
+            },
+        }
+        paths[api.route] = {"post": operation}
+    return paths
+
+
+# --- MLflow's scoring protocol (/invocations) ---------------------------------------------
+
+
+def column_schemas(contract: Contract, record: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """Each signature column's JSON schema (type, nullability, bounds), as the record model
+    has it: the same value rules as ``/predict``."""
+    properties = record.model_json_schema(by_alias=True, ref_template=REF)["properties"]
+    out = {}
+    for column in contract.columns:
+        schema = dict(properties[column.name])
+        schema.pop("title", None)
+        schema.pop("default", None)
+        out[column.name] = schema
+    return out
+
+
+def record_object(contract: Contract, columns: Mapping[str, Any], extra: Any) -> dict:
+    """One row as a JSON object: its columns typed, the required ones present, other keys
+    allowed as ``extra`` says (MLflow ignores columns the model does not take)."""
+    required = [c.name for c in contract.columns if c.required]
+    return {
+        "type": "object",
+        "properties": dict(columns),
+        **({"required": required} if required else {}),
+        "additionalProperties": extra,
+    }
+
+
+def row_tuple(contract: Contract, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """One row as a JSON list: a value per signature column, in the signature's order."""
+    n = len(contract.columns)
+    return {
+        "type": "array",
+        "prefixItems": [columns[c.name] for c in contract.columns],
+        "minItems": n,
+        "maxItems": n,
+    }
+
+
+def rows_of(item: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
+    return {"type": "array", "items": dict(item), "minItems": 1, "maxItems": max_rows}
+
+
+# One CSV value of each MLflow type, as pandas reads it back as that type: numbers in decimal
+# notation within float32 and int32 (no overflow whatever the column's type); text is any
+# unquoted field (no comma, quote, line break or NUL) but the words pandas reads as missing.
+PANDAS_NA_WORDS = (
+    "#N/A N/A", "#N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+
+
+def literal(text: str) -> str:
+    """``text`` as a regular expression matching itself, in the syntax Python, ECMA-262 and
+    Rust's regex share (``re.escape`` also escapes ``#`` and spaces, which ECMA refuses)."""
+    return "".join("\\" + c if c in r"\.^$*+?()[]{}|" else c for c in text)
+
+
+_NOT_MISSING = "(?!(" + "|".join(literal(w) for w in PANDAS_NA_WORDS) + ")(,|\n|$))"
+CSV_VALUES = {
+    "double": r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?",
+    "float": r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?",
+    "long": r"-?(0|[1-9][0-9]{0,8})",
+    "integer": r"-?(0|[1-9][0-9]{0,8})",
+    "boolean": r"(True|False|true|false|TRUE|FALSE)",
+    "string": _NOT_MISSING + r'[^,"\n\r\x00][^,\n\r\x00]*',
+}
+
+
+def csv_header_field(name: str) -> str:
+    """``name`` as a CSV header field (quoted if it holds a comma, a quote or a newline)."""
+    if any(c in name for c in ',"\n\r'):
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+def csv_pattern(contract: Contract, max_rows: int) -> str:
+    """A regular expression of the CSV bodies ``/invocations`` takes in their plain form: the
+    header line (the signature's columns, in order), then 1 to ``max_rows`` rows of values.
+    An optional column's value may be empty (missing), except an integer one: pandas reads a
+    missing value there as a float column, which the contract refuses."""
+    values = []
+    for column in contract.columns:
+        value = f"({CSV_VALUES[column.type]})"
+        optional = not column.required and column.type not in ("long", "integer")
+        values.append(f"{value}?" if optional else value)
+    header = ",".join(literal(csv_header_field(c.name)) for c in contract.columns)
+    row = ",".join(values)
+    return f"^{header}(\n{row}){{1,{max_rows}}}\n?$"
+
+
+INVOCATION_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def invocation_body(key: str, value: Mapping[str, Any], description: str) -> dict:
+    """A JSON body with ``key`` holding ``value`` and none of the protocol's other keys."""
+    others = {k: False for k in INVOCATION_KEYS if k != key}
+    return {
+        "type": "object",
+        "title": key,
+        "description": description,
+        "required": [key],
+        "properties": {key: dict(value), **others},
+    }
+
+
+def invocations_request(contract: Contract, record: type[BaseModel], max_rows: int) -> dict:
+    """``/invocations``' body: one of MLflow's four JSON forms, or CSV.
+
+    The forms whose validity JSON Schema cannot state are described, not specified: columns
+    named in another order (``dataframe_split.columns``) and ``instances``/``inputs`` as
+    columns (``{"name": [values]}``), which MLflow also takes.
+    """
+    columns = column_schemas(contract, record)
+    names = contract.features
+    record_schema = record_object(contract, columns, True)
+    single = record_object(contract, columns, {"type": SCALAR_TYPES})
+    rows = rows_of(row_tuple(contract, columns), max_rows)
+    split = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "columns": {
+                "anyOf": [{"const": names}, {"type": "null"}],
+                "description": "the signature's columns, in order (omitted or null: the same)",
+            },
+            "data": rows,
+        },
+    }
+    instances = {
+        "anyOf": [rows_of(record_schema, max_rows), rows, single],
+        "description": "records, rows (a value per column in the signature's order), or one "
+        "record; also columns ({name: [values]}, of equal lengths)",
+    }
+    forms = [
+        invocation_body(
+            "dataframe_split",
+            split,
+            "pandas' split orient: rows of values in the signature's order (another order "
+            "is taken too when `columns` names it)",
+        ),
+        invocation_body(
+            "dataframe_records", rows_of(record_schema, max_rows), "pandas' records orient"
+        ),
+        invocation_body("instances", instances, "TF-serving's row format"),
+        invocation_body("inputs", instances, "TF-serving's column format, or rows"),
+    ]
+    return {
+        "required": True,
+        "content": {
+            JSON: {"schema": {"oneOf": forms}},
+            CSV: {
+                "schema": {
+                    "type": "string",
+                    "pattern": csv_pattern(contract, max_rows),
+                    "description": f"a header line naming the columns ({', '.join(names)}), "
+                    "then one line per row (UTF-8); the pattern is the plain form: "
+                    "unquoted values, numbers in decimal notation",
+                }
+            },
+        },
+    }
+
+
+def invocations_operation(
+    contract: Contract, record: type[BaseModel], prediction: type[BaseModel], max_rows: int
+) -> dict[str, Any]:
+    predicted = dict(prediction.model_json_schema(ref_template=REF)["properties"]["prediction"])
+    predicted.pop("title", None)
+    return {
+        "operationId": "mlflow__invocations",
+        "tags": ["MLflow scoring protocol"],
+        "description": "The scoring protocol of `mlflow models serve`: its clients work "
+        "unchanged. One DataFrame, no per-record validation: the fastest way to score many "
+        f"rows (at most {max_rows}, TAGSERVE_MAX_ROWS).",
+        "requestBody": invocations_request(contract, record, max_rows),
+        "responses": {
+            "200": answer(
+                "a prediction per row, in order",
+                {
+                    "type": "object",
+                    "required": ["predictions"],
+                    "properties": {"predictions": {"type": "array", "items": predicted}},
+                },
+            ),
+            **error_answers("MlflowError"),
+        },
+    }
+
+
+# --- the other mounted routes and BentoML's infrastructure ---------------------------------
+
+
+def get(description: str, responses: dict[str, Any], tag: str = "Infrastructure") -> dict:
+    return {"get": {"tags": [tag], "description": description, "responses": responses}}
+
+
+def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``serving.http.protocol_app``'s routes other than ``/invocations``."""
+    ping = {
+        "200": {"description": "the model is loaded", "content": {JSON: {}}},
+        "503": {"description": "the model is not loaded yet", "content": {JSON: {}}},
+    }
+    return {
+        "/metadata": get(
+            "The model and the code this service runs (as POST /metadata).",
+            {"200": answer("what this service runs", metadata)},
+            tag="Service APIs",
+        ),
+        "/ping": get(
+            "MLflow's health check: 200 once the model is loaded (body: a newline).", ping
+        ),
+        "/health": get("As /ping.", ping),
+        "/version": get(
+            "The MLflow version, as `mlflow models serve` answers it.",
+            {"200": text_answer("the MLflow version, e.g. 3.17.2")},
+        ),
+    }
+
+
+def infrastructure_operations() -> dict[str, dict[str, Any]]:
+    """BentoML's own routes, as they answer in this service (no readiness hooks, no
+    dependencies: a worker that answers is live and ready)."""
+    alive = {"200": text_answer("yes (body: a newline)")}
+    return {
+        "/livez": get("Liveness (Kubernetes).", alive),
+        "/healthz": get("Liveness; deprecated, as /livez.", alive),
+        "/readyz": get("Readiness (Kubernetes): ready to take traffic.", alive),
+        "/metrics": get(
+            "Prometheus metrics (text exposition format).",
+            {"200": text_answer("the metrics")},
+        ),
+    }
+
+
+# --- the document -------------------------------------------------------------------------
+
+
+def service_document(
+    service: Any,
+    contract: Contract,
+    record: type[BaseModel],
+    prediction: type[BaseModel],
+    *,
+    max_rows: int,
+    version: str,
+    shed_paths: Iterable[str] = ("/predict",),
+) -> dict[str, Any]:
+    """The OpenAPI document of the tagserve BentoML ``service`` serving a model of
+    ``contract`` (``record``: one input row; ``prediction``: one answer)."""
+    components: dict[str, Any] = error_components()
+    model_schema(record, "Record", components)
+    model_schema(prediction, "Prediction", components)
+    metadata = model_schema(Metadata, "Metadata", components)
+    overloads = {
+        api.route: batcher_overload_answer() for api in service.apis.values() if api.batchable
+    }
+    overloads.update({path: shed_answer() for path in shed_paths})
+    paths = bentoml_operations(service, components, overloads)
+    others = {
+        "/invocations": {"post": invocations_operation(contract, record, prediction, max_rows)},
+        **mounted_operations(metadata),
+        **infrastructure_operations(),
+    }
+    for path, operations in others.items():  # GET /metadata beside BentoML's POST
+        paths[path] = {**paths.get(path, {}), **operations}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": service.name,
+            "version": version,
+            "description": f"Serves the model {contract.metadata.get('artifact') or ''}"
+            " with its MLflow signature as the record schema; "
+            "POST /predict, /predict_batch, /invocations; GET /metadata.",
+        },
+        "servers": [{"url": "."}],
+        "tags": [
+            {"name": "Service APIs", "description": "tagserve's APIs"},
+            {"name": "MLflow scoring protocol", "description": "as `mlflow models serve`"},
+            {"name": "Infrastructure", "description": "health and metrics"},
+        ],
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def document_service(service: Any, contract: Contract, *, max_rows: int, version: str) -> None:
+    """Serve :func:`service_document` at ``/docs.json`` (after ``service.inner.Record`` and
+    ``Prediction`` are set)."""
+    inner = service.inner
+    document = service_document(
+        service, contract, inner.Record, inner.Prediction, max_rows=max_rows, version=version
+    )
+    service.add_asgi_middleware(OpenAPIDocument, document=document)
+
+
+def allowed_methods(document: Mapping[str, Any]) -> dict[str, str]:
+    """Each documented path's ``Allow`` header: its documented methods, and HEAD with GET (as
+    Starlette answers HEAD for a GET route)."""
+    out = {}
+    for path, operations in document["paths"].items():
+        methods = [m.upper() for m in operations]
+        if "GET" in methods:
+            methods.append("HEAD")
+        out[path] = ", ".join(sorted(methods))
+    return out
+
+
+class OpenAPIDocument:
+    """ASGI middleware: answers ``GET /docs.json`` with ``document`` (in place of BentoML's
+    generated one), and ``405`` with the documented methods as ``Allow`` to a method the
+    document does not list for its path.
+
+    The 405 is the router's answer, made honest where two routers share a path: BentoML's
+    ``POST /metadata`` matches first and would answer ``Allow: POST`` although
+    ``serving.http`` serves ``GET /metadata`` too. A CORS preflight passes through.
+    """
+
+    def __init__(self, app: Any, *, document: Mapping[str, Any]) -> None:
+        self.app = app
+        self.body = json.dumps(document).encode()
+        self.allowed = allowed_methods(document)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope.get("path"), scope.get("method", "")
+        if path == DOCUMENT_PATH and method in ("GET", "HEAD"):
+            body = self.body if method == "GET" else b""
+            return await respond(send, 200, "application/json", self.body, body)
+        allow = self.allowed.get(path)
+        if allow is None or method in allow.split(", ") or is_preflight(scope):
+            return await self.app(scope, receive, send)
+        text = b"Method Not Allowed"
+        await respond(send, 405, "text/plain; charset=utf-8", text, text, allow=allow)
+
+
+def is_preflight(scope: Mapping[str, Any]) -> bool:
+    headers = dict(scope.get("headers") or [])
+    return scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers
+
+
+async def respond(
+    send: Any, status: int, media_type: str, full: bytes, body: bytes, allow: str = ""
+) -> None:
+    """Send one whole answer (``full``'s length as content-length, ``body`` as the body:
+    empty for HEAD)."""
+    headers = [
+        (b"content-type", media_type.encode()),
+        (b"content-length", str(len(full)).encode()),
+    ]
+    if allow:
+        headers.append((b"allow", allow.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

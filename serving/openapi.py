@@ -34,10 +34,12 @@ SCALAR_TYPES = ["string", "number", "boolean", "null"]
 
 
 def ref(name: str) -> dict[str, str]:
+    """A reference to the component schema ``name``."""
     return {"$ref": REF.format(model=name)}
 
 
 def json_content(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAPI ``content`` of one JSON body of ``schema``."""
     return {JSON: {"schema": dict(schema)}}
 
 
@@ -50,6 +52,7 @@ def answer(description: str, schema: Mapping[str, Any] | None = None, **extra: A
 
 
 def text_answer(description: str, media_type: str = "text/plain") -> dict[str, Any]:
+    """An OpenAPI response with a text body."""
     return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
 
@@ -131,6 +134,7 @@ def shed_answer() -> dict[str, Any]:
 
 
 def batcher_overload_answer() -> dict[str, Any]:
+    """A batchable API's 503: BentoML's batcher sheds what it cannot answer in time."""
     return answer(
         "overloaded: the adaptive batcher cannot answer within TAGSERVE_MAX_LATENCY_MS",
         ref("Error"),
@@ -238,6 +242,7 @@ def row_tuple(contract: Contract, columns: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rows_of(item: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
+    """A JSON list of 1 to ``max_rows`` rows, each an ``item``."""
     return {"type": "array", "items": dict(item), "minItems": 1, "maxItems": max_rows}
 
 
@@ -365,6 +370,7 @@ def invocations_request(contract: Contract, record: type[BaseModel], max_rows: i
 def invocations_operation(
     contract: Contract, record: type[BaseModel], prediction: type[BaseModel], max_rows: int
 ) -> dict[str, Any]:
+    """``POST /invocations``: MLflow's request forms, a prediction per row, MLflow's errors."""
     predicted = dict(prediction.model_json_schema(ref_template=REF)["properties"]["prediction"])
     predicted.pop("title", None)
     return {
@@ -392,6 +398,7 @@ def invocations_operation(
 
 
 def get(description: str, responses: dict[str, Any], tag: str = "Infrastructure") -> dict:
+    """A path item with one GET operation (no parameters)."""
     return {"get": {"tags": [tag], "description": description, "responses": responses}}
 
 
@@ -447,7 +454,8 @@ def service_document(
     shed_paths: Iterable[str] = ("/predict",),
 ) -> dict[str, Any]:
     """The OpenAPI document of the tagserve BentoML ``service`` serving a model of
-    ``contract`` (``record``: one input row; ``prediction``: one answer)."""
+    ``contract`` (``record``: one input row; ``prediction``: one answer); ``version``: the
+    document's version (the model tag: the schema changes with the model)."""
     components: dict[str, Any] = error_components()
     model_schema(record, "Record", components)
     model_schema(prediction, "Prediction", components)
@@ -469,9 +477,9 @@ def service_document(
         "info": {
             "title": service.name,
             "version": version,
-            "description": f"Serves the model {contract.metadata.get('artifact') or ''}"
-            " with its MLflow signature as the record schema; "
-            "POST /predict, /predict_batch, /invocations; GET /metadata.",
+            "description": f"The model {version} (artifact "
+            f"{contract.metadata.get('artifact') or 'unknown'}) behind typed, validated APIs: "
+            "its MLflow signature is the record schema.",
         },
         "servers": [{"url": "."}],
         "tags": [
@@ -536,6 +544,7 @@ class OpenAPIDocument:
 
 
 def is_preflight(scope: Mapping[str, Any]) -> bool:
+    """A CORS preflight request (OPTIONS asking about another method)."""
     headers = dict(scope.get("headers") or [])
     return scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers
 

@@ -124,9 +124,10 @@ def create_service(settings: Settings | None = None) -> Any:
         @bentoml.api
         async def predict(self, record: Record, /) -> Prediction:
             """One record -> its prediction (and class probabilities for a classifier)."""
-            # async: the model call (~0.05 ms on the fast path, ~3 ms on sklearn) runs on the event loop, not in a worker thread
-            # that would fight the loop for the GIL (under load shedding the loop is busy
-            # refusing requests, and a threaded call then took tens of milliseconds).
+            # async: the model call (~0.05 ms on the fast path, ~3 ms on sklearn) runs on the
+            # event loop, not in a worker thread that would fight the loop for the GIL (under
+            # load shedding the loop is busy refusing requests, and a threaded call then took
+            # tens of milliseconds).
             answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
             error = request_error(answers, indexed=False)
             if error is not None:  # a record the model cannot take: 400, not a 500

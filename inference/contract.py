@@ -38,11 +38,15 @@ class ColumnType:
     bounds: tuple[float, float] | None = None
 
 
-# scikit-learn's trees (every tagserve estimator) cast their input to float32: a larger
-# magnitude becomes infinity there and the model call raises, for every request merged with
-# it. Such values are refused as input, in double columns too.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-FLOAT_BOUNDS = (-FLOAT32_MAX, FLOAT32_MAX)
+# scikit-learn's trees (every tagserve estimator) cast their input to float32: a magnitude
+# beyond float32's (3.4e38) becomes infinity there and the model call raises, for every
+# request merged with it. The bound sits well inside it, at 1e30, because the preprocessing
+# comes first: a scaler divides by a column's spread, so a value just under float32's limit
+# still overflows after it (a 400 from the model, not a promise kept by the schema). 1e30 is
+# beyond any measurement and stays finite through any spread above 3e-9. Refused as input,
+# in double columns too, with the same number in the API's schema.
+FEATURE_LIMIT = 1e30
+FLOAT_BOUNDS = (-FEATURE_LIMIT, FEATURE_LIMIT)
 INT64_BOUNDS = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 INT32_BOUNDS = (int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -41,7 +42,14 @@ def penguins() -> pd.DataFrame:
     return pd.read_csv(PROJECT_ROOT / "data" / "penguins.csv")
 
 
-def train_and_log(home: Path, project: str, *, classifier: bool, seed: int = 0) -> str:
+def train_and_log(
+    home: Path,
+    project: str,
+    *,
+    classifier: bool,
+    seed: int = 0,
+    frame: pd.DataFrame | None = None,
+) -> str:
     """Fit and export a tiny model as the pipeline does, log it as the next ``model_export``
     of ``project`` in the local store under ``home``, evaluated and aliased ``prod``.
     Returns the artifact version (``v0``...)."""
@@ -52,7 +60,8 @@ def train_and_log(home: Path, project: str, *, classifier: bool, seed: int = 0) 
         frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
         estimator = "sklearn.ensemble.RandomForestClassifier"
     else:
-        frame, target, feats, stratify = diamonds_sample(), "price", features("diamonds"), None
+        frame = diamonds_sample() if frame is None else frame
+        target, feats, stratify = "price", features("diamonds"), None
         estimator = "sklearn.ensemble.RandomForestRegressor"
     model_cfg = {"estimator": {"_target_": estimator, **TINY_FOREST, "random_state": seed}}
     model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
@@ -123,6 +132,27 @@ def shared_models(root: Path) -> Models:
             classifier = import_prod(CLASSIFIER_NAME, home=tagserve_home, name=CLASSIFIER_NAME)
         _MODELS = Models(home, tagserve_home, regressor, classifier)
     return _MODELS
+
+
+# A regressor whose `depth` barely varies (spread 1e-10 around 0): its scaler divides by that
+# spread, so a depth within every input bound (1e29) leaves float32 after scaling and the
+# model call raises. The real failure the service's last line of defence is for.
+FRAGILE_NAME = "tagserve-fragile"
+FRAGILE_DEPTH = 1e29
+_FRAGILE: str | None = None
+
+
+def fragile_model(models: Models) -> str:
+    """The fragile regressor, trained, logged and imported into ``models``' BentoML home
+    once per session: its BentoML tag."""
+    global _FRAGILE
+    if _FRAGILE is None:
+        frame = diamonds_sample()
+        frame["depth"] = np.random.default_rng(0).normal(0.0, 1e-10, len(frame))
+        train_and_log(models.tagserve_home, FRAGILE_NAME, classifier=False, frame=frame)
+        with bentoml_home(models.bentoml_home):
+            _FRAGILE = import_prod(FRAGILE_NAME, home=models.tagserve_home, name=FRAGILE_NAME)
+    return _FRAGILE
 
 
 @dataclass(frozen=True)

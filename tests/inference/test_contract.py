@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from inference.contract import (
+    FEATURE_LIMIT,
     Column,
     Contract,
     coerce,
@@ -74,7 +75,6 @@ def test_records_frame_matches_validate() -> None:
     pd.testing.assert_frame_equal(built, validate(pd.DataFrame(rows, dtype=object), CONTRACT))
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 NUMBERS = Contract(
     [
         Column("carat", "double"),
@@ -116,7 +116,12 @@ def test_validate_refuses_values_the_model_cannot_take(column, value, problem) -
 
 
 def test_validate_takes_the_extremes_the_model_can_take() -> None:
-    extremes = {"carat": -FLOAT32_MAX, "weight": FLOAT32_MAX, "year": 2**63 - 1, "count": -(2**31)}
+    extremes = {
+        "carat": -FEATURE_LIMIT,
+        "weight": FEATURE_LIMIT,
+        "year": 2**63 - 1,
+        "count": -(2**31),
+    }
     out = validate(pd.DataFrame([extremes], dtype=object), NUMBERS)
     assert out.iloc[0].tolist() == pytest.approx(list(extremes.values()))
 

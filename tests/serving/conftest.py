@@ -13,6 +13,7 @@ from tests.helpers.service_models import (
     Models,
     bentoml_home,
     bentoml_server,
+    fragile_model,
     import_prod,
     shared_models,
     subprocess_env,
@@ -40,5 +41,23 @@ def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """``bentoml serve service:Tagserve`` of the session's regressor on 127.0.0.1: its URL."""
     log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
     env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def fragile(models: Models) -> str:
+    """The BentoML tag of a regressor that raises on a value every input bound takes
+    (``tests.helpers.service_models.fragile_model``)."""
+    return fragile_model(models)
+
+
+@pytest.fixture(scope="session")
+def fragile_server(
+    models: Models, fragile: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``bentoml serve service:Tagserve`` of the fragile regressor on 127.0.0.1: its URL."""
+    log = tmp_path_factory.mktemp("fragile-server") / "bentoml-serve.log"
+    env = subprocess_env(models, TAGSERVE_MODEL=fragile)
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url

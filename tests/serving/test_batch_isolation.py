@@ -8,33 +8,34 @@ import asyncio
 from typing import Any
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers.service_models import (
-    Models,
-    diamonds_sample,
-)
+from tests.helpers.service_models import FRAGILE_DEPTH, Models, diamonds_sample
 
 GOOD_REQUESTS = 40  # with the bad one: 41 concurrent single-record requests, as in issue 10
 ROUNDS = 3
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Within float32, so validation takes it; the scaler divides by carat's spread (< 1), the
-# forest casts the result to float32: infinity, and the model call raises.
-SCALED_PAST_FLOAT32 = FLOAT32_MAX * 0.99
+
+
+def served_sample(models: Models, tag: str) -> tuple[list[dict[str, Any]], list[float], Any]:
+    """Good rows, their in-process predictions by the model ``tag``, and the native model."""
+    from inference.loading import load_pipeline
+
+    model = load_pipeline(models.mlflow_folder(tag))
+    model.set_params(model__n_jobs=1)
+    columns = models.example(tag)["dataframe_split"]["columns"]
+    rows = diamonds_sample(GOOD_REQUESTS)[columns].reset_index(drop=True)
+    return rows.to_dict("records"), model.predict(rows).tolist(), model
 
 
 @pytest.fixture(scope="module")
 def sample(models: Models) -> tuple[list[dict[str, Any]], list[float], Any]:
-    """Good rows, their in-process predictions, and the native model."""
-    from inference.loading import load_pipeline
+    return served_sample(models, models.regressor)
 
-    model = load_pipeline(models.mlflow_folder(models.regressor))
-    model.set_params(model__n_jobs=1)
-    columns = models.example(models.regressor)["dataframe_split"]["columns"]
-    rows = diamonds_sample(GOOD_REQUESTS)[columns].reset_index(drop=True)
-    return rows.to_dict("records"), model.predict(rows).tolist(), model
+
+@pytest.fixture(scope="module")
+def fragile_sample(models: Models, fragile: str) -> tuple[list[dict[str, Any]], list[float], Any]:
+    return served_sample(models, fragile)
 
 
 def concurrently(server: str, bodies: list[Any]) -> list[httpx.Response]:
@@ -48,33 +49,36 @@ def concurrently(server: str, bodies: list[Any]) -> list[httpx.Response]:
     return asyncio.run(run())
 
 
-def test_the_model_fails_on_a_value_validation_takes(sample: Any) -> None:
+def test_the_model_fails_on_a_value_validation_takes(fragile_sample: Any) -> None:
     """The premise of the split test: a value within every bound, which the model fails on."""
     from inference.contract import value_problem
 
-    rows, _, model = sample
-    assert value_problem("double", SCALED_PAST_FLOAT32) is None
+    rows, _, model = fragile_sample
+    assert value_problem("double", FRAGILE_DEPTH) is None
     with pytest.raises(ValueError, match="infinity"):
-        model.predict(pd.DataFrame([{**rows[0], "carat": SCALED_PAST_FLOAT32}]))
+        model.predict(pd.DataFrame([{**rows[0], "depth": FRAGILE_DEPTH}]))
 
 
 @pytest.mark.parametrize(
-    ("carat", "problem"),
+    ("served", "field", "value", "problem"),
     [
-        (-1.7976931348623157e308, "[0].carat: -1.7976931e+308 is outside the range"),
-        (SCALED_PAST_FLOAT32, "[0]: the model cannot take this record (ValueError: Input X"),
+        ("", "carat", -1.7976931348623157e308, "[0].carat: -1.7976931e+308 is outside the range"),
+        ("fragile_", "depth", FRAGILE_DEPTH, "[0]: the model cannot take this record (ValueError"),
     ],
     ids=["refused-by-validation", "failing-in-the-model"],
 )
-def test_one_bad_request_fails_alone(server: str, sample: Any, carat: float, problem: str) -> None:
+def test_one_bad_request_fails_alone(
+    request: pytest.FixtureRequest, served: str, field: str, value: float, problem: str
+) -> None:
     """41 concurrent single-record requests, one bad, three rounds: the bad one gets a 400
     naming the record, the 40 others their exact predictions, and requests were merged."""
-    rows, want, _ = sample
+    server = request.getfixturevalue(f"{served}server")
+    rows, want, _ = request.getfixturevalue(f"{served}sample")
     before = httpx.get(f"{server}/metadata").json()["batching"]
     for round_ in range(ROUNDS):
         bad_at = (round_ * 17) % (GOOD_REQUESTS + 1)  # the bad request anywhere in the batch
         bodies: list[Any] = [[row] for row in rows]
-        bodies.insert(bad_at, [{**rows[0], "carat": carat}])
+        bodies.insert(bad_at, [{**rows[0], field: value}])
         answers = concurrently(server, bodies)
         bad = answers.pop(bad_at)
         assert bad.status_code == 400, bad.text
@@ -88,13 +92,15 @@ def test_one_bad_request_fails_alone(server: str, sample: Any, carat: float, pro
     assert after["model_calls"] - before["model_calls"] < requests, "no request was merged"
 
 
-def test_a_bad_record_among_good_ones_fails_its_own_request(server: str, sample: Any) -> None:
+def test_a_bad_record_among_good_ones_fails_its_own_request(
+    fragile_server: str, fragile_sample: Any
+) -> None:
     """Several records per request: the request holding the bad one fails naming its index;
     the concurrent requests of good records get their answers."""
-    rows, want, _ = sample
+    rows, want, _ = fragile_sample
     bodies: list[Any] = [rows[i : i + 4] for i in range(0, GOOD_REQUESTS, 4)]
-    bodies.insert(3, [rows[0], rows[1], {**rows[2], "carat": SCALED_PAST_FLOAT32}])
-    answers = concurrently(server, bodies)
+    bodies.insert(3, [rows[0], rows[1], {**rows[2], "depth": FRAGILE_DEPTH}])
+    answers = concurrently(fragile_server, bodies)
     bad = answers.pop(3)
     assert bad.status_code == 400, bad.text
     assert "[2]: the model cannot take this record" in bad.json()["error"]

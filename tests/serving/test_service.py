@@ -13,14 +13,17 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from sklearn.pipeline import Pipeline
 
+from inference.contract import FEATURE_LIMIT
 from inference.errors import InputError
 from tests.helpers.service_models import (
+    FRAGILE_DEPTH,
     PROJECT_ROOT,
     Models,
     bentoml_home,
@@ -186,7 +189,7 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     reference = native(home, home.classifier)
     labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
     batch = service.predict_batch([classifier.Record(**r) for r in rows])
-    singles = [service.predict(classifier.Record(**r)) for r in rows]
+    singles = [asyncio.run(service.predict(classifier.Record(**r))) for r in rows]
     for answers in (batch, singles):
         assert [a.prediction for a in answers] == labels
         assert [list(a.probabilities.values()) for a in answers] == proba  # exact floats
@@ -299,8 +302,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
         (1e300, "outside the range the model takes for a double column"),
         (-1.7976931348623157e308, "outside the range"),
         (FLOAT32_MAX * 1.01, "outside the range"),
+        (FEATURE_LIMIT * 1.01, "outside the range"),
     ],
-    ids=["1e300", "-double-max", "float32-max+1%"],
+    ids=["1e300", "-double-max", "float32-max+1%", "limit+1%"],
 )
 def test_a_value_the_model_cannot_take_is_a_400_naming_field_and_row(
     home: Models, client: Any, value: float, problem: str
@@ -320,20 +324,26 @@ def test_a_value_the_model_cannot_take_is_a_400_naming_field_and_row(
     assert "column 'carat' in row 1" in answer.json()["message"]
 
 
-def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(home: Models, client: Any) -> None:
-    """A carat within float32 that the scaler pushes past it: validation takes it, the model
-    raises; the request gets a 400 naming the record, never a 500."""
-    rows = records(home.example(home.regressor))
-    bad = {**rows[0], "carat": FLOAT32_MAX * 0.99}
-    answer = client.post("/predict", json=bad)
+def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(
+    home: Models, fragile: str, fragile_server: str
+) -> None:
+    """A depth within every bound that the fragile model's scaler pushes past float32:
+    validation takes it, the model raises; the request gets a 400 naming the record, never
+    a 500. (Served by bentoml serve: a second service in this process would register
+    BentoML's metrics twice.)"""
+    fragile_client = httpx.Client(base_url=fragile_server, timeout=60)
+    rows = records(home.example(fragile))
+    bad = {**rows[0], "depth": FRAGILE_DEPTH}
+    answer = fragile_client.post("/predict", json=bad)
     assert answer.status_code == 400, answer.text
     assert "the model cannot take this record (ValueError" in answer.json()["error"]
-    answer = client.post("/predict_batch", json=[rows[0], bad])
+    answer = fragile_client.post("/predict_batch", json=[rows[0], bad])
     assert answer.status_code == 400, answer.text
     assert "[1]: the model cannot take this record (ValueError" in answer.json()["error"]
-    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    answer = fragile_client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
     assert answer.status_code == 400, answer.text
     assert "the model cannot take this input (ValueError" in answer.json()["message"]
+    assert fragile_client.post("/predict", json=rows[0]).status_code == 200
 
 
 def test_a_long_beyond_int64_is_refused_by_record_and_frame(home: Models, classifier: Any) -> None:

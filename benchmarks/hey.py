@@ -122,7 +122,9 @@ def run_hey(
 ) -> Load:
     """``requests`` POSTs of ``body`` to ``url`` from ``concurrency`` keep-alive clients,
     each waiting for its answer before sending the next."""
-    requests = max(requests, concurrency)  # hey refuses fewer requests than clients
+    # hey refuses fewer requests than clients, and each client sends requests // concurrency:
+    # ask for a multiple of the clients, or the remainder would count as unanswered.
+    requests = -(-max(requests, concurrency) // concurrency) * concurrency
     with tempfile.NamedTemporaryFile("wb", suffix=".body") as payload:
         payload.write(body)
         payload.flush()

@@ -22,6 +22,15 @@ def test_every_request_is_counted_with_its_status(http_url: str) -> None:
 
 
 @needs_hey
+def test_requests_are_rounded_up_to_a_multiple_of_the_clients(http_url: str) -> None:
+    """hey sends requests // concurrency per client: 2000 over 32 clients would be 1984 sent
+    and 16 reported unanswered."""
+    load = run_hey(http_url, b'{"a": 1}', requests=41, concurrency=4)
+    assert load.statuses == {200: 44}
+    assert load.requests == 44 and load.unanswered == 0 and load.non_200 == 0
+
+
+@needs_hey
 def test_non_200_answers_are_reported_and_left_out_of_the_latencies(http_url: str) -> None:
     load = run_hey(http_url, SHED, requests=20, concurrency=2)
     assert load.statuses == {503: 20}

@@ -58,7 +58,8 @@ ROWS_1000 = "1,000-row requests, concurrency 2"
 MODEL_1 = "1 record"
 MODEL_1000 = "1,000 rows"
 # system names
-MODEL = "model alone (in-process)"
+MODEL = "sklearn Pipeline alone (in-process)"
+FAST_MODEL = "fast path alone (in-process)"
 FLOOR = "floor: BentoML, no model /predict"
 PREDICT = "tagserve /predict"
 PREDICT_BATCH = "tagserve /predict_batch"
@@ -394,14 +395,15 @@ class Setup:
     X: pd.DataFrame  # 10,000 rows of it, coerced to the contract
     bodies: Bodies
     workers: int
+    fast: Any = None  # the same model on its exact fast path, as the service loads it
 
 
 def prepare(source: str, home: Path | None) -> Setup:
     """Import ``source`` into a throw-away BentoML home and build the request bodies."""
-    from inference.constants import MODEL_ENV
+    from inference.constants import FASTPATH_FOLDER, MODEL_ENV
     from inference.contract import coerce, json_records
     from inference.model import load_model
-    from serving.settings import Settings
+    from serving.settings import env_int
 
     work = Path(tempfile.mkdtemp(prefix="tagserve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENTOML_")}
@@ -429,33 +431,43 @@ def prepare(source: str, home: Path | None) -> Setup:
     sample = frame.iloc[rng.integers(0, len(frame), 10_000)].reset_index(drop=True)
     X = coerce(sample, model.contract)
     bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
-    workers = Settings.from_env().workers  # what the service will run (TAGSERVE_WORKERS)
-    return Setup(work, env, imported["tag"], model_dir, model, frame, X, bodies, workers)
+    # One worker for every server unless TAGSERVE_WORKERS says: the side-by-side compares
+    # per worker (MLflow's sklearn model with 2 workers on 2 cores fought itself: c=1 p50
+    # 52 ms against 7.8 ms with 1); `python -m benchmarks.workers` measures the worker count.
+    workers = env_int("TAGSERVE_WORKERS", 1)
+    env["TAGSERVE_WORKERS"] = str(workers)
+    fast = load_model(model_dir, fast_folder=Path(imported["path"]) / FASTPATH_FOLDER)
+    return Setup(work, env, imported["tag"], model_dir, model, frame, X, bodies, workers, fast)
 
 
 def model_alone(setup: Setup, counts: Counts) -> list[Result]:
-    """The model called in this process: no HTTP, no framework (where the time goes)."""
+    """The model called in this process: no HTTP, no framework (where the time goes), on
+    scikit-learn and on the exact fast path the service uses."""
     print("model alone, in-process", flush=True)
-    one = setup.X.head(1)
-    for _ in range(20):
-        setup.model.predict(one)
-    latencies = [timed(lambda: setup.model.predict(one)) for _ in range(counts.model_calls)]
-    ms = np.asarray(latencies) * 1000
-    block = setup.X.head(1000)
-    best = min(timed(lambda: setup.model.predict(block)) for _ in range(5))
-    return [
-        Result(
-            MODEL_1,
-            MODEL,
-            requests=len(latencies),
-            rows=len(latencies),
-            seconds=float(sum(latencies)),
-            p50_ms=float(np.percentile(ms, 50)),
-            p95_ms=float(np.percentile(ms, 95)),
-            p99_ms=float(np.percentile(ms, 99)),
-        ),
-        Result(MODEL_1000, MODEL, requests=1, rows=1000, seconds=best, p50_ms=best * 1000),
-    ]
+    results = []
+    one, block = setup.X.head(1), setup.X.head(1000)
+    for system, model in ((MODEL, setup.model), (FAST_MODEL, setup.fast)):
+        if model is None or (system == FAST_MODEL and model.fast is None):
+            continue
+        for _ in range(20):
+            model.predict(one)
+        latencies = [timed(lambda m=model: m.predict(one)) for _ in range(counts.model_calls)]
+        ms = np.asarray(latencies) * 1000
+        best = min(timed(lambda m=model: m.predict(block)) for _ in range(5))
+        results += [
+            Result(
+                MODEL_1,
+                system,
+                requests=len(latencies),
+                rows=len(latencies),
+                seconds=float(sum(latencies)),
+                p50_ms=float(np.percentile(ms, 50)),
+                p95_ms=float(np.percentile(ms, 95)),
+                p99_ms=float(np.percentile(ms, 99)),
+            ),
+            Result(MODEL_1000, system, requests=1, rows=1000, seconds=best, p50_ms=best * 1000),
+        ]
+    return results
 
 
 def floor_results(setup: Setup, counts: Counts) -> list[Result]:
@@ -814,7 +826,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def color_of(system: str) -> str:
-    if system in (MODEL, FLOOR):
+    if system in (MODEL, FAST_MODEL, FLOOR):
         return "tab:gray"
     return "tab:orange" if system.startswith("mlflow") else "tab:blue"
 

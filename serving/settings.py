@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
 # and text, and still refuse (413) a body many times larger than max_rows rows.
 ROW_BYTES, VALUE_BYTES, BODY_SLACK_BYTES = 64, 128, 65_536
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, so a container's limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def env_int(name: str, default: int, least: int = 1) -> int:
@@ -44,21 +52,22 @@ class Settings:
     # budget must cover several model calls plus queueing or the batcher sheds load (503).
     max_batch_size: int = 256
     max_latency_ms: int = 2_000
-    # One worker, measured (`python -m benchmarks.workers`, README "Benchmark"): in three
-    # sweeps on 2 cores shared with the load generator, the framework floor (what a request
-    # costs once the model call is nearly free) never gained from 2 workers under 32 clients
-    # (0.60x, 0.94x, 0.86x the rows/s of 1) and /predict at concurrency 1 was slower with 2
-    # in every sweep (p50 1.15x to 1.52x); only the model-bound loads of the least loaded
-    # sweep gained (predict_batch 1.26x, /predict 1.13x), and lost in the two others. Each
-    # worker also loads its own copy of the model and batches only its own requests.
-    workers: int = 1
+    # One worker per usable core (TAGSERVE_WORKERS to choose), measured with
+    # `python -m benchmarks.workers` (benchmarks/results/workers.md): with the fast path, on
+    # 2 cores shared with the load generator, 2 workers served 1.23x the rows/s of 1 on
+    # /predict and 1.37x on /predict_batch under 32 clients, with the same c=1 p50 (1.0 ms);
+    # the floor (no model) gained nothing (0.98x). Each worker loads its own copy of the
+    # model, batches only its own requests and has its own /predict budget.
+    workers: int = field(default_factory=usable_cores)
     # The largest request body; None: bounded by max_rows (with_body_cap).
     max_body_bytes: int | None = None
     # /predict load shedding (serving.admission), per worker: one request computes (on the
     # worker's event loop), at most `predict_queue` wait behind it; the rest get 503 +
-    # Retry-After at once. 32 in all: 32 concurrent clients are served without a 503 at
-    # p99 ~0.45 s on 2 cores (README, "Benchmark"), while 400 queued for seconds (issue 10).
-    predict_queue: int = 31
+    # Retry-After at once. 64 in all, measured with the fast path (`make bench-load`, README
+    # "Load shedding"): 400 greedy clients got accepted p99 423 ms (732 ms unbounded, 347 ms
+    # with 32) and 400 paced ones (400 requests/s, half of what a worker serves) lost 2 % to
+    # 503s (21 % with 32, none with 128, whose greedy p99 was 541 ms).
+    predict_queue: int = 63
     retry_after_s: int = 1
 
     @classmethod
@@ -70,7 +79,7 @@ class Settings:
             max_rows=env_int("TAGSERVE_MAX_ROWS", cls.max_rows),
             max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
-            workers=env_int("TAGSERVE_WORKERS", cls.workers),
+            workers=env_int("TAGSERVE_WORKERS", usable_cores()),
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),

@@ -119,6 +119,9 @@ def start_server(
     """``bentoml serve TARGET`` on 127.0.0.1 (a free port unless given), returned once
     /readyz answers 200."""
     port = port or free_port()
+    # One worker unless the caller says: load-shedding budgets, batching counters and
+    # /metadata are per worker, and tests read them.
+    env = {"TAGSERVE_WORKERS": "1", **env}
     cmd = [BENTOML_CLI, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     return start_process(

@@ -31,8 +31,11 @@ $(UV_STAMP):
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 	touch $@
 
+# --compile-bytecode: write the .pyc files once here (uv does not by default, and with
+# PYTHONDONTWRITEBYTECODE Python never does): every command would otherwise compile scikit-learn,
+# skops, pandas... from source at start-up, ~3.5 s of a 9 s `clients score`.
 install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock)
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 
 demo: install ## Pipeline end to end (offline), import the prod model, build the bento
 	$(RUN) python -m pipeline

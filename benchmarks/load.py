@@ -202,19 +202,12 @@ def hey(
 
 def import_model(source: str, env: dict[str, str]) -> tuple[str, Path]:
     """The BentoML tag and folder of ``source`` imported by the project's importer."""
-    done = subprocess.run(
-        [sys.executable, "-m", "importers", source, "--json"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["no message"]
-        reason = lines[-1].removeprefix("error: ")
-        raise BenchmarkError(f"import of {source} failed: {reason}")
-    imported = json.loads(done.stdout.strip().splitlines()[-1])
+    from benchmarks import serving
+
+    try:
+        imported = serving.import_model(source, env)
+    except serving.BenchmarkError as exc:
+        raise BenchmarkError(str(exc)) from None
     return imported["tag"], Path(imported["path"])
 
 

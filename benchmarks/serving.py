@@ -378,7 +378,8 @@ def import_model(source: str, env: dict[str, str]) -> dict[str, Any]:
         timeout=600,
     )
     if done.returncode != 0:
-        raise BenchmarkError(f"import of {source} failed: {done.stderr.strip()}")
+        lines = done.stderr.strip().splitlines() or ["no message"]
+        raise BenchmarkError(f"import of {source} failed: {lines[-1].removeprefix('error: ')}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

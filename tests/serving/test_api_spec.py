@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,15 @@ import pandas as pd
 import pytest
 
 from tests.helpers.service_models import (
-    PROJECT_ROOT,
     VENV_BIN,
     Models,
     bentoml_home,
-    bentoml_server,
     load_service,
-    subprocess_env,
 )
 
 SCHEMATHESIS = str(VENV_BIN / "schemathesis")
 SEED = 20261124
 EXAMPLES_PER_OPERATION = 300
-
-
-@pytest.fixture(scope="module")
-def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("api-spec-server") / "bentoml-serve.log"
-    env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
-    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from clients.errors import ClientError
 from inference.bento import fastpath_folder, get_model, mlflow_folder
 from inference.contract import Column, Contract, coerce, read_contract
 from inference.errors import InputError, TagserveError
+from inference.loading import check_model
 from inference.model import LoadedModel, load_model
 
 
@@ -71,6 +72,9 @@ def resolve(model: str | None = None, model_dir: str | Path | None = None) -> Mo
         path = Path(model_dir)
         if not path.is_dir():
             raise ClientError(f"model folder {path} does not exist")
+        # Refuse a hostile folder here, before Spark ships it to executors that would only
+        # fail there (the loader checks again wherever the model is loaded).
+        check_model(path)
         return read_model_info(path, str(path))
     try:
         bento_model = get_model(model)

@@ -77,6 +77,23 @@ def untrusted_types(path: Path) -> list[str]:
         raise ModelRefused(f"cannot load the model from {path.name}: {one_line(exc)}") from None
 
 
+def check_model(folder: Path) -> tuple[Path, list[str]]:
+    """Every trust rule, without loading the model (no code of it runs): the model file of
+    ``folder`` and the types it holds beyond skops' defaults, all on the allow-list.
+
+    Raises:
+        ModelRefused: The rule broken, in one line.
+    """
+    path = model_file(Path(folder))
+    types = untrusted_types(path)
+    refused = sorted(set(types) - ALLOWED_TYPES)
+    if refused:
+        raise ModelRefused(
+            f"the model holds type(s) outside tagserve's allow-list: {', '.join(refused)}"
+        )
+    return path, types
+
+
 def load_pipeline(folder: Path) -> Any:
     """The native scikit-learn model of the MLflow model ``folder``, single-threaded.
 
@@ -86,13 +103,7 @@ def load_pipeline(folder: Path) -> Any:
     """
     import skops.io
 
-    path = model_file(Path(folder))
-    types = untrusted_types(path)
-    refused = sorted(set(types) - ALLOWED_TYPES)
-    if refused:
-        raise ModelRefused(
-            f"the model holds type(s) outside tagserve's allow-list: {', '.join(refused)}"
-        )
+    path, types = check_model(Path(folder))
     try:
         with warnings.catch_warnings():
             # sklearn warns about version mismatches here; requirements.txt carries the pins.

@@ -102,6 +102,17 @@ def test_every_command_line_refuses_a_hostile_model_in_one_line(
             str(folder),
             "--no-progress",
         ],
+        # refused on the driver, before a Spark session starts
+        "clients spark": [
+            PYTHON,
+            "-m",
+            "clients",
+            "spark",
+            str(rows),
+            str(tmp_path / "spark-out"),
+            "--model-dir",
+            str(folder),
+        ],
     }
     for name, cmd in commands.items():
         done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
@@ -109,5 +120,5 @@ def test_every_command_line_refuses_a_hostile_model_in_one_line(
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
         assert "code of its own" in done.stderr or "allow-list" in done.stderr, done.stderr
         assert not marker.exists(), f"{name} ran the model's code"
-    assert not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "spark-out").exists()
     assert not list((tmp_path / "bentoml").glob("models/*/*/model.yaml"))

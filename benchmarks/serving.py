@@ -851,15 +851,21 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchmarkError, LoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)
-    (args.out / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "latest.md").write_text(table)
+    save_report(args.out, "latest", report, table)
     plot(report, args.out / "latest.png")
-    print()
-    print(table)
     print(f"saved {args.out / 'latest.json'}, latest.md, latest.png")
     return 0
+
+
+def save_report(out: Path, stem: str, report: dict[str, Any], table: str) -> None:
+    """Write ``stem``.json (every number) and ``stem``.md (the table) into ``out``, and print
+    the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(table)
+    print()
+    print(table)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ ratios to the first count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -31,6 +30,7 @@ from benchmarks.serving import (
     fmt,
     machine,
     prepare,
+    save_report,
     tagserve_results,
 )
 
@@ -154,12 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchmarkError, LoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown(report)
-    (args.out / "workers.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "workers.md").write_text(table)
-    print()
-    print(table)
+    save_report(args.out, "workers", report, markdown(report))
     print(f"saved {args.out / 'workers.json'}, workers.md")
     return 0
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import orjson
 from pydantic import Field
 
 from inference.bento import fastpath_folder, get_model, mlflow_folder
@@ -36,12 +37,10 @@ from inference.constants import FASTPATH_METADATA, MLFLOW_FOLDER, SERVING_EXAMPL
 from inference.contract import Contract, contract_from_signature
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
-from serving import bentoml_private
-from serving.admission import LoadShedding
-from serving.batching import answer_each, build_answers_output, request_error
-from serving.guard import RequestGuard
-from serving.http import ReadableErrors, protocol_app
-from serving.openapi import document_service
+from serving import bentoml_private, middleware
+from serving.batching import INPUT_FAULTS, answer_each, build_answers_output, described
+from serving.http import protocol_app
+from serving.openapi import allowed_methods, service_document
 from serving.protocol import example_frame
 from serving.schema import (
     Metadata,
@@ -128,11 +127,13 @@ def create_service(settings: Settings | None = None) -> Any:
             # event loop, not in a worker thread that would fight the loop for the GIL (under
             # load shedding the loop is busy refusing requests, and a threaded call then took
             # tens of milliseconds).
-            answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
-            error = request_error(answers, indexed=False)
-            if error is not None:  # a record the model cannot take: 400, not a 500
-                raise error
-            return answers[0]
+            try:
+                (answer,) = self.model.answer_records([record.model_dump(by_alias=True)])
+            except INPUT_FAULTS as exc:  # a record the model cannot take: 400, not a 500
+                raise bentoml.exceptions.InvalidArgument(
+                    f"invalid input: the model cannot take this record ({described(exc)})"
+                ) from None
+            return Prediction(**answer)
 
         @bentoml.api(
             batchable=True,
@@ -191,12 +192,14 @@ def create_service(settings: Settings | None = None) -> Any:
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
             )
 
-    bentoml_private.put_outermost_first()
-    Tagserve.add_asgi_middleware(LoadShedding, **settings.shedding(paths=["/predict"]))
-    Tagserve.add_asgi_middleware(ReadableErrors)
-    Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction
-    document_service(Tagserve, contract, max_rows=settings.max_rows, version=model_tag)
+    document = service_document(
+        Tagserve, contract, Record, Prediction, max_rows=settings.max_rows, version=model_tag
+    )
+    Tagserve.inner.openapi_document = document
+    Tagserve.inner.openapi_body = orjson.dumps(document)
+    middleware.install(Tagserve, settings, allowed_methods(document))
+    bentoml_private.whole_requests_batching()  # a request is never split, so never cut
     return Tagserve
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clients.errors import ClientError
+from inference import strict_json
 
 FORMATS = {
     ".parquet": "parquet",
@@ -407,7 +408,7 @@ class PartWriter:
                         frame.to_csv(out, index=False, header=i == 0)
                     else:
                         for record in json_records(frame):
-                            out.write(json.dumps(record) + "\n")
+                            out.write(strict_json.dumps(record) + "\n")
                 if not parts and self.format == "csv":
                     out.write(f"{self.id_name},{PREDICTION}\n")
         _fsync(tmp)

@@ -50,19 +50,36 @@ def train_and_log(
     seed: int = 0,
     frame: pd.DataFrame | None = None,
 ) -> str:
-    """Fit and export a tiny model as the pipeline does, log it as the next ``model_export``
-    of ``project`` in the local store under ``home``, evaluated and aliased ``prod``.
-    Returns the artifact version (``v0``...)."""
-    from artifacts.store import LocalArtifactStore
-    from pipeline.train import export_model, feature_columns, fit
-
+    """Fit and export a tiny model of the shipped data (penguins for a classifier, diamonds or
+    ``frame`` for a regressor) as the pipeline does: :func:`log_trained`."""
     if classifier:
         frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
-        estimator = "sklearn.ensemble.RandomForestClassifier"
     else:
         frame = diamonds_sample() if frame is None else frame
         target, feats, stratify = "price", features("diamonds"), None
-        estimator = "sklearn.ensemble.RandomForestRegressor"
+    return log_trained(
+        home, project, frame, target, feats, classifier=classifier, seed=seed, stratify=stratify
+    )
+
+
+def log_trained(
+    home: Path,
+    project: str,
+    frame: pd.DataFrame,
+    target: str,
+    feats: dict[str, Any],
+    *,
+    classifier: bool,
+    seed: int = 0,
+    stratify: str | None = None,
+) -> str:
+    """Fit and export a tiny model of ``frame`` as the pipeline does (``pipeline.train.fit``
+    and ``export_model``), log it as the next ``model_export`` of ``project`` in the local
+    store under ``home``, evaluated and aliased ``prod``. Returns the artifact version."""
+    from artifacts.store import LocalArtifactStore
+    from pipeline.train import export_model, feature_columns, fit
+
+    estimator = "sklearn.ensemble.RandomForest" + ("Classifier" if classifier else "Regressor")
     model_cfg = {"estimator": {"_target_": estimator, **TINY_FOREST, "random_state": seed}}
     model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
     export = home / "exports" / f"{project}-{seed}"

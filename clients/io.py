@@ -139,6 +139,8 @@ def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
 
 
 def _csv_chunks(path, chunk_size, columns, dtypes, skip):
+    if Path(path).stat().st_size == 0 or not Path(path).read_bytes()[:4096].strip():
+        raise ClientError(f"{path} is empty: a CSV file needs a header line naming the columns")
     try:
         header = pd.read_csv(path, nrows=0).columns
     except (OSError, ValueError, pd.errors.ParserError) as exc:

@@ -123,11 +123,12 @@ def _shown(number: Any) -> str:
 def dtype_for(kind: str, missing: bool) -> str:
     """The pandas dtype of a column of MLflow type ``kind``, as pandas reads such data: an
     integer column with a missing value is float64 (NaN), a boolean one holds objects."""
-    if missing and kind in INTEGER_TYPES:
+    column = TYPES[kind]
+    if missing and column.whole:
         return "float64"
-    if missing and kind == "boolean":
+    if missing and column.python is bool:
         return "object"
-    return TYPES[kind].dtype
+    return column.dtype
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,8 @@ def strict_value(kind: str, value: Any) -> Any:
         if isinstance(value, int | np.integer):
             return int(value)
         if isinstance(value, float | np.floating):
-            if not math.isfinite(value):
-                return float(value)
+            if not math.isfinite(value) or not float_within(kind, value):
+                return float(value)  # value_problem names it
             if float(value).is_integer():
                 return int(value)
             raise ValueError(f"{_shown(value)} is not a whole number")
@@ -306,6 +307,21 @@ def type_of_value(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return "double"
     return "string"
+
+
+def float_bounds(kind: str) -> tuple[float, float]:
+    """The open interval a float must lie in to stand for an integer within an integer
+    column's bounds. Where a bound has no float of its own (int64's -2**63 - 1 reads as
+    -2**63, and so do the integers beyond it that JSON parsers read as floats), the float at
+    the bound may stand for a value beyond it, and is refused."""
+    low, high = TYPES[kind].bounds
+    below = float(low) if float(low - 1) == float(low) else float(low - 1)
+    return below, float(high + 1)
+
+
+def float_within(kind: str, value: float) -> bool:
+    below, above = float_bounds(kind)
+    return below < value < above
 
 
 def type_error(col: Column, value: Any, row: int) -> InputError:
@@ -507,9 +523,11 @@ def _checked_numbers(
     bounds and, in an integer column, whole: in the column's dtype."""
     column = TYPES[col.type]
     low, high = column.bounds
-    # In float64, high + 1 is exact where high is not (2**63 - 1): whole v <= high <=> v < high + 1
-    ok = np.isfinite(numbers) & (numbers >= low)
-    ok &= (numbers < float(high + 1)) if column.whole else (numbers <= high)
+    if column.whole:  # floats standing for integers (float_bounds)
+        below, above = float_bounds(col.type)
+        ok = np.isfinite(numbers) & (numbers > below) & (numbers < above)
+    else:
+        ok = np.isfinite(numbers) & (numbers >= low) & (numbers <= high)
     if column.whole:
         fraction = ok & (numbers != np.floor(numbers))
         ok &= ~fraction
@@ -519,8 +537,14 @@ def _checked_numbers(
         value = value.item() if hasattr(value, "item") else value
         row = _row(positions, first)
         problem = value_problem(col.type, value)
-        if problem is None and column.whole:
-            problem = f"{_shown(value)} is not a whole number ({col.type} column)"
+        if problem is None and column.whole and isinstance(value, float):
+            if float_within(col.type, value):
+                problem = f"{_shown(value)} is not a whole number ({col.type} column)"
+            else:
+                problem = (
+                    f"{_shown(value)} is outside the range the model takes for a {col.type} "
+                    f"column ({_shown(low)} to {_shown(high)})"
+                )
         raise InputError(f"column {col.name!r} in row {row}: {problem}")
     if column.whole:
         return numbers.astype(column.dtype)

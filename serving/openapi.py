@@ -286,7 +286,11 @@ def csv_pattern(contract: Contract, max_rows: int) -> str:
         values.append(f"{value}?" if not column.required else value)
     header = ",".join(literal(csv_header_field(c.name)) for c in contract.columns)
     row = ",".join(values)
-    return f"^{header}(\n{row}){{1,{max_rows}}}\n?$"
+    # Rows as `+`, not `{1,max_rows}`: a validator unrolls a counted repetition, and with
+    # dozens of columns the pattern outgrows what JSON Schema validators compile (the Rust
+    # regex crate's size limit: schemathesis then dropped the pattern). The row limit is in
+    # the description, and the service answers 400 past it.
+    return f"^{header}(\n{row})+\n?$"
 
 
 INVOCATION_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -354,8 +358,10 @@ def invocations_request(contract: Contract, record: type[BaseModel], max_rows: i
                     "type": "string",
                     "pattern": csv_pattern(contract, max_rows),
                     "description": f"a header line naming the columns ({', '.join(names)}), "
-                    "then one line per row (UTF-8); the pattern is the plain form: "
-                    "unquoted values, numbers in decimal notation",
+                    f"then one line per row, 1 to {max_rows} rows (TAGSERVE_MAX_ROWS; UTF-8); "
+                    "the pattern is the plain form: unquoted values, numbers in decimal "
+                    "notation; also taken: columns in another order, extra columns (ignored), "
+                    "a byte order mark, CRLF line ends, quoted fields",
                 }
             },
         },

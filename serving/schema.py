@@ -4,6 +4,7 @@ one record (a field per signature column), of one prediction, and of ``/metadata
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from inference.contract import TYPES, Contract, strict_value, value_problem
+from inference.contract import TYPES, Contract, float_within, strict_value, value_problem
 from serving.bentoml_private import IORootModel
 
 RECORD_CONFIG = ConfigDict(
@@ -56,6 +57,10 @@ def _whole_number(kind: str) -> BeforeValidator:
 
     def whole(value: Any) -> Any:
         if isinstance(value, float):
+            if math.isfinite(value) and not float_within(kind, value):
+                raise PydanticCustomError(
+                    "value_out_of_range", value_problem(kind, value) or _beyond(kind, value)
+                )
             try:
                 return strict_value(kind, value)
             except ValueError:
@@ -65,6 +70,11 @@ def _whole_number(kind: str) -> BeforeValidator:
         return value
 
     return BeforeValidator(whole)
+
+
+def _beyond(kind: str, value: float) -> str:
+    low, high = TYPES[kind].bounds
+    return f"{value:.8g} is outside the range the model takes for a {kind} column ({low} to {high})"
 
 
 def _bounds_schema(kind: str) -> dict[str, Any] | None:

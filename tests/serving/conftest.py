@@ -15,14 +15,8 @@ from tests.helpers.service_models import (
     bentoml_server,
     fragile_model,
     import_prod,
-    shared_models,
     subprocess_env,
 )
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    return shared_models(tmp_path_factory.mktemp("service-models"))
 
 
 @pytest.fixture(scope="module")

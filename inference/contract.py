@@ -104,7 +104,11 @@ def value_problem(kind: str, value: Any) -> str | None:
     if isinstance(value, float | np.floating) and not math.isfinite(value):
         return f"{value} is not a finite number"
     low, high = bounds
-    if low <= value <= high:
+    if isinstance(value, float | np.floating) and TYPES[kind].whole:
+        within = float_within(kind, float(value))  # a float standing for an integer
+    else:
+        within = low <= value <= high
+    if within:
         return None
     return (
         f"{_shown(value)} is outside the range the model takes for a {kind} column "
@@ -443,8 +447,10 @@ def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np
         if column.python is bool and kinds <= {bool, np.bool_}:
             return present.astype(bool)
         if column.number and all(_is_number_type(k) for k in kinds):
-            if kinds <= {int} and column.whole:
+            if column.whole and kinds <= {int}:
                 return _checked_integers(_int_array(present, col, positions), col, positions)
+            if column.whole:  # ints and floats mixed: each exactly (big ints stay exact)
+                return _checked_mixed_integers(present, col, positions)
             numbers = _float_array(present, col, positions)
             return _checked_numbers(numbers, present, col, positions)
         for index, value in enumerate(present):
@@ -469,6 +475,24 @@ def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np
     raise type_error(
         col, present[0].item() if hasattr(present[0], "item") else present[0], _row(positions, 0)
     )
+
+
+def _checked_mixed_integers(
+    present: np.ndarray, col: Column, positions: np.ndarray | None
+) -> np.ndarray:
+    """An integer column whose JSON values mix integers and floats, value by value: every
+    float must stand for a whole number, every value lie within the bounds."""
+    values = []
+    for index, value in enumerate(present):
+        try:
+            values.append(strict_value(col.type, value))
+        except ValueError as exc:
+            row = _row(positions, index)
+            raise InputError(
+                f"column {col.name!r} in row {row}: {exc} ({col.type} column)"
+            ) from None
+    _raise_first_problem(values, col, positions)
+    return np.array(values, dtype=TYPES[col.type].dtype)
 
 
 def _is_number_type(kind: type) -> bool:
@@ -537,14 +561,8 @@ def _checked_numbers(
         value = value.item() if hasattr(value, "item") else value
         row = _row(positions, first)
         problem = value_problem(col.type, value)
-        if problem is None and column.whole and isinstance(value, float):
-            if float_within(col.type, value):
-                problem = f"{_shown(value)} is not a whole number ({col.type} column)"
-            else:
-                problem = (
-                    f"{_shown(value)} is outside the range the model takes for a {col.type} "
-                    f"column ({_shown(low)} to {_shown(high)})"
-                )
+        if problem is None and column.whole:
+            problem = f"{_shown(value)} is not a whole number ({col.type} column)"
         raise InputError(f"column {col.name!r} in row {row}: {problem}")
     if column.whole:
         return numbers.astype(column.dtype)

@@ -149,6 +149,8 @@ def test_integer_columns_take_whole_numbers_as_the_integers_they_are() -> None:
     out = validate_columns({"year": [2007.0, 2008], "count": [3.0, None]}, 2, WHOLE)
     assert out["year"].dtype == "int64" and out["year"].tolist() == [2007, 2008]
     assert out["count"].dtype == "float64" and out["count"][0] == 3.0
+    mixed = validate_columns({"year": [27935, -14998.0, -(2**63) + 1]}, 3, WHOLE)["year"]
+    assert mixed.tolist() == [27935, -14998, -(2**63) + 1]  # big ints stay exact beside floats
     typed = validate(pd.DataFrame({"year": [2007.0, 2008.0], "count": [1.0, np.nan]}), WHOLE)
     pd.testing.assert_frame_equal(typed, out.assign(count=[1.0, np.nan]))
     with pytest.raises(InputError, match=r"column 'year' in row 1: 2007.5 is not a whole number"):

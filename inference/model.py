@@ -49,6 +49,9 @@ class LoadedModel:
     path: Path
     fast: fastpath.FastModel | None = None
     fast_report: dict[str, Any] = field(default_factory=dict)
+    # Threads of the fast path's forest for frames (offline scoring; the service keeps 1: a
+    # worker per core). Each row is computed alone, so the answers do not depend on it.
+    threads: int = 1
 
     @property
     def task(self) -> str:
@@ -70,7 +73,7 @@ class LoadedModel:
         """(predictions, class probabilities or None) for the rows of ``X``: one model call
         on the fast path, which gives both at once (sklearn is asked for the probabilities
         only ``with_proba``)."""
-        got = self.fast.outputs(X) if self.fast is not None else None
+        got = self.fast.outputs(X, threads=self.threads) if self.fast is not None else None
         if got is None:
             got = self._sklearn_outputs(X, with_proba)
         return np.asarray(got[0]).ravel(), got[1]
@@ -137,8 +140,9 @@ def load_model(
     ``inference.loading`` (raises ``ModelRefused``).
 
     ``fast_folder``: the fast path the importer saved in the BentoML model (and proved exact
-    on the test data and input example). It is re-checked here on the input example, which
-    is cheap, and left unused (sklearn serves, with a warning) if it is not exact.
+    on the test data, input example and edge cases). It is re-checked here on the input
+    example, which is cheap and compiles its forest kernel (or loads it from numba's cache),
+    and left unused (sklearn serves, with a warning) if it is not exact.
     """
     folder = Path(folder)
     contract = contract or read_contract(folder)
@@ -160,19 +164,21 @@ def _checked_fast_path(
     if not steps:
         return None, _not_used("the model is not a scikit-learn Pipeline")
     try:
-        fast = fastpath.load(fast_folder, bulk_forest=steps[-1][1])
+        fast = fastpath.load(fast_folder)
         example = input_example(model.path, model.contract)
-    except (OSError, ValueError, KeyError, TagserveError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
         return None, _not_used(f"cannot load the fast path: {exc}")
-    except Exception as exc:  # treelite refusing a damaged checkpoint (TreeliteError)
-        return None, _not_used(f"cannot load the fast path: {type(exc).__name__}: {exc}")
     columns = getattr(steps[0][1], "feature_names_in_", [])
     if fast.task != model.task or fast.columns != [str(c) for c in columns]:
         return None, _not_used("the fast path was saved for another model")
-    report = fastpath.check_exact(fast, model.pipeline, [example])
-    if not report["exact"]:
+    try:
+        exact = fastpath.reproduces(fast, model.pipeline, example)
+    except ValueError as exc:
+        return None, _not_used(f"the fast path fails on the input example: {exc}")
+    if not exact:
         return None, _not_used("the fast path differs from scikit-learn on the input example")
-    return fast, {**report, "bulk_rows": fast.bulk_rows}
+    report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
+    return fast, {**report, "checked_on": {"input_example": len(example)}}
 
 
 def _not_used(reason: str) -> dict[str, Any]:

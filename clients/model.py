@@ -98,17 +98,19 @@ def coerced(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 class OfflineModel:
     """The model of ``info``, loaded on first use: ``predict(frame) -> ndarray``."""
 
-    def __init__(self, info: ModelInfo):
+    def __init__(self, info: ModelInfo, threads: int = 1):
         self.info = info
+        self.threads = threads
         self.load_seconds = 0.0
 
     @cached_property
     def loaded(self) -> LoadedModel:
         began = time.perf_counter()
         try:
-            model = load_model(self.info.path, self.info.contract, self.info.fast_path)
+            model = load_model(self.info.path, self.info.contract, self.info.fast_path, lazy=True)
         except TagserveError as exc:
             raise ClientError(f"cannot load the model at {self.info.path}: {exc}") from None
+        model.threads = self.threads
         self.load_seconds = time.perf_counter() - began
         return model
 

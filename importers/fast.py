@@ -281,6 +281,8 @@ def prepare_fast_path(
     if fast is None:
         logger.warning("no fast path: %s; scikit-learn serves this model", report["reason"])
         return None, report
+    # The answers a consumer that does not load sklearn re-checks the fast path against.
+    fast.spec["expected"] = fastpath.recorded_answers(verified.pipeline, example, verified.task)
     folder = scratch / FASTPATH_FOLDER
     save(fast, folder)
     return folder, report

@@ -71,6 +71,10 @@ class FastModel:
         # Object, not numpy's fixed-width text: sklearn's classes_ for string labels.
         self.classes = None if classes is None else np.array(classes, dtype=object)
         self._tables = [_lookup_tables(b) for b in spec["blocks"]]
+        # The same lookups for whole columns (a hash table pandas builds once per column).
+        self._indexes = [
+            [pd.Index(c, dtype=object) for c in b.get("categories", [])] for b in spec["blocks"]
+        ]
         width, wanted = sum(block_width(b) for b in spec["blocks"]), forest.n_features
         if width != wanted:
             raise ValueError(f"the blocks make {width} columns; the forest takes {wanted}")
@@ -106,11 +110,11 @@ class FastModel:
         """A DataFrame -> what the ColumnTransformer makes of it (dense float64), or None to
         let sklearn answer (a dtype sklearn would compute in differently)."""
         parts = []
-        for block, tables in zip(self.spec["blocks"], self._tables, strict=True):
+        for block, indexes in zip(self.spec["blocks"], self._indexes, strict=True):
             if block["kind"] == "numeric":
                 part = _numeric_matrix(block, frame)
             else:
-                part = _encoded_matrix(block, tables, frame)
+                part = _encoded_matrix(block, indexes, frame)
             if part is None:
                 return None
             parts.append(part)
@@ -285,7 +289,7 @@ def _numeric_matrix(block: dict[str, Any], frame: pd.DataFrame) -> np.ndarray | 
 
 
 def _encoded_matrix(
-    block: dict[str, Any], tables: list[dict[Any, int]], frame: pd.DataFrame
+    block: dict[str, Any], indexes: list[pd.Index], frame: pd.DataFrame
 ) -> np.ndarray | None:
     onehot = block["kind"] == "onehot"
     widths = [len(c) for c in block["categories"]]
@@ -295,10 +299,9 @@ def _encoded_matrix(
         values = frame[column]
         if values.dtype != object:
             return None  # pandas' string or category dtypes: not what sklearn saw in training
-        seen = [_category(block, j, v) for v in values.to_numpy()]
-        if any(v is _DELEGATE for v in seen):
+        codes = _codes(block, j, indexes[j], values.to_numpy())
+        if codes is None:
             return None
-        codes = np.fromiter((tables[j].get(v, -1) for v in seen), np.int64, len(seen))
         if onehot:
             known = np.flatnonzero(codes >= 0)
             X[known, offset + codes[known]] = 1.0
@@ -306,6 +309,27 @@ def _encoded_matrix(
         else:
             X[:, j] = np.where(codes >= 0, codes, block["unknown"])
     return X
+
+
+def _codes(block: dict[str, Any], j: int, index: pd.Index, values: np.ndarray):
+    """Column ``j``'s category codes (-1: unknown) after the block's imputers, vectorised
+    (what ``_category`` and the lookup table give value by value), or None to delegate: a
+    missing value that is neither NaN nor None (pd.NA...), or a value that is not a string."""
+    missing = pd.isna(values)
+    if missing.any():
+        at = np.flatnonzero(missing)
+        none = np.array([values[i] is None for i in at], dtype=bool)
+        nan = np.array([is_nan(values[i]) for i in at], dtype=bool)
+        if not (none | nan).all():
+            return None
+        values = values.copy()
+        values[at[nan]] = block["nan_fill"][j]
+        if block["none_fill"] is not None:
+            values[at[none]] = block["none_fill"][j]
+    present = values[~missing] if missing.any() else values
+    if len(present) and pd.api.types.infer_dtype(present, skipna=False) != "string":
+        return None
+    return index.get_indexer(values)
 
 
 # --- agreement with sklearn (the importer's gate and the start-up re-check) -------------------
@@ -352,6 +376,47 @@ def matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
     if want[1] is None:
         return got[1] is None and same_bits(got[0], want[0])
     return same_bits(got[0], want[0]) and got[1] is not None and same_bits(got[1], want[1])
+
+
+def recorded_answers(pipeline: Any, frame: pd.DataFrame, task: str) -> dict[str, Any]:
+    """sklearn's answers on ``frame`` (the input example) as JSON values (floats round-trip
+    exactly): for the frame entry, and for the record entry (the frame as the service makes
+    it from records)."""
+    return {
+        "frame": _as_json(sklearn_outputs(pipeline, frame, task)),
+        "records": _as_json(sklearn_outputs(pipeline, service_frame(frame), task)),
+    }
+
+
+def _as_json(answers: tuple[Any, Any]) -> dict[str, Any]:
+    predictions, proba = answers
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(predictions).ravel()]
+    return {
+        "predictions": values,
+        "probabilities": None if proba is None else np.asarray(proba).tolist(),
+    }
+
+
+def _from_json(answers: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    dtype = object if task == "classification" else np.float64
+    proba = answers["probabilities"]
+    return (
+        np.array(answers["predictions"], dtype=dtype),
+        None if proba is None else np.array(proba, dtype=np.float64),
+    )
+
+
+def gives_recorded_answers(fast: FastModel, frame: pd.DataFrame) -> bool:
+    """Whether ``fast`` gives, on ``frame`` (the input example), the answers sklearn gave at
+    import (``spec["expected"]``, :func:`recorded_answers`), through both entries. Also
+    compiles (or loads from numba's cache) the forest's kernel."""
+    expected = fast.spec.get("expected")
+    if not isinstance(expected, dict):
+        return False
+    served = service_frame(frame).to_dict("records")
+    return matches(fast.outputs(frame), _from_json(expected["frame"], fast.task)) and matches(
+        fast.outputs_of_records(served), _from_json(expected["records"], fast.task)
+    )
 
 
 def reproduces(fast: FastModel, pipeline: Any, frame: pd.DataFrame) -> bool:

@@ -20,8 +20,10 @@ Why it is exact (the importer's check, ``importers.fast.check_exact``, proves it
 
 Why it is fast: rows go through one tree together, a block at a time, with no branch in the
 walk: a leaf points to itself, so every row takes the tree's ``max_depth`` steps and the inner
-loop is the same for every row. Each row is computed alone, so the result does not depend on
-the block size or on how rows are shared between threads (``threads`` > 1, offline only).
+loop is the same for every row. A chunk of rows goes tree by tree (the tree stays in cache),
+and the importer stores each tree's nodes breadth-first (the top levels share cache lines).
+Each row is computed alone, so the result does not depend on the block or chunk size or on
+how rows are shared between threads (``threads`` > 1, offline only).
 
 Compiled code is cached on disk (``NUMBA_CACHE_DIR``, see :func:`cache_folder`): set before
 numba is imported, so a read-only package folder (a bento, a container) still caches.
@@ -42,9 +44,11 @@ from pathlib import Path
 import numpy as np
 
 CACHE_ENV = "NUMBA_CACHE_DIR"
-# Rows walked through one tree together: measured best 32-128 for the diamonds forest
-# (docs/fast-path-research.md).
+# Rows walked through one tree together (their independent walks overlap in the CPU), and
+# rows taken tree by tree (a tree stays in cache): measured for the diamonds forest in
+# docs/fast-path-research.md.
 BLOCK_ROWS = 64
+CHUNK_ROWS = 16384
 # The saved arrays: name -> (dtype, dimensions).
 ARRAYS = {
     "nodes": (np.int32, 2),
@@ -93,52 +97,58 @@ def _walk(X, nodes, thresholds, missing_left, value, roots, depths, out, start, 
     """Rows ``start:stop`` of ``X`` (float32) -> ``out`` (float64, rows x outputs).
 
     ``nodes[n]``: feature, threshold (float32 bits; ``thresholds`` is the same memory seen as
-    float32), left, right: one 16-byte record, so a step reads one cache line."""
+    float32), left, right: one 16-byte record, so a step reads one cache line. Tree by tree
+    over a chunk of rows (the tree stays in cache), a block of rows at a time (independent
+    walks the CPU overlaps)."""
     n_trees, k = roots.shape[0], value.shape[1]
     node = np.empty(BLOCK_ROWS, np.int32)
-    has_nan = False
-    for r in range(start, stop):
-        for c in range(X.shape[1]):
-            if np.isnan(X[r, c]):
-                has_nan = True
-    for first in range(start, stop, BLOCK_ROWS):
-        rows = min(BLOCK_ROWS, stop - first)
-        for j in range(rows):
+    for chunk in range(start, stop, CHUNK_ROWS):
+        end = min(chunk + CHUNK_ROWS, stop)
+        has_nan = False
+        for r in range(chunk, end):
+            for c in range(X.shape[1]):
+                if np.isnan(X[r, c]):
+                    has_nan = True
+        for r in range(chunk, end):
             for c in range(k):
-                out[first + j, c] = 0.0
+                out[r, c] = 0.0
         for t in range(n_trees):
-            for j in range(rows):
-                node[j] = roots[t]
-            if has_nan:
-                for _ in range(depths[t]):
-                    for j in range(rows):
-                        n = node[j]
-                        x = X[first + j, nodes[n, 0]]
-                        # NaN: x > t is False, so it goes right unless missing_left says left.
-                        right = (x > thresholds[n, 1]) | ((x != x) & (missing_left[n] == 0))
-                        node[j] = nodes[n, 2 + np.int64(right)]
-            else:
-                for _ in range(depths[t]):
-                    for j in range(rows):
-                        n = node[j]
-                        right = X[first + j, nodes[n, 0]] > thresholds[n, 1]
-                        node[j] = nodes[n, 2 + np.int64(right)]
-            for j in range(rows):
-                for c in range(k):
-                    out[first + j, c] += value[node[j], c]
-        for j in range(rows):
+            for first in range(chunk, end, BLOCK_ROWS):
+                rows = min(BLOCK_ROWS, end - first)
+                for j in range(rows):
+                    node[j] = roots[t]
+                if has_nan:
+                    for _ in range(depths[t]):
+                        for j in range(rows):
+                            n = node[j]
+                            x = X[first + j, nodes[n, 0]]
+                            # NaN: x > t is False: right unless missing_left says left.
+                            right = (x > thresholds[n, 1]) | ((x != x) & (missing_left[n] == 0))
+                            node[j] = nodes[n, 2 + np.int64(right)]
+                else:
+                    for _ in range(depths[t]):
+                        for j in range(rows):
+                            n = node[j]
+                            right = X[first + j, nodes[n, 0]] > thresholds[n, 1]
+                            node[j] = nodes[n, 2 + np.int64(right)]
+                # Per row, the trees' values are added in tree order (t is the outer loop).
+                for j in range(rows):
+                    for c in range(k):
+                        out[first + j, c] += value[node[j], c]
+        for r in range(chunk, end):
             for c in range(k):
-                out[first + j, c] /= n_trees
+                out[r, c] /= n_trees
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _walk_parallel(X, nodes, thresholds, missing_left, value, roots, depths, out):
-    """:func:`_walk` over all rows, blocks of rows shared between threads (never trees)."""
+def _walk_parallel(X, nodes, thresholds, missing_left, value, roots, depths, out, pieces):
+    """:func:`_walk` over all rows, ``pieces`` ranges of rows shared between threads (never
+    trees: each row is computed by one thread, as :func:`_walk` computes it)."""
     n = X.shape[0]
-    blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for b in numba.prange(blocks):
-        start = b * BLOCK_ROWS
-        stop = min(start + BLOCK_ROWS, n)
+    size = (n + pieces - 1) // pieces
+    for p in numba.prange(pieces):
+        start = p * size
+        stop = min(start + size, n)
         _walk(X, nodes, thresholds, missing_left, value, roots, depths, out, start, stop)
 
 
@@ -219,8 +229,9 @@ class Forest:
         a = self.arrays
         args = (a["nodes"], self._thresholds, a["missing_left"], a["value"], a["roots"])
         if threads > 1 and len(X32) > BLOCK_ROWS:
-            with _numba_threads(threads):
-                _walk_parallel(X32, *args, a["depths"], out)
+            with _numba_threads(threads) as used:
+                pieces = max(used, -(-len(X32) // CHUNK_ROWS))
+                _walk_parallel(X32, *args, a["depths"], out, pieces)
         else:
             _walk(X32, *args, a["depths"], out, 0, X32.shape[0])
         return out
@@ -236,9 +247,10 @@ class _numba_threads:
     def __init__(self, threads: int):
         self.threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> int:
         self.saved = numba.get_num_threads()
         numba.set_num_threads(self.threads)
+        return self.threads
 
     def __exit__(self, *exc: object) -> None:
         numba.set_num_threads(self.saved)

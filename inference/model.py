@@ -45,13 +45,22 @@ class LoadedModel:
     """
 
     contract: Contract
-    pipeline: Any
     path: Path
     fast: fastpath.FastModel | None = None
     fast_report: dict[str, Any] = field(default_factory=dict)
     # Threads of the fast path's forest for frames (offline scoring; the service keeps 1: a
     # worker per core). Each row is computed alone, so the answers do not depend on it.
     threads: int = 1
+    # The sklearn Pipeline; None until first needed when loaded with lazy=True.
+    loaded_pipeline: Any = field(default=None, repr=False)
+
+    @property
+    def pipeline(self) -> Any:
+        """The native sklearn Pipeline, loaded (by the trust rules of ``inference.loading``)
+        on first use when the model was loaded lazily."""
+        if self.loaded_pipeline is None:
+            self.loaded_pipeline = load_pipeline(self.path)
+        return self.loaded_pipeline
 
     @property
     def task(self) -> str:
@@ -59,7 +68,10 @@ class LoadedModel:
 
     @property
     def classes(self) -> list[Any] | None:
-        classes = getattr(self.pipeline, "classes_", None)
+        if self.fast is not None:
+            classes = self.fast.classes
+        else:
+            classes = getattr(self.pipeline, "classes_", None)
         return [plain(c) for c in classes] if classes is not None else None
 
     @property
@@ -134,7 +146,10 @@ def input_example(folder: Path, contract: Contract) -> pd.DataFrame:
 
 
 def load_model(
-    folder: str | Path, contract: Contract | None = None, fast_folder: str | Path | None = None
+    folder: str | Path,
+    contract: Contract | None = None,
+    fast_folder: str | Path | None = None,
+    lazy: bool = False,
 ) -> LoadedModel:
     """The exported MLflow model at ``folder``, loaded by the trust rules of
     ``inference.loading`` (raises ``ModelRefused``).
@@ -143,10 +158,20 @@ def load_model(
     on the test data, input example and edge cases). It is re-checked here on the input
     example, which is cheap and compiles its forest kernel (or loads it from numba's cache),
     and left unused (sklearn serves, with a warning) if it is not exact.
+
+    ``lazy`` (offline scoring): with a fast path, the sklearn Pipeline is loaded only when a
+    call needs it (an input the fast path delegates), and the re-check compares the fast
+    path with the answers sklearn gave on the input example at import (recorded in the fast
+    path): importing scikit-learn and skops costs seconds of a command's start-up.
     """
     folder = Path(folder)
     contract = contract or read_contract(folder)
-    model = LoadedModel(contract=contract, pipeline=load_pipeline(folder), path=folder)
+    model = LoadedModel(contract=contract, path=folder)
+    if lazy and fast_folder is not None:
+        model.fast, model.fast_report = _recorded_fast_path(model, Path(fast_folder))
+        if model.fast is not None:
+            return model
+    model.loaded_pipeline = load_pipeline(folder)
     if fast_folder is None:
         model.fast_report = {"engine": fastpath.ENGINE_SKLEARN, "reason": "no fast path saved"}
         return model
@@ -179,6 +204,25 @@ def _checked_fast_path(
         return None, _not_used("the fast path differs from scikit-learn on the input example")
     report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
     return fast, {**report, "checked_on": {"input_example": len(example)}}
+
+
+def _recorded_fast_path(
+    model: LoadedModel, fast_folder: Path
+) -> tuple[fastpath.FastModel | None, dict[str, Any]]:
+    """The saved fast path of ``model`` if it gives, on the input example, the answers the
+    importer recorded from sklearn (no sklearn needed)."""
+    try:
+        fast = fastpath.load(fast_folder)
+        example = input_example(model.path, model.contract)
+        if fast.task != model.task or fast.columns != model.contract.features:
+            return None, _not_used("the fast path was saved for another model")
+        exact = fastpath.gives_recorded_answers(fast, example)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
+        return None, _not_used(f"cannot load the fast path: {exc}")
+    if not exact:
+        return None, _not_used("the fast path differs from the answers recorded at import")
+    report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
+    return fast, {**report, "checked_on": {"input_example (recorded)": len(example)}}
 
 
 def _not_used(reason: str) -> dict[str, Any]:

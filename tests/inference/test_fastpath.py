@@ -210,6 +210,11 @@ def test_inputs_it_cannot_reproduce_go_to_sklearn(exported: Path, tmp_path: Path
     assert np.array_equal(bits(model.predict(odd)), bits(pipeline.predict(odd)))
     text = next(c for c in odd.columns if odd[c].dtype == object)
     assert fast.outputs_of_records([{**odd.iloc[0].to_dict(), text: 7}]) is None
+    frame = example_of(exported)
+    for value in (7, b"Ideal", pd.NA):  # not a string, not NaN or None: sklearn answers
+        values = frame[text].to_numpy(dtype=object).copy()
+        values[-1] = value
+        assert fast.outputs(frame.assign(**{text: pd.Series(values, dtype=object)})) is None
 
 
 def test_a_model_it_cannot_reproduce_is_served_by_sklearn(exported: Path) -> None:

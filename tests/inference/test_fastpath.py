@@ -18,6 +18,7 @@ from inference import fastpath
 from inference.contract import read_contract, records_frame
 from inference.loading import load_pipeline
 from inference.model import load_model
+from tests.helpers.project import PROJECT_ROOT
 from tests.helpers.shipped_models import Shipped
 
 
@@ -303,3 +304,55 @@ def example_of(folder: Path) -> pd.DataFrame:
     from inference.model import input_example
 
     return input_example(folder, read_contract(folder))
+
+
+LAZY_PROBE = """
+import sys
+from pathlib import Path
+from inference.contract import read_contract
+from inference.model import input_example, load_model
+folder = Path(sys.argv[1])
+model = load_model(folder, fast_folder=sys.argv[2], lazy=True)
+model.predict(input_example(folder, read_contract(folder)))
+print(model.engine, "sklearn" in sys.modules, "skops" in sys.modules)
+"""
+
+
+def test_offline_loads_sklearn_only_when_a_call_needs_it(exported: Path, tmp_path: Path) -> None:
+    """``lazy=True`` (clients score, Spark): the fast path is re-checked against the answers
+    sklearn gave at import, and scikit-learn is not even imported unless a call needs it."""
+    import subprocess
+    import sys
+
+    pipeline = load_pipeline(exported)
+    contract = read_contract(exported)
+    fast = build(pipeline, contract.task)
+    example = example_of(exported)
+    fast.spec["expected"] = fastpath.recorded_answers(pipeline, example, contract.task)
+    save(fast, tmp_path / "fp")
+
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE, str(exported), str(tmp_path / "fp")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.stdout.split() == [fastpath.ENGINE_FAST, "False", "False"], done.stderr
+
+    model = load_model(exported, contract, tmp_path / "fp", lazy=True)
+    assert model.fast is not None and model.loaded_pipeline is None
+    assert np.array_equal(bits(model.predict(example)), bits(pipeline.predict(example)))
+    assert model.loaded_pipeline is None
+    number = next(c for c in example.columns if example[c].dtype == np.float64)
+    odd = example.astype({number: np.float32})  # delegated: sklearn is loaded for it
+    assert np.array_equal(bits(model.predict(odd)), bits(pipeline.predict(odd)))
+    assert model.loaded_pipeline is not None
+
+    # Recorded answers the fast path does not give: checked against sklearn itself instead.
+    spec = json.loads((tmp_path / "fp" / "fastpath.json").read_text())
+    spec["expected"]["frame"]["predictions"][0] += 1.0
+    (tmp_path / "fp" / "fastpath.json").write_text(json.dumps(spec))
+    model = load_model(exported, contract, tmp_path / "fp", lazy=True)
+    assert model.loaded_pipeline is not None and model.fast is not None
+    assert model.fast_report["checked_on"] == {"input_example": len(example)}

@@ -60,22 +60,24 @@ ARRAYS = {
 
 
 def cache_folder() -> Path:
-    """Where numba caches compiled code: ``$NUMBA_CACHE_DIR`` when set, else a private folder
-    of this user in the temp dir (numba's cache files are pickles: a folder someone else could
-    write is never used; a fresh private folder is taken instead)."""
+    """Where numba caches compiled code: ``$NUMBA_CACHE_DIR`` when set, else a folder of this
+    user in the temp dir, which numba creates when it first saves code there. numba's cache
+    files are pickles: an existing folder that is not this user's own, or that others may
+    write, is never used; a fresh private folder is taken instead."""
     given = os.environ.get(CACHE_ENV)
     if given:
         return Path(given)
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    folder = Path(tempfile.gettempdir()) / f"tagserve-numba-{uid}"
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"tagserve-numba-{uid if uid is not None else 0}"
     try:
-        folder.mkdir(mode=0o700, exist_ok=True)
         info = folder.lstat()
-        private = stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o022
-        if private and (not hasattr(os, "getuid") or info.st_uid == uid):
-            return folder
+    except FileNotFoundError:
+        return folder
     except OSError:
-        pass
+        info = None
+    private = info is not None and stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o022
+    if private and (uid is None or info.st_uid == uid):
+        return folder
     return Path(tempfile.mkdtemp(prefix="tagserve-numba-"))
 
 

@@ -166,7 +166,7 @@ def test_compiled_code_is_cached_outside_a_read_only_package(tmp_path: Path) -> 
     assert first["misses"] >= 1 and second["misses"] == 0 and second["hits"] >= 1
     assert sorted(site.rglob("*")) == before
     cached = list(Path(first["cache"]).rglob("*.nbi"))
-    assert cached and stat.S_IMODE(Path(first["cache"]).stat().st_mode) == 0o700
+    assert cached and not stat.S_IMODE(Path(first["cache"]).stat().st_mode) & 0o022
     for path in [site, *site.rglob("*")]:
         path.chmod(0o755)
 
@@ -182,6 +182,7 @@ def test_a_cache_folder_others_can_write_is_never_used(
 
     monkeypatch.setattr(tempfile, "tempdir", None)
     shared = tmp_path / f"tagserve-numba-{os.getuid()}"
+    assert cache_folder() == shared and not shared.exists()  # numba creates it when it saves
     shared.mkdir()
     shared.chmod(0o777)
     chosen = cache_folder()

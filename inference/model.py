@@ -21,7 +21,7 @@ import pandas as pd
 
 from inference import fastpath
 from inference.contract import Contract, coerce, plain, read_contract, records_frame
-from inference.errors import TagserveError
+from inference.errors import TagserveError, one_line
 from inference.loading import load_pipeline
 
 logger = logging.getLogger("tagserve.inference")
@@ -198,8 +198,8 @@ def _checked_fast_path(
         return None, _not_used("the fast path was saved for another model")
     try:
         exact = fastpath.reproduces(fast, model.pipeline, example)
-    except ValueError as exc:
-        return None, _not_used(f"the fast path fails on the input example: {exc}")
+    except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
+        return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
     if not exact:
         return None, _not_used("the fast path differs from scikit-learn on the input example")
     report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
@@ -216,9 +216,12 @@ def _recorded_fast_path(
         example = input_example(model.path, model.contract)
         if fast.task != model.task or fast.columns != model.contract.features:
             return None, _not_used("the fast path was saved for another model")
-        exact = fastpath.gives_recorded_answers(fast, example)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
         return None, _not_used(f"cannot load the fast path: {exc}")
+    try:
+        exact = fastpath.gives_recorded_answers(fast, example)
+    except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
+        return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
     if not exact:
         return None, _not_used("the fast path differs from the answers recorded at import")
     report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}

@@ -356,3 +356,49 @@ def test_offline_loads_sklearn_only_when_a_call_needs_it(exported: Path, tmp_pat
     model = load_model(exported, contract, tmp_path / "fp", lazy=True)
     assert model.loaded_pipeline is not None and model.fast is not None
     assert model.fast_report["checked_on"] == {"input_example": len(example)}
+
+
+@pytest.mark.parametrize(
+    ("shape", "task"),
+    [
+        ({"rows": 900, "numbers": 14, "categories": 0, "levels": 0}, "regression"),
+        ({"rows": 600, "numbers": 0, "categories": 4, "levels": 30}, "regression"),
+        ({"rows": 700, "numbers": 3, "categories": 2, "levels": 5}, "classification"),
+        ({"rows": 400, "numbers": 1, "categories": 1, "levels": 2}, "classification"),
+    ],
+)
+def test_exact_on_generated_data_of_other_shapes(shape: dict[str, int], task: str) -> None:
+    """Models the pipeline builds from generated data: many numbers, only categories (wide
+    one-hot), more classes (integer labels), a tiny one; with missing values everywhere."""
+    from pipeline.train import build_model
+
+    rng = np.random.default_rng(shape["rows"])
+    n = shape["rows"]
+    frame = pd.DataFrame({f"n{i}": rng.normal(i, 1 + i, n) for i in range(shape["numbers"])})
+    for i in range(shape["categories"]):
+        levels = [f"c{i}-{k}" for k in range(shape["levels"])]
+        frame[f"k{i}"] = pd.Series(rng.choice(levels, n), dtype=object)
+    frame["o"] = pd.Series(rng.choice(["lo", "mid", "hi"], n), dtype=object)
+    signal = frame.select_dtypes("number").sum(axis=1).to_numpy() + (frame["o"] == "hi") * 3
+    for column in frame.columns:
+        # Fewer holes than any level's share: a missing value that is the most frequent
+        # "category" makes the imputer's fill None, which the fast path leaves to sklearn.
+        hole = rng.random(n) < (0.1 if frame[column].dtype != object else 0.02)
+        missing = None if frame[column].dtype == object else np.nan
+        frame[column] = frame[column].where(~hole, missing)
+    y = signal + rng.normal(0, 1, n)
+    if task == "classification":
+        y = np.digitize(y, np.quantile(y, [0.2, 0.4, 0.6, 0.8]))  # 5 integer classes
+    features = {
+        "numeric": [c for c in frame.columns if c.startswith("n")],
+        "categorical": [c for c in frame.columns if c.startswith("k")],
+        "ordinal": {"o": ["lo", "mid", "hi"]},
+        "text": None,
+    }
+    target = "RandomForestClassifier" if task == "classification" else "RandomForestRegressor"
+    estimator = {"_target_": f"sklearn.ensemble.{target}", "n_estimators": 15, "random_state": 0}
+    model = build_model(features, {"estimator": estimator}).fit(frame, y)
+    model[-1].set_params(n_jobs=1)
+    fast, report = prepare(model, task, {"data": frame})
+    assert fast is not None and report["exact"], report.get("reason")
+    assert_same_outputs(fast.outputs(frame), model, frame, task)

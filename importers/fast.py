@@ -201,7 +201,7 @@ def check_exact(
         forest = pipeline.steps[-1][1]
         rows = _rows_sklearn_takes(forest, forest_rows)
         want = fastpath.sklearn_outputs(forest, rows, fast.task)
-        exact &= fastpath.matches(fast._finish(fast.forest_output(rows)), want)
+        exact &= fastpath.matches(fast.finish(fast.forest_output(rows)), want)
         checked += len(rows)
         checked_on["forest_edge_rows"] = len(rows)
     report = {"engine": fast.engine, "rows_checked": checked, "exact": bool(exact)}
@@ -210,15 +210,17 @@ def check_exact(
 
 
 def _rows_sklearn_takes(forest: Any, rows: np.ndarray) -> np.ndarray:
-    """``rows`` without those sklearn's forest refuses (NaN when its trees take none)."""
+    """``rows`` without those sklearn's forest refuses: NaN, if its trees take none."""
+    with_nan = np.isnan(rows).any(axis=1)
+    if not with_nan.any():
+        return rows
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            forest.predict(rows[:1])
-            forest.predict(rows[np.isnan(rows).any(axis=1)][:1])
+            forest.predict(rows[with_nan][:1])
         return rows
     except ValueError:
-        return rows[~np.isnan(rows).any(axis=1)]
+        return rows[~with_nan]
 
 
 def prepare(

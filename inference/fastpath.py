@@ -129,7 +129,7 @@ class FastModel:
         out = self.forest.output(X, threads=threads)
         return out if self.task == "classification" else out[:, 0]
 
-    def _finish(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def finish(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) from the forest's raw output."""
         if self.task != "classification":
             return raw, None
@@ -142,7 +142,7 @@ class FastModel:
         """(predictions, class probabilities or None) for a frame fitted to the contract, or
         None when sklearn must answer this call."""
         X = self.transform(frame)
-        return None if X is None else self._finish(self.forest_output(X, threads))
+        return None if X is None else self.finish(self.forest_output(X, threads))
 
     def outputs_of_records(
         self, records: Sequence[Mapping[str, Any]]
@@ -151,7 +151,7 @@ class FastModel:
         rows = [self.row(r) for r in records]
         if not rows or any(r is None for r in rows):
             return None
-        return self._finish(self.forest_output(np.array(rows, dtype=np.float64)))
+        return self.finish(self.forest_output(np.array(rows, dtype=np.float64)))
 
 
 def load(folder: str | Path) -> FastModel:

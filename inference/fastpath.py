@@ -71,10 +71,13 @@ class FastModel:
         # Object, not numpy's fixed-width text: sklearn's classes_ for string labels.
         self.classes = None if classes is None else np.array(classes, dtype=object)
         self._tables = [_lookup_tables(b) for b in spec["blocks"]]
-        # The same lookups for whole columns (a hash table pandas builds once per column).
+        # The same lookups for whole columns (a hash table pandas builds once per column: built
+        # here, before threads share it).
         self._indexes = [
             [pd.Index(c, dtype=object) for c in b.get("categories", [])] for b in spec["blocks"]
         ]
+        for index in (i for block in self._indexes for i in block):
+            index.get_indexer(np.array(["", None], dtype=object))
         width, wanted = sum(block_width(b) for b in spec["blocks"]), forest.n_features
         if width != wanted:
             raise ValueError(f"the blocks make {width} columns; the forest takes {wanted}")

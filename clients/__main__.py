@@ -154,6 +154,13 @@ def build_parser() -> OneLineArgumentParser:
         default=50_000,
         help="rows per chunk, which bounds memory (default %(default)s)",
     )
+    p.add_argument(
+        "--threads",
+        type=positive,
+        default=1,
+        help="threads of the fast path's forest; each row is still computed alone, so the "
+        "predictions are the same (default %(default)s)",
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("spark", help="score a file with Spark (mlflow.pyfunc.spark_udf)")
@@ -236,6 +243,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     print(summary.line())
     return 0

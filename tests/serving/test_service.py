@@ -566,7 +566,7 @@ def _without(row: dict[str, Any], column: str) -> dict[str, Any]:
         ("application/json", lambda r: [r], 400, "JSON object"),
         ("application/json", lambda r: b"{nope", 400, "not valid JSON"),
         ("text/csv", lambda r: b"carat,depth\nabc,1\n", 400, "column"),
-        ("text/csv", lambda r: b"", 400, "not valid CSV"),
+        ("text/csv", lambda r: b"", 400, "the CSV body is empty"),
         ("text/plain", lambda r: b"x", 415, "unsupported content type"),
         ("application/json; charset=latin-1", lambda r: {"inputs": r}, 415, "UTF-8"),
     ],

@@ -39,6 +39,7 @@ from inference.model import load_model
 from serving import bentoml_private
 from serving.admission import LoadShedding
 from serving.batching import answer_each, build_answers_output, request_error
+from serving.drain import DrainMiddleware, on_arbiter_stop
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
 from serving.openapi import document_service
@@ -192,6 +193,10 @@ def create_service(settings: Settings | None = None) -> Any:
             )
 
     bentoml_private.put_outermost_first()
+    # issue 17, graceful drain: the arbiter holds new connections before it stops the workers;
+    # each worker drains (outermost: it counts and marks every request).
+    bentoml_private.before_arbiter_stops(on_arbiter_stop)
+    Tagserve.add_asgi_middleware(DrainMiddleware, seconds=settings.drain_seconds)
     Tagserve.add_asgi_middleware(LoadShedding, **settings.shedding(paths=["/predict"]))
     Tagserve.add_asgi_middleware(ReadableErrors)
     Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

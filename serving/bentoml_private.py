@@ -3,6 +3,7 @@ one BentoML version they were read from (a newer BentoML fails here, loudly, at 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,8 +64,41 @@ def put_outermost_first() -> None:
     ServiceAppFactory._tagserve_outermost_first = True
 
 
+def before_arbiter_stops(callback: Any) -> None:
+    """Run ``callback(arbiter)`` in the ``bentoml serve`` process when it is told to stop
+    (SIGTERM, SIGINT, SIGQUIT), before it signals its workers. Idempotent.
+
+    BentoML's arbiter is circus': its ``SysHandler`` turns those signals into a ``quit``
+    command, which stops every worker (SIGTERM) and then closes the listening sockets. This
+    process imports the service module as well (``serve_http`` loads it), so the service can
+    wrap the handler here; a worker never creates a ``SysHandler``.
+    """
+    from circus.sighandler import SysHandler
+
+    if getattr(SysHandler, "_tagserve_before_stop", None) is not None:
+        SysHandler._tagserve_before_stop = callback
+        return
+    SysHandler._tagserve_before_stop = callback
+
+    def wrap(name: str) -> None:
+        original = getattr(SysHandler, name)
+
+        def handle(self: Any) -> None:
+            try:
+                SysHandler._tagserve_before_stop(self.controller.arbiter)
+            except Exception:  # never keep the server from stopping
+                logging.getLogger("bentoml.service.tagserve").exception("before stopping")
+            original(self)
+
+        setattr(SysHandler, name, handle)
+
+    for name in ("handle_term", "handle_int", "handle_quit"):
+        wrap(name)
+
+
 __all__ = [
     "IORootModel",
+    "before_arbiter_stops",
     "arguments",
     "put_outermost_first",
     "record_arguments",

@@ -61,3 +61,12 @@ def fragile_server(
     env = subprocess_env(models, TAGSERVE_MODEL=fragile)
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def candidate(models: Models) -> str:
+    """The BentoML tag of a candidate regressor beside the session's (another seed, imported
+    non-prod): ``tests.helpers.candidates.import_candidate``."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models)

@@ -23,15 +23,17 @@ CANDIDATE_PROJECT = "tagserve-diamonds-candidate"
 CANDIDATE_SEED = 7
 
 
-def import_candidate(models: Models) -> str:
+def import_candidate(models: Models, *, train: bool = True) -> str:
     """A regressor of the live model's input contract trained with another seed (another
     project of the artifact store), imported into ``models``' BentoML home under the live
-    model's name but not as prod (its project's v0; its prod is a later v1). Its tag."""
+    model's name but not as prod (its project's v0; its prod is a later v1). Its tag.
+    ``train=False``: imported again (into another BentoML home) from the same artifact."""
     from importers import import_model
 
     home = models.tagserve_home
-    train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED)
-    train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED + 1)
+    if train:
+        train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED)
+        train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED + 1)
     with bentoml_home(models.bentoml_home):
         import bentoml
 

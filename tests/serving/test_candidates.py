@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from inference.compare import ABS_DIFF_BUCKETS, Comparison
@@ -45,6 +46,7 @@ from tests.helpers.candidates import (
 from tests.helpers.servers import BENTOML_CLI, free_port, start_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
+    PYTHON,
     Models,
     bentoml_home,
     bentoml_server,
@@ -149,7 +151,12 @@ def histogram(url: str) -> dict[str, float]:
 
 
 def test_shadow_answers_from_the_live_model_and_its_metrics_equal_an_offline_comparison(
-    paired: str, server: str, models: Models, candidate: str, rows: list[dict[str, Any]]
+    paired: str,
+    server: str,
+    models: Models,
+    candidate: str,
+    rows: list[dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     shadow_idle(paired)
     before = histogram(paired)
@@ -182,6 +189,16 @@ def test_shadow_answers_from_the_live_model_and_its_metrics_equal_an_offline_com
             )
     assert sent_rows == rows
 
+    # The offline comparison of the same rows: `python -m clients compare`.
+    table = tmp_path / "rows.parquet"
+    pd.DataFrame(rows).to_parquet(table)
+    cmd = [PYTHON, "-m", "clients", "compare", str(table), "--model", models.regressor]
+    cmd += ["--candidate", candidate, "--json"]
+    done = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, env=subprocess_env(models), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
     offline = Comparison("regression")
     diffs = offline.add(
         live_answers, [a["prediction"] for a in loaded(models, candidate).answer_records(rows)]
@@ -190,8 +207,9 @@ def test_shadow_answers_from_the_live_model_and_its_metrics_equal_an_offline_com
     assert requests - requests_before == len(calls)
     assert metric(paired, "tagserve_shadow_dropped_total") == dropped_before
     after = histogram(paired)
-    assert after["count"] - before["count"] == len(rows) == offline.rows
-    assert after["sum"] - before["sum"] == pytest.approx(diffs.sum(), rel=1e-12)
+    assert after["count"] - before["count"] == len(rows) == offline.rows == figures["rows"]
+    assert after["sum"] - before["sum"] == pytest.approx(figures["abs_diff"]["sum"], rel=1e-12)
+    assert figures["abs_diff"] == offline.figures()["abs_diff"]  # the CLI saw the same
     for le in ABS_DIFF_BUCKETS:
         assert after[str(le)] - before[str(le)] == int((diffs <= le).sum()), le
     assert offline.figures()["abs_diff"]["max"] > 0  # a candidate that really differs
@@ -423,3 +441,26 @@ def test_sigterm_under_load_cuts_no_request(
             socket.create_connection(("127.0.0.1", port), timeout=2)
     finally:
         server.stop()
+
+
+def test_compare_refuses_in_one_line(models: Models, candidate: str, tmp_path: Path) -> None:
+    table = tmp_path / "rows.csv"
+    pd.DataFrame(diamond_records(5)).to_csv(table, index=False)
+    for args, problem in (
+        (
+            [str(tmp_path / "none.csv"), "--model", models.regressor, "--candidate", candidate],
+            "does not exist",
+        ),
+        (
+            [str(table), "--model", models.regressor, "--candidate", models.classifier],
+            "is a classification model",
+        ),
+        ([str(table), "--model", models.regressor, "--candidate", "nope:v1"], "no model"),
+    ):
+        done = subprocess.run(
+            [PYTHON, "-m", "clients", "compare", *args],
+            cwd=PROJECT_ROOT, env=subprocess_env(models), capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert problem in done.stderr, done.stderr

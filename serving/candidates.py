@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -53,6 +54,8 @@ REQUEST_KEY_HEADER = b"x-request-key"
 MODEL_HEADER = b"x-tagserve-model"
 # The shadow calls one worker may hold waiting for the candidate; past it they are dropped.
 SHADOW_QUEUE = 256
+# How long the shadow thread gathers calls after the first before scoring them together.
+SHADOW_GATHER_S = 0.05
 
 # The route the current request was given (/predict, /invocations read it).
 route_var: ContextVar[str] = ContextVar("tagserve_route", default=LIVE)
@@ -223,18 +226,25 @@ class ShadowMetrics:
         self.agreed = prom.Counter(
             "tagserve_shadow_agreed_rows", "Rows where the candidate predicts the live class"
         )
-        # A ratio cannot be summed over workers: one series per worker (pid label); the
-        # service's ratio is tagserve_shadow_agreed_rows_total / tagserve_shadow_rows_total.
-        self.agreement = prom.Gauge(
-            "tagserve_shadow_agreement_ratio",
-            "This worker's share of shadow rows where the candidate agrees (classifiers)",
-            multiprocess_mode="liveall",
-        )
+        self.agreement: Any = None  # made for a classifier only (agreement_of_worker)
         self.latency = prom.Histogram(
             "tagserve_model_latency_seconds",
             "Time of one model call, by model tag",
             labelnames=["model"],
         )
+
+    def agreement_of_worker(self) -> Any:
+        # A ratio cannot be summed over workers: one series per worker (pid label); the
+        # service's ratio is tagserve_shadow_agreed_rows_total / tagserve_shadow_rows_total.
+        if self.agreement is None:
+            import prometheus_client as prom
+
+            self.agreement = prom.Gauge(
+                "tagserve_shadow_agreement_ratio",
+                "This worker's share of shadow rows where the candidate agrees (classifiers)",
+                multiprocess_mode="liveall",
+            )
+        return self.agreement
 
 
 _metrics: ShadowMetrics | None = None
@@ -271,8 +281,10 @@ class Shadow:
         *,
         tag: str,
         maxsize: int = SHADOW_QUEUE,
+        gather_s: float = SHADOW_GATHER_S,
     ) -> None:
         self.score = score
+        self.gather_s = gather_s
         self.metrics = metrics
         self.tag = tag
         self.comparison = Comparison(task)
@@ -294,31 +306,59 @@ class Shadow:
 
     def _run(self) -> None:
         while True:
-            call = self.calls.get()
+            calls = [self.calls.get()]
+            # Gather what arrives meanwhile: one wake-up and one candidate call for many
+            # requests, not a GIL hand-over per request (which slowed the live event loop).
+            time.sleep(self.gather_s)
+            with contextlib.suppress(queue.Empty):
+                while len(calls) < self.calls.maxsize:
+                    calls.append(self.calls.get_nowait())
             try:
-                self._score(call)
-            except Exception:  # a shadow failure never reaches a client
-                self.dropped += 1
-                self.metrics.dropped.labels(reason="candidate_failed").inc()
-                logger.exception("shadow: the candidate %s failed", self.tag)
+                self._score_all(calls)
             finally:
-                self.calls.task_done()
+                for _ in calls:
+                    self.calls.task_done()
 
-    def _score(self, call: ShadowCall) -> None:
+    def _score_all(self, calls: list[ShadowCall]) -> None:
+        merged = [c for c in calls if isinstance(c.rows, list)]  # records: one call for all
+        groups = [merged] if merged else []
+        groups += [[c] for c in calls if not isinstance(c.rows, list)]  # frames: one each
+        for group in groups:
+            try:
+                self._score(group)
+            except Exception:  # the group again call by call: a failing call fails alone
+                if len(group) == 1:
+                    self._failed(group[0])
+                    continue
+                for call in group:
+                    try:
+                        self._score([call])
+                    except Exception:
+                        self._failed(call)
+
+    def _failed(self, call: ShadowCall) -> None:
+        # A shadow failure never reaches a client: counted and logged.
+        self.dropped += 1
+        self.metrics.dropped.labels(reason="candidate_failed").inc()
+        logger.exception("shadow: the candidate %s failed", self.tag)
+
+    def _score(self, calls: list[ShadowCall]) -> None:
+        rows = calls[0].rows if len(calls) == 1 else [r for c in calls for r in c.rows]
+        live = [p for c in calls for p in c.live]
         began = time.perf_counter()
-        predicted = self.score(call.rows)
+        predicted = self.score(rows)
         self.metrics.latency.labels(model=self.tag).observe(time.perf_counter() - began)
-        per_row = self.comparison.add(call.live, predicted)
+        per_row = self.comparison.add(live, predicted)
         m = self.metrics
-        m.requests.inc()
+        m.requests.inc(len(calls))
         m.rows.inc(len(per_row))
         if self.comparison.task == "classification":
             m.agreed.inc(int(per_row.sum()))
-            m.agreement.set(self.comparison.agreed / self.comparison.rows)
+            m.agreement_of_worker().set(self.comparison.agreed / self.comparison.rows)
         else:
             for diff in per_row:
                 m.abs_diff.observe(float(diff))
-        self.scored += 1
+        self.scored += len(calls)
 
     def wait(self, timeout: float = 30.0) -> bool:
         """Until every queued call is scored (tests, shutdown); False after ``timeout``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -90,6 +91,61 @@ def one_round(setup: Any, counts: Counts, config: str, env: dict[str, str], n: i
     return out
 
 
+def live_path_cost(setup: Any, candidate: str, calls: int) -> list[dict[str, Any]]:
+    """The live path's own cost per /predict-sized call, in-process (no HTTP, no other
+    process: steadier than the served runs on a shared machine): the live model alone, and
+    through ``ModelChoice`` with the candidate shadowing every call (its thread running)."""
+    import time
+
+    import bentoml
+
+    from inference.bento import fastpath_folder, mlflow_folder
+    from inference.contract import json_records
+    from inference.model import load_model
+    from serving.candidates import SHADOWED, ModelChoice
+
+    os_env = {k: setup.env[k] for k in ("BENTOML_HOME",)}
+    previous = {k: os.environ.get(k) for k in os_env}
+    os.environ.update(os_env)
+    try:
+        model = bentoml.models.get(candidate)
+        shadow = load_model(mlflow_folder(model), setup.fast.contract, fastpath_folder(model))
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    records = json_records(setup.X.head(200), setup.fast.contract)
+    choice = ModelChoice(setup.fast, setup.tag, shadow, candidate, shadow_fraction=1.0)
+    configs = (
+        ("live model alone", setup.fast.answer_records),
+        ("shadow 1.0 (ModelChoice, thread running)", lambda r: choice.answer_records(r, SHADOWED)),
+    )
+    out = []
+    for config, call in configs:
+        for i in range(200):
+            call([records[i % 200]])
+        times = []
+        for i in range(calls):
+            began = time.perf_counter()
+            call([records[i % 200]])
+            times.append(time.perf_counter() - began)
+            if i % 50 == 0:
+                time.sleep(0.001)  # let the shadow thread run, as the event loop's waits do
+        times.sort()
+        row = {
+            "config": config,
+            "calls": calls,
+            "p50_us": times[len(times) // 2] * 1e6,
+            "p99_us": times[int(len(times) * 0.99)] * 1e6,
+            "mean_us": sum(times) / len(times) * 1e6,
+        }
+        out.append(row)
+        print(f"    in-process {config}: p50 {row['p50_us']:.1f} us, p99 {row['p99_us']:.1f} us")
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = Counts().scaled(0.2) if args.quick else Counts()
     setup = prepare(args.source, args.home)
@@ -111,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "TAGSERVE_CANDIDATE": candidate,
             "TAGSERVE_SHADOW_FRACTION": "1",
         }
+        report["in_process"] = live_path_cost(setup, candidate, counts.clients_32 * 5)
         for n in range(args.rounds):
             for config, env in (("alone", setup.env), ("shadow 1.0", shadow_env)):
                 report["results"] += one_round(setup, counts, config, env, n)
@@ -195,6 +252,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {row['route']} | {row['p50_ratio']:.2f}x | {row['p99_ratio']:.2f}x | "
             f"{row['rows_per_s_ratio']:.2f}x | {share} |"
+        )
+    lines += [
+        "",
+        "In-process, one record a call (the live path's own cost, the shadow thread running):",
+        "",
+        "| live path | calls | p50 us | p99 us | mean us |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report.get("in_process", []):
+        lines.append(
+            f"| {r['config']} | {r['calls']} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | "
+            f"{r['mean_us']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import orjson
 from pydantic import Field
 
 from inference.bento import fastpath_folder, get_model, mlflow_folder
@@ -36,9 +37,8 @@ from inference.constants import FASTPATH_METADATA, MLFLOW_FOLDER, SERVING_EXAMPL
 from inference.contract import Contract, contract_from_signature
 from inference.errors import InputError, TagserveError
 from inference.model import load_model
-from serving import bentoml_private
-from serving.admission import LoadShedding
-from serving.batching import answer_each, build_answers_output, request_error
+from serving import bentoml_private, middleware
+from serving.batching import INPUT_FAULTS, answer_each, build_answers_output, described
 from serving.candidates import (
     BATCH_ROUTES,
     CANDIDATE,
@@ -46,14 +46,12 @@ from serving.candidates import (
     SHADOWED,
     CandidateRefused,
     ModelChoice,
-    ModelRouting,
     check_candidate,
     describe_candidate,
 )
-from serving.drain import DrainMiddleware, on_arbiter_stop
-from serving.guard import RequestGuard
-from serving.http import ReadableErrors, protocol_app
-from serving.openapi import document_service
+from serving.drain import on_arbiter_stop
+from serving.http import protocol_app
+from serving.openapi import allowed_methods, service_document
 from serving.protocol import example_frame
 from serving.schema import (
     Metadata,
@@ -168,11 +166,13 @@ def create_service(settings: Settings | None = None) -> Any:
             # event loop, not in a worker thread that would fight the loop for the GIL (under
             # load shedding the loop is busy refusing requests, and a threaded call then took
             # tens of milliseconds).
-            answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
-            error = request_error(answers, indexed=False)
-            if error is not None:  # a record the model cannot take: 400, not a 500
-                raise error
-            return answers[0]
+            try:
+                (answer,) = self.models.answer_records([record.model_dump(by_alias=True)])
+            except INPUT_FAULTS as exc:  # a record the model cannot take: 400, not a 500
+                raise bentoml.exceptions.InvalidArgument(
+                    f"invalid input: the model cannot take this record ({described(exc)})"
+                ) from None
+            return Prediction(**answer)
 
         @bentoml.api(
             batchable=True,
@@ -272,24 +272,18 @@ def create_service(settings: Settings | None = None) -> Any:
                 else None,
             )
 
-    bentoml_private.put_outermost_first()
-    # issue 17, graceful drain: the arbiter holds new connections before it stops the workers;
-    # each worker drains (outermost: it counts and marks every request).
+    # issue 17, graceful drain: the arbiter holds new connections before it stops the workers
+    # (serving.drain; the workers' half is serving.middleware.DrainMiddleware).
     bentoml_private.before_arbiter_stops(on_arbiter_stop)
-    Tagserve.add_asgi_middleware(DrainMiddleware, seconds=settings.drain_seconds)
-    # issue 17: each prediction request's model (canary, shadow), before batching merges them.
-    Tagserve.add_asgi_middleware(
-        ModelRouting,
-        live=model_tag,
-        candidate=candidate_tag,
-        percent=settings.canary_percent,
-        fraction=settings.shadow_fraction,
-    )
-    Tagserve.add_asgi_middleware(LoadShedding, **settings.shedding(paths=["/predict"]))
-    Tagserve.add_asgi_middleware(ReadableErrors)
-    Tagserve.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction
-    document_service(Tagserve, contract, max_rows=settings.max_rows, version=model_tag)
+    document = service_document(
+        Tagserve, contract, Record, Prediction, max_rows=settings.max_rows, version=model_tag
+    )
+    Tagserve.inner.openapi_document = document
+    Tagserve.inner.openapi_body = orjson.dumps(document)
+    routing = {"live": model_tag, "candidate": candidate_tag}  # issue 17: canary and shadow
+    middleware.install(Tagserve, settings, allowed_methods(document), routing)
+    bentoml_private.whole_requests_batching()  # a request is never split, so never cut
     return Tagserve
 
 

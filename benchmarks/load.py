@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
 from inference.errors import TagserveError
 from tests.helpers.servers import start_server
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchmarkError("--clients and --duration must be more than 0")
         report = run(args)
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.output.with_suffix(".json").write_text(strict_json.dumps(report, indent=2) + "\n")
         args.output.with_suffix(".md").write_text(markdown(report))
         print("\n" + report["table"])
         print(f"\nwrote {args.output}.json and {args.output}.md")

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.hey import Load, LoadError, hey_path, run_hey, warm_up
+from inference import strict_json
 from tests.helpers.servers import free_port, start_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -862,7 +863,7 @@ def save_report(out: Path, stem: str, report: dict[str, Any], table: str) -> Non
     """Write ``stem``.json (every number) and ``stem``.md (the table) into ``out``, and print
     the table."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{stem}.json").write_text(strict_json.dumps(report, indent=1) + "\n")
     (out / f"{stem}.md").write_text(table)
     print()
     print(table)

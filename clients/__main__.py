@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from clients.errors import ClientError
+from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
 
 DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
@@ -206,19 +207,17 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
 
     from clients.single import parse_record, predict_one, service_for_fields
 
     service = service_for_fields(args.url, args.timeout, args.retries) if args.field else None
     record = parse_record(args.record, args.field, service)
     result = predict_one(record, url=args.url, timeout=args.timeout, backoff=backoff_of(args))
-    print(json.dumps(result))
+    print(strict_json.dumps(result))
     return 0
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    import json
 
     from clients.stream import stream_file
 
@@ -234,7 +233,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    print(json.dumps(summary.as_dict()) if args.json else summary.text())
+    print(strict_json.dumps(summary.as_dict()) if args.json else summary.text())
     if summary.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clients.errors import ClientError
+from inference import strict_json
 
 FORMATS = {
     ".parquet": "parquet",
@@ -138,6 +139,8 @@ def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
 
 
 def _csv_chunks(path, chunk_size, columns, dtypes, skip):
+    if Path(path).stat().st_size == 0 or not Path(path).read_bytes()[:4096].strip():
+        raise ClientError(f"{path} is empty: a CSV file needs a header line naming the columns")
     try:
         header = pd.read_csv(path, nrows=0).columns
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -407,7 +410,7 @@ class PartWriter:
                         frame.to_csv(out, index=False, header=i == 0)
                     else:
                         for record in json_records(frame):
-                            out.write(json.dumps(record) + "\n")
+                            out.write(strict_json.dumps(record) + "\n")
                 if not parts and self.format == "csv":
                     out.write(f"{self.id_name},{PREDICTION}\n")
         _fsync(tmp)

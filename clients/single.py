@@ -20,6 +20,7 @@ from clients.http import (
     normalize_url,
 )
 from clients.service import PREDICT_ROUTE, ServiceInfo, fetch_service_info
+from inference.contract import parse_text
 
 
 def parse_record(
@@ -52,21 +53,13 @@ def parse_record(
 
 
 def typed(name: str, value: str, kind: str | None) -> Any:
-    if value.lower() in ("null", "none") and kind != "string":
-        return None
-    try:
-        if kind in ("double", "float"):
-            return float(value)
-        if kind in ("long", "integer"):
-            return int(value)
-        if kind == "boolean":
-            if value.lower() not in ("true", "false"):
-                raise ValueError(value)
-            return value.lower() == "true"
-    except ValueError:
-        raise ClientError(f"--field {name}: {value!r} is not a {kind}") from None
-    if kind == "string":
-        return value
+    """A flag's value in its column's type (``inference.contract.parse_text``); with no known
+    type, as JSON reads it (else as text)."""
+    if kind is not None:
+        try:
+            return parse_text(kind, value)
+        except ValueError as exc:
+            raise ClientError(f"--field {name}: {exc}") from None
     try:
         return json.loads(value)
     except json.JSONDecodeError:

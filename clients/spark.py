@@ -34,7 +34,7 @@ import inference
 from clients.errors import ClientError
 from clients.io import DEFAULT_ID, PREDICTION
 from clients.model import ModelInfo
-from inference.contract import TYPES
+from inference.contract import TYPES, type_of_value
 
 # The artifact names clients/spark_pyfunc.py loads (it cannot import this module: it runs
 # on the executors with only the core package as its code).
@@ -72,17 +72,11 @@ def java_available() -> bool:
 
 
 def result_type(info: ModelInfo) -> str:
-    """The Spark type of a prediction: double, or the classes' type."""
+    """The Spark type of a prediction: double, or the classes' type (text if they mix)."""
     if info.task != "classification":
-        return "double"
-    classes = info.classes or []
-    if classes and all(isinstance(c, bool) for c in classes):
-        return "boolean"
-    if classes and all(isinstance(c, int) for c in classes):
-        return "long"
-    if classes and all(isinstance(c, int | float) for c in classes):
-        return "double"
-    return "string"
+        return TYPES["double"].spark
+    kinds = {type_of_value(c) for c in info.classes or []}
+    return TYPES[kinds.pop() if len(kinds) == 1 else "string"].spark
 
 
 QUIET_LOG4J = """\
@@ -311,7 +305,7 @@ def wrap_model(info: ModelInfo, dest: Path) -> Path:
             code_paths=[str(CORE_PACKAGE)],
             model_config={
                 "features": info.features,
-                "text_columns": [c.name for c in info.columns if c.type == "string"],
+                "text_columns": [c.name for c in info.columns if TYPES[c.type].python is str],
             },
             signature=original.signature,
             pip_requirements=pins or None,

@@ -8,12 +8,12 @@ exit 1 (2 for bad usage), never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
 from pathlib import Path
 
+from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
 
 EPILOG = """\
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         result = import_model(
             args.source, name=args.name, home=args.home, project=args.project, entity=args.entity
         )
-        print(json.dumps(result.to_dict()) if args.json else result.line())
+        print(strict_json.dumps(result.to_dict()) if args.json else result.line())
         return 0
 
     return run_command(command, interrupted="error: interrupted (nothing was imported)")

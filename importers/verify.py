@@ -16,6 +16,7 @@ import numpy as np
 
 from importers.errors import ModelRejected
 from inference import loading
+from inference.constants import INPUT_EXAMPLE
 from inference.contract import Contract, contract_from_signature, read_mlmodel, signature_of
 from inference.errors import ModelRefused, one_line
 
@@ -115,7 +116,7 @@ def verify_model(path: Path) -> VerifiedModel:
     """
     facts = inspect_model(path)
     model = _load(path, facts)
-    example = _input_example(path)
+    example = _input_example(path, facts.contract)
     missing = [c for c in facts.input_columns if c not in example.columns]
     if missing:
         raise ModelRejected(f"the input example lacks signature column(s): {', '.join(missing)}")
@@ -187,21 +188,19 @@ def _load(path: Path, facts: ModelFacts) -> Any:
         raise ModelRejected(str(exc)) from None
 
 
-def _input_example(path: Path) -> Any:
-    from mlflow.models import Model
+def _input_example(path: Path, contract: Contract) -> Any:
+    """The model's input example, fitted to its contract as every path reads it (MLflow's own
+    reader casts a ``long`` column holding a missing value to int64, and fails)."""
+    from inference.model import input_example
 
-    mlmodel = Model.load(str(path / "MLmodel"))
+    if not (path / INPUT_EXAMPLE).is_file():
+        raise ModelRejected("the model has no input example to verify its predictions on")
     try:
-        example = mlmodel.load_input_example(str(path))
-    except Exception as exc:  # a missing or unreadable input_example.json
+        return input_example(path, contract)
+    except Exception as exc:  # unreadable JSON, not a table, values that do not fit
         raise ModelRejected(
             f"cannot read the model's input example: {one_line(exc, limit=300)}"
         ) from exc
-    if example is None:
-        raise ModelRejected("the model has no input example to verify its predictions on")
-    if not hasattr(example, "columns"):
-        raise ModelRejected(f"the model's input example is a {type(example).__name__}, not a table")
-    return example
 
 
 def _check_expected(predictions: np.ndarray, expected: list[Any]) -> None:

@@ -15,8 +15,10 @@ MLFLOW_FOLDER = "mlflow_model"
 # and the metadata key of its import-time check (engine, rows checked, exact or not).
 FASTPATH_FOLDER = "fastpath"
 FASTPATH_METADATA = "fast_path"
-# The model's own example request, written by MLflow next to MLmodel.
+# The model's own example request, and its input example ({"columns", "data"}), written by
+# MLflow next to MLmodel (and made strict JSON by the pipeline's export).
 SERVING_EXAMPLE = "serving_input_example.json"
+INPUT_EXAMPLE = "input_example.json"
 # What an exported model needs at inference time, pinned to the versions it was trained with.
 RUNTIME_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 

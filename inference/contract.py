@@ -29,13 +29,31 @@ from inference.errors import InputError, ModelRefused
 
 @dataclass(frozen=True)
 class ColumnType:
-    """How one MLflow column type is held in each place a value travels."""
+    """How one MLflow column type is held in each place a value travels: the one table every
+    path reads (the service's schema and OpenAPI document, its validation, the clients, Spark,
+    CSV), so that what a type accepts is decided once."""
 
     python: type  # a JSON value of the column (pydantic records, JSON requests)
+    json_type: str  # its JSON Schema type (the OpenAPI document)
     dtype: str  # the pandas dtype when no value is missing
     spark: str  # the Spark SQL type
+    # One CSV value of the type in its plain form (the OpenAPI document's CSV pattern): numbers
+    # in decimal notation within float32 and int32, text any unquoted field but the words pandas
+    # reads as missing (serving.openapi adds that look-ahead).
+    csv_value: str
     # The smallest and largest value the model can take (inclusive), or None: no bound.
     bounds: tuple[float, float] | None = None
+    # Integers: JSON Schema counts 3504.0 as an integer, and pandas writes an integer column
+    # holding a missing value as floats, so a number with no fractional part is taken as the
+    # integer it is (scored exactly as that integer); 3.5 is refused.
+    whole: bool = False
+    # Whether the fast path's record entry builds this type exactly as records_frame does (not
+    # float32, where sklearn computes in float32, nor boolean, an object column once missing).
+    record_entry: bool = True
+
+    @property
+    def number(self) -> bool:
+        return self.python in (int, float)
 
 
 # scikit-learn's trees (every tagserve estimator) cast their input to float32: a magnitude
@@ -49,18 +67,29 @@ FEATURE_LIMIT = 1e30
 FLOAT_BOUNDS = (-FEATURE_LIMIT, FEATURE_LIMIT)
 INT64_BOUNDS = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
 INT32_BOUNDS = (int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max))
+DECIMAL_CSV = r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?"
+WHOLE_CSV = r"-?(0|[1-9][0-9]{0,8})(\.0{1,8})?"
 
 # The MLflow ColSpec types a tagserve model may take.
 TYPES: dict[str, ColumnType] = {
-    "double": ColumnType(float, "float64", "double", FLOAT_BOUNDS),
-    "float": ColumnType(float, "float32", "float", FLOAT_BOUNDS),
-    "long": ColumnType(int, "int64", "bigint", INT64_BOUNDS),
-    "integer": ColumnType(int, "int32", "int", INT32_BOUNDS),
-    "boolean": ColumnType(bool, "bool", "boolean"),
-    "string": ColumnType(str, "object", "string"),
+    "double": ColumnType(float, "number", "float64", "double", DECIMAL_CSV, FLOAT_BOUNDS),
+    "float": ColumnType(
+        float, "number", "float32", "float", DECIMAL_CSV, FLOAT_BOUNDS, record_entry=False
+    ),
+    "long": ColumnType(int, "integer", "int64", "bigint", WHOLE_CSV, INT64_BOUNDS, whole=True),
+    "integer": ColumnType(int, "integer", "int32", "int", WHOLE_CSV, INT32_BOUNDS, whole=True),
+    "boolean": ColumnType(
+        bool,
+        "boolean",
+        "bool",
+        "boolean",
+        "(True|False|true|false|TRUE|FALSE)",
+        record_entry=False,
+    ),
+    "string": ColumnType(str, "string", "object", "string", r'[^,"\n\r\x00][^,\n\r\x00]*'),
 }
-NUMBER_TYPES = ("double", "float", "long", "integer")
-INTEGER_TYPES = ("long", "integer")
+NUMBER_TYPES = tuple(name for name, t in TYPES.items() if t.number)
+INTEGER_TYPES = tuple(name for name, t in TYPES.items() if t.whole)
 
 
 def value_problem(kind: str, value: Any) -> str | None:
@@ -75,7 +104,11 @@ def value_problem(kind: str, value: Any) -> str | None:
     if isinstance(value, float | np.floating) and not math.isfinite(value):
         return f"{value} is not a finite number"
     low, high = bounds
-    if low <= value <= high:
+    if isinstance(value, float | np.floating) and TYPES[kind].whole:
+        within = float_within(kind, float(value))  # a float standing for an integer
+    else:
+        within = low <= value <= high
+    if within:
         return None
     return (
         f"{_shown(value)} is outside the range the model takes for a {kind} column "
@@ -94,11 +127,12 @@ def _shown(number: Any) -> str:
 def dtype_for(kind: str, missing: bool) -> str:
     """The pandas dtype of a column of MLflow type ``kind``, as pandas reads such data: an
     integer column with a missing value is float64 (NaN), a boolean one holds objects."""
-    if missing and kind in INTEGER_TYPES:
+    column = TYPES[kind]
+    if missing and column.whole:
         return "float64"
-    if missing and kind == "boolean":
+    if missing and column.python is bool:
         return "object"
-    return TYPES[kind].dtype
+    return column.dtype
 
 
 @dataclass(frozen=True)
@@ -211,35 +245,109 @@ def read_contract(folder: Path) -> Contract:
 # --- the service: strict ---------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
+def strict_value(kind: str, value: Any) -> Any:
+    """``value`` (not missing) as a column of MLflow type ``kind`` takes it, or ValueError: the
+    one type rule of the service, for its records (pydantic) and its frames alike. Numbers are
+    never read from text, text never from numbers, booleans are not numbers; an integer
+    column takes a number with no fractional part as that integer. Finiteness and bounds are
+    :func:`value_problem`'s (a non-finite float is passed on for it to name)."""
+    column = TYPES[kind]
+    if isinstance(value, bool | np.bool_):
+        if column.python is bool:
+            return bool(value)
+    elif column.python is str:
+        if isinstance(value, str):
+            return value
+    elif column.whole:
+        if isinstance(value, int | np.integer):
+            return int(value)
+        if isinstance(value, float | np.floating):
+            if not math.isfinite(value) or not float_within(kind, value):
+                return float(value)  # value_problem names it
+            if float(value).is_integer():
+                return int(value)
+            raise ValueError(f"{_shown(value)} is not a whole number")
+    elif column.number and isinstance(value, int | float | np.integer | np.floating):
+        return value
+    raise ValueError("wrong type")
+
+
+def parse_text(kind: str, text: str) -> Any:
+    """A value typed as text (a command line's ``NAME=VALUE``) as a column of MLflow type
+    ``kind`` takes it: numbers parsed (an integer column takes ``3504`` or ``3504.0``), text as
+    it is, ``null``/``none`` as a missing value outside text columns.
+
+    Raises:
+        ValueError: The text is no value of the type.
+    """
+    column = TYPES[kind]
+    if column.python is str:
+        return text
+    if text.lower() in ("null", "none"):
+        return None
+    if column.python is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{text!r} is not a {kind}")
+        return text.lower() == "true"
+    try:
+        number: Any = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a {kind}") from None
+    try:
+        return strict_value(kind, float(number) if not column.whole else number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a {kind}") from None
+
+
+def type_of_value(value: Any) -> str:
+    """The MLflow type of a plain value (a class label): boolean, long, double or string."""
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, int | np.integer):
+        return "long"
+    if isinstance(value, float | np.floating):
+        return "double"
+    return "string"
+
+
+def float_bounds(kind: str) -> tuple[float, float]:
+    """The open interval a float must lie in to stand for an integer within an integer
+    column's bounds. Where a bound has no float of its own (int64's -2**63 - 1 reads as
+    -2**63, and so do the integers beyond it that JSON parsers read as floats), the float at
+    the bound may stand for a value beyond it, and is refused."""
+    low, high = TYPES[kind].bounds
+    below = float(low) if float(low - 1) == float(low) else float(low - 1)
+    return below, float(high + 1)
+
+
+def float_within(kind: str, value: float) -> bool:
+    below, above = float_bounds(kind)
+    return below < value < above
+
+
+def type_error(col: Column, value: Any, row: int) -> InputError:
+    """The error of a value of the wrong type (or a fraction in an integer column)."""
+    try:
+        strict_value(col.type, value)
+    except ValueError as exc:
+        if "whole number" in str(exc):
+            return InputError(f"column {col.name!r} in row {row}: {exc} ({col.type} column)")
+    shown = json.dumps(value, default=str)
+    return InputError(
+        f"column {col.name!r} expects {col.type}, got {type(value).__name__} {shown} in row {row}"
     )
 
 
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool | np.bool_)
-
-
-# MLflow column type -> (is the pandas dtype right as a whole?, is this one value right?)
-_STRICT: dict[str, tuple[Any, Any]] = {
-    "double": (
-        lambda s: pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s),
-        _is_number,
-    ),
-    "long": (pd.api.types.is_integer_dtype, _is_integer),
-    "string": (lambda s: all(isinstance(v, str) for v in s), _is_text),
-    "boolean": (pd.api.types.is_bool_dtype, _is_bool),
-}
-_STRICT["float"], _STRICT["integer"] = _STRICT["double"], _STRICT["long"]
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` holds a missing value (None, NaN; NaN only in float arrays)."""
+    if values.dtype == object:
+        return pd.isna(values)
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    return np.zeros(len(values), dtype=bool)
 
 
 def validate(frame: pd.DataFrame, contract: Contract, max_rows: int | None = None) -> pd.DataFrame:
@@ -250,79 +358,231 @@ def validate(frame: pd.DataFrame, contract: Contract, max_rows: int | None = Non
         InputError: No rows, more than ``max_rows``, a missing or repeated column, a null in a
             required column, or a value of the wrong type.
     """
-    if len(frame) == 0:
+    repeated = [c.name for c in contract.columns if list(frame.columns).count(c.name) > 1]
+    if repeated:
+        raise InputError(f"column {repeated[0]!r} appears more than once")
+    present = {c.name: frame[c.name].to_numpy() for c in contract.columns if c.name in frame}
+    return validate_columns(present, len(frame), contract, max_rows)
+
+
+def validate_columns(
+    columns: Mapping[str, Any], rows: int, contract: Contract, max_rows: int | None = None
+) -> pd.DataFrame:
+    """:func:`validate` for columns given as a mapping of name -> values (a list of JSON
+    values, or an array): each column checked as a whole where its values allow (one type,
+    vectorised bounds), value by value only to name the first bad one.
+
+    Raises:
+        InputError: As :func:`validate`.
+    """
+    if rows == 0:
         raise InputError("no rows: send at least one record")
-    if max_rows is not None and len(frame) > max_rows:
+    if max_rows is not None and rows > max_rows:
         raise InputError(
-            f"{len(frame)} rows is more than this service accepts in one request "
+            f"{rows} rows is more than this service accepts in one request "
             f"({max_rows}, TAGSERVE_MAX_ROWS)"
         )
-    absent = [c.name for c in contract.columns if c.required and c.name not in frame.columns]
+    absent = [c.name for c in contract.columns if c.required and c.name not in columns]
     if absent:
         raise InputError(f"missing required column(s): {', '.join(map(repr, absent))}")
-    frame = frame.reset_index(drop=True)
-    columns = {}
+    out = {}
     for col in contract.columns:
-        series = frame[col.name] if col.name in frame.columns else None
-        if series is None:
-            series = pd.Series([None] * len(frame), dtype=object)
-        elif isinstance(series, pd.DataFrame):
-            raise InputError(f"column {col.name!r} appears more than once")
-        columns[col.name] = _checked(series, col)
-    return pd.DataFrame(columns)
+        values = columns.get(col.name)
+        if values is None:
+            out[col.name] = _all_missing(col, rows)
+        else:
+            out[col.name] = _checked(_one_dimensional(values), col)
+    return pd.DataFrame(out)
 
 
-def _checked(series: pd.Series, col: Column) -> pd.Series:
-    """``series`` cast to the column's dtype, or InputError naming the column and rows."""
-    missing = series.isna().to_numpy()
-    if missing.any() and col.required:
+def _one_dimensional(values: Any) -> np.ndarray:
+    """``values`` as a 1-D array: arrays as they are, JSON lists as objects, value by value (no
+    numpy guessing: "1.5" stays text, True a boolean, a list a value of the wrong type)."""
+    if isinstance(values, np.ndarray | pd.Series):
+        return np.asarray(values)
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _all_missing(col: Column, rows: int) -> np.ndarray:
+    if TYPES[col.type].number:
+        return np.full(rows, np.nan)
+    return np.full(rows, np.nan, dtype=object)
+
+
+def _checked(values: np.ndarray, col: Column) -> np.ndarray:
+    """``values`` (one column of a request) in the column's dtype, or InputError naming the
+    column and row."""
+    missing = _missing(values)
+    any_missing = bool(missing.any())
+    if any_missing and col.required:
         rows = np.flatnonzero(missing)[:5].tolist()
         raise InputError(f"column {col.name!r} is required but null in row(s) {rows}")
-    present = series[~missing]
-    whole_ok, value_ok = _STRICT[col.type]
-    if not whole_ok(present):
-        for row, value in present.items():
-            if not value_ok(value):
-                shown = json.dumps(value, default=str)
-                raise InputError(
-                    f"column {col.name!r} expects {col.type}, got {type(value).__name__} "
-                    f"{shown} in row {row}"
-                )
-    check_values(present, col)
+    positions = np.flatnonzero(~missing) if any_missing else None
+    present = values[~missing] if any_missing else values
+    typed = _typed(present, col, positions)
+    if not any_missing:
+        return typed
+    dtype = dtype_for(col.type, True)
+    out = np.full(len(values), np.nan, dtype=dtype)
+    out[positions] = typed
+    return out
+
+
+def _row(positions: np.ndarray | None, index: int) -> Any:
+    """The row a request's error names: the value's position, or its label in ``positions``."""
+    if positions is None:
+        return index
+    row = positions[index]
+    return row.item() if hasattr(row, "item") else row
+
+
+def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
+    """The present values of a column, checked and in the column's dtype."""
+    column = TYPES[col.type]
+    kind = present.dtype.kind
+    if kind == "O":
+        kinds = set(map(type, present))
+        if column.python is str and kinds <= {str}:
+            return present
+        if column.python is bool and kinds <= {bool, np.bool_}:
+            return present.astype(bool)
+        if column.number and all(_is_number_type(k) for k in kinds):
+            if column.whole and kinds <= {int}:
+                return _checked_integers(_int_array(present, col, positions), col, positions)
+            if column.whole:  # ints and floats mixed: each exactly (big ints stay exact)
+                return _checked_mixed_integers(present, col, positions)
+            numbers = _float_array(present, col, positions)
+            return _checked_numbers(numbers, present, col, positions)
+        for index, value in enumerate(present):
+            try:
+                strict_value(col.type, value)
+            except ValueError:
+                raise type_error(col, value, _row(positions, index)) from None
+        raise InputError(f"column {col.name!r}: values of mixed types")  # pragma: no cover
+    if kind == "b":
+        if column.python is bool:
+            return present
+    elif kind in "iu":
+        if column.number:
+            if column.whole:
+                return _checked_integers(present, col, positions)
+            return _checked_numbers(present.astype(np.float64), present, col, positions)
+    elif kind == "f":
+        if column.number:
+            return _checked_numbers(present.astype(np.float64), present, col, positions)
+    elif kind in "US" and column.python is str:
+        return present.astype(object)
+    raise type_error(
+        col, present[0].item() if hasattr(present[0], "item") else present[0], _row(positions, 0)
+    )
+
+
+def _checked_mixed_integers(
+    present: np.ndarray, col: Column, positions: np.ndarray | None
+) -> np.ndarray:
+    """An integer column whose JSON values mix integers and floats, value by value: every
+    float must stand for a whole number, every value lie within the bounds."""
+    values = []
+    for index, value in enumerate(present):
+        try:
+            values.append(strict_value(col.type, value))
+        except ValueError as exc:
+            row = _row(positions, index)
+            raise InputError(
+                f"column {col.name!r} in row {row}: {exc} ({col.type} column)"
+            ) from None
+    _raise_first_problem(values, col, positions)
+    return np.array(values, dtype=TYPES[col.type].dtype)
+
+
+def _is_number_type(kind: type) -> bool:
+    return issubclass(kind, int | float | np.integer | np.floating) and not issubclass(
+        kind, bool | np.bool_
+    )
+
+
+def _int_array(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
+    """Python ints as an int64 array, or InputError naming the first beyond int64."""
     try:
-        return _typed(series, col.type, bool(missing.any()))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise InputError(f"column {col.name!r}: {exc}") from None
+        return np.array(present.tolist(), dtype=np.int64)
+    except OverflowError:
+        _raise_first_problem(present, col, positions)
+        raise  # pragma: no cover
+
+
+def _float_array(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
+    try:
+        return np.array(present.tolist(), dtype=np.float64)
+    except OverflowError:  # an integer beyond any double
+        _raise_first_problem(present, col, positions)
+        raise  # pragma: no cover
+
+
+def _raise_first_problem(values: Any, col: Column, positions: np.ndarray | None) -> None:
+    for index, value in enumerate(values):
+        problem = value_problem(col.type, value)
+        if problem:
+            raise InputError(f"column {col.name!r} in row {_row(positions, index)}: {problem}")
+
+
+def _checked_integers(values: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
+    """Integers within the column's bounds, in its dtype."""
+    low, high = TYPES[col.type].bounds
+    unsigned = values.dtype.kind == "u"  # compared as such: no negative bound, no overflow
+    bad = values > np.uint64(high) if unsigned else (values < low) | (values > high)
+    if bad.any():
+        _raise_first_problem(values[bad][:1].tolist(), col, _positions_of(bad, positions))
+    return values.astype(TYPES[col.type].dtype)
+
+
+def _positions_of(bad: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    where = np.flatnonzero(bad)
+    return where if positions is None else positions[where]
+
+
+def _checked_numbers(
+    numbers: np.ndarray, original: np.ndarray, col: Column, positions: np.ndarray | None
+) -> np.ndarray:
+    """Float64 ``numbers`` (read from ``original``) that are finite, within the column's
+    bounds and, in an integer column, whole: in the column's dtype."""
+    column = TYPES[col.type]
+    low, high = column.bounds
+    if column.whole:  # floats standing for integers (float_bounds)
+        below, above = float_bounds(col.type)
+        ok = np.isfinite(numbers) & (numbers > below) & (numbers < above)
+    else:
+        ok = np.isfinite(numbers) & (numbers >= low) & (numbers <= high)
+    if column.whole:
+        fraction = ok & (numbers != np.floor(numbers))
+        ok &= ~fraction
+    if not ok.all():
+        first = int(np.flatnonzero(~ok)[0])
+        value = original[first]
+        value = value.item() if hasattr(value, "item") else value
+        row = _row(positions, first)
+        problem = value_problem(col.type, value)
+        if problem is None and column.whole:
+            problem = f"{_shown(value)} is not a whole number ({col.type} column)"
+        raise InputError(f"column {col.name!r} in row {row}: {problem}")
+    if column.whole:
+        return numbers.astype(column.dtype)
+    return numbers.astype(column.dtype, copy=False)
 
 
 def check_values(present: pd.Series, col: Column) -> None:
-    """Raise InputError naming the column and row of the first value of ``present`` (no
-    missing values, each of the column's type) that the model cannot take
-    (:func:`value_problem`). Whole numeric columns are checked at once."""
-    bounds = TYPES[col.type].bounds
-    if bounds is None or present.empty:
+    """Raise InputError naming the column and row (``present``'s index label) of the first
+    value of ``present`` (numbers, none missing) that the model cannot take
+    (:func:`value_problem`), or a fraction in an integer column; checked as a whole."""
+    if TYPES[col.type].bounds is None or present.empty:
         return
-    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
-        values = present.to_numpy()
-        bad = (values < bounds[0]) | (values > bounds[1])
-        if values.dtype.kind == "f":
-            bad |= ~np.isfinite(values)
-        rows = np.flatnonzero(bad)
-        candidates = present.iloc[rows[:1]].items()
+    labels = present.index.to_numpy()
+    values = present.to_numpy()
+    if values.dtype.kind in "iu" and TYPES[col.type].whole:
+        _checked_integers(values, col, labels)
+    elif values.dtype.kind in "iuf":
+        _checked_numbers(values.astype(np.float64), values, col, labels)
     else:
-        candidates = present.items()
-    for row, value in candidates:
-        problem = value_problem(col.type, value)
-        if problem:
-            raise InputError(f"column {col.name!r} in row {row}: {problem}")
-
-
-def _typed(series: pd.Series, kind: str, missing: bool) -> pd.Series:
-    """Checked values in :func:`dtype_for`'s dtype; missing text or booleans as NaN."""
-    dtype = dtype_for(kind, missing)
-    if dtype != "object":
-        return series.astype(dtype)
-    return series.astype(object).where(series.notna(), np.nan)
+        _checked_numbers(_float_array(values, col, labels), values, col, labels)
 
 
 def records_frame(rows: Sequence[Mapping[str, Any]], contract: Contract) -> pd.DataFrame:
@@ -369,7 +629,7 @@ def coerce(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def _converted(values: pd.Series, col: Column) -> pd.Series:
-    if col.type == "string":
+    if TYPES[col.type].python is str:
         if values.dtype == object:
             return values
         # Numbers or categories read where text is expected: text; missing stays missing.

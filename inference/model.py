@@ -20,19 +20,15 @@ import numpy as np
 import pandas as pd
 
 from inference import fastpath
-from inference.contract import Contract, coerce, plain, read_contract, records_frame
+from inference.constants import INPUT_EXAMPLE
+from inference.contract import TYPES, Contract, coerce, plain, read_contract, records_frame
 from inference.errors import TagserveError
 from inference.loading import load_pipeline
 
 logger = logging.getLogger("tagserve.inference")
-INPUT_EXAMPLE = "input_example.json"  # MLflow's, next to MLmodel: {"columns", "data"}
 # Above this many records a frame is built: per-record Python rows cost about 5 us each, the
 # columnar frame path wins from about 256 rows (docs/fast-path-research.md).
 RECORD_ENTRY_MAX_ROWS = 128
-# The column types the record entry builds exactly as records_frame does. Not "float" (float32
-# in records_frame: sklearn computes in float32, the frame path delegates) nor "boolean" (an
-# object column once a value is missing): such models answer records through the frame.
-RECORD_ENTRY_TYPES = frozenset({"double", "long", "integer", "string"})
 
 
 @dataclass
@@ -111,7 +107,9 @@ class LoadedModel:
         return self.answers(records_frame(records, self.contract))
 
     def _record_entry_exact(self) -> bool:
-        return all(c.type in RECORD_ENTRY_TYPES for c in self.contract.columns)
+        # The column types the record entry builds exactly as records_frame does (the type
+        # table's record_entry): other models answer records through the frame.
+        return all(TYPES[c.type].record_entry for c in self.contract.columns)
 
     def _as_answers(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
         values = [plain(p) for p in np.asarray(predicted).ravel()]
@@ -125,8 +123,15 @@ class LoadedModel:
 
 
 def input_example(folder: Path, contract: Contract) -> pd.DataFrame:
-    """The model's input example (MLflow's ``input_example.json``) fitted to the contract."""
+    """The model's input example (MLflow's ``input_example.json``) fitted to the contract.
+
+    Raises:
+        ValueError: Not a table (``{"columns": [...], "data": [[...], ...]}``).
+        InputError: Values that do not fit the contract.
+    """
     spec = json.loads((Path(folder) / INPUT_EXAMPLE).read_text())
+    if not isinstance(spec, dict) or not {"columns", "data"} <= set(spec):
+        raise ValueError("the input example is not a table of columns and data")
     return coerce(pd.DataFrame(spec["data"], columns=spec["columns"]), contract)
 
 

@@ -23,7 +23,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from inference.constants import RUNTIME_REQUIREMENTS
+from inference import strict_json
+from inference.constants import INPUT_EXAMPLE, RUNTIME_REQUIREMENTS, SERVING_EXAMPLE
 from inference.loading import ALLOWED_TYPES, single_threaded
 from pipeline.errors import PipelineError
 from pipeline.segregate import split
@@ -218,6 +219,10 @@ def export_model(
         skops_trusted_types=trusted,
         metadata={**info, **dict(metadata or {})},
     )
+    # MLflow writes a missing number in the examples as a bare NaN, which is not JSON: the
+    # examples are converted (NaN -> null), so every client can send them as they are.
+    strict_json.rewrite(path / INPUT_EXAMPLE)
+    strict_json.rewrite(path / SERVING_EXAMPLE, indent=2)
     return path
 
 

@@ -7,11 +7,11 @@ usage), never a traceback (set TAGSERVE_DEBUG=1 to see one).
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
 from release.errors import ReleaseError
 
@@ -199,7 +199,7 @@ def cmd_example_request(args: argparse.Namespace) -> int:
     record = example_record(model)
     if not record:
         raise ReleaseError(f"model {model.tag} has no serving input example")
-    print(json.dumps(record))
+    print(strict_json.dumps(record))
     return 0
 
 

@@ -16,11 +16,7 @@ queue, and answers ``429 {"error": "Too many requests"}`` without ``Retry-After`
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
 from typing import Any
-
-SHED_STATUS = 503
 
 
 class InFlight:
@@ -44,22 +40,13 @@ class InFlight:
         self.count -= 1
 
 
-def shed_body(path: str, budget: int, retry_after: int) -> bytes:
-    """The JSON body of a refusal: what happened and what to do."""
-    message = (
+def shed_message(path: str, budget: int, retry_after: int) -> str:
+    """The error of a refusal: what happened and what to do."""
+    return (
         f"overloaded: {path} already has {budget} requests in flight in this worker "
         f"(TAGSERVE_PREDICT_QUEUE); retry after {retry_after} s, or send rows in bulk "
         f"to /predict_batch"
     )
-    return json.dumps({"error": message}).encode()
-
-
-def shed_headers(body: bytes, retry_after: int) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]
 
 
 SHED_METRIC = "tagserve_shed_requests"  # /metrics: tagserve_shed_requests_total{endpoint}
@@ -80,44 +67,3 @@ def shed_counter() -> Any:
             labelnames=["endpoint"],
         )
     return _shed_counter
-
-
-class LoadShedding:
-    """ASGI middleware: admits at most ``budget`` concurrent requests to ``paths`` (POST);
-    answers the others ``503`` with ``Retry-After: retry_after`` without waiting."""
-
-    # Before BentoML's middleware (serving.bentoml_private.put_outermost_first): a refusal
-    # must cost next to nothing, or refusing hundreds of clients starves the admitted ones.
-    bentoml_outermost = True
-
-    def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
-        self.app = app
-        self.in_flight = InFlight(budget)
-        self.retry_after = retry_after
-        self.paths = frozenset(paths)
-        # BentoML's request metrics never see a refusal (it happens before them): count here.
-        self.refused = shed_counter()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or scope.get("path") not in self.paths
-        ):
-            return await self.app(scope, receive, send)
-        if not self.in_flight.try_enter():
-            await self.refuse(scope["path"], send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight.leave()
-
-    async def refuse(self, path: str, send: Any) -> None:
-        # The unread request body is discarded by the server (uvicorn), and the connection
-        # stays usable for the retry.
-        self.refused.labels(endpoint=path).inc()
-        body = shed_body(path, self.in_flight.budget, self.retry_after)
-        headers = shed_headers(body, self.retry_after)
-        await send({"type": "http.response.start", "status": SHED_STATUS, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

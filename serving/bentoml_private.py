@@ -96,11 +96,84 @@ def before_arbiter_stops(callback: Any) -> None:
         wrap(name)
 
 
+# --- logs: a line per client error, tracebacks for the service's own failures --------------
+
+# BentoML logs every exception an API raises with its traceback, at ERROR, through this logger
+# (``log_exception``): a client's invalid record too. serving.middleware.ErrorAnswers logs one
+# line for each client error instead.
+BENTOML_EXCEPTION_LOGGER = "bentoml._internal.server.http_app"
+
+
+def is_client_error(error: BaseException | None) -> bool:
+    """Whether an API's exception is the client's (a validation error, a 4xx) or an overload
+    (BentoML's batcher shedding a request: 503): no traceback for those."""
+    from bentoml.exceptions import BentoMLException, ServiceUnavailable
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError | ServiceUnavailable):
+        return True
+    return isinstance(error, BentoMLException) and int(error.error_code) < 500
+
+
+class ClientErrorTracebacks(logging.Filter):
+    """Drops BentoML's traceback records of client errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not is_client_error(error)
+
+
+def quiet_client_error_tracebacks() -> None:
+    """Install :class:`ClientErrorTracebacks` on BentoML's exception logger (once)."""
+    target = logging.getLogger(BENTOML_EXCEPTION_LOGGER)
+    if not any(isinstance(f, ClientErrorTracebacks) for f in target.filters):
+        target.addFilter(ClientErrorTracebacks())
+
+
+# --- adaptive batching: a request is never split --------------------------------------------
+
+
+def whole_requests_batching() -> None:
+    """Make BentoML's adaptive batcher merge whole requests only.
+
+    BentoML 1.4's ``CorkDispatcher._get_inputs`` cuts a request of more rows than
+    ``max_batch_size`` into chunks run one after another, and cancels the chunks still queued
+    once the request is older than ``max_latency_ms``: a valid request alone on an idle server
+    got a 503 after 2 s when its model was slow. Here a batch takes whole requests while they
+    fit in ``max_batch_size`` rows, and at least one, however large: its model call starts at
+    once and runs to its end. The latency budget then bounds only the wait before a call
+    starts (what the optimizer estimates), never a call that has started. Idempotent.
+    """
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    if getattr(CorkDispatcher, "_tagserve_whole_requests", False):
+        return
+
+    def whole_jobs(self: Any, num_batches: int | None = None) -> Any:
+        limit = self.max_batch_size if num_batches is None else num_batches
+        rows = 0
+        while self._queue:
+            try:
+                size = self.get_batch_size(self._queue[0].data)
+            except Exception:  # as BentoML: a size it cannot read counts as one
+                size = 1
+            if rows and rows + size > limit:
+                return
+            rows += size
+            yield self._queue.popleft()
+
+    CorkDispatcher._get_inputs = whole_jobs
+    CorkDispatcher._tagserve_whole_requests = True
+
+
 __all__ = [
     "IORootModel",
     "before_arbiter_stops",
     "arguments",
+    "is_client_error",
     "put_outermost_first",
+    "quiet_client_error_tracebacks",
     "record_arguments",
     "reset_arguments",
+    "whole_requests_batching",
 ]

@@ -1,20 +1,22 @@
-"""The service's HTTP extras: MLflow's routes (``/invocations``, ``/ping``, ``/health``,
-``/version``), ``GET /metadata``, and a middleware that makes BentoML's 4xx bodies readable."""
+"""The service's routes beside BentoML's APIs: MLflow's (``/invocations``, ``/ping``,
+``/health``, ``/version``), ``GET /metadata`` and the OpenAPI document (``/docs.json``); and
+the wording of BentoML's error bodies (``serving.middleware.ErrorAnswers`` applies it)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import bentoml
+import numpy as np
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from inference import strict_json
 from inference.contract import plain
 from inference.errors import InputError
 from serving.batching import INPUT_FAULTS, described
@@ -45,12 +47,20 @@ async def invocations(request: Request) -> Response:
     except InputError as exc:
         return _mlflow_error(str(exc))
     except INPUT_FAULTS as exc:  # checked values the model still cannot take
-        logger.warning("/invocations: the model cannot take the input: %s", described(exc))
         return _mlflow_error(f"the model cannot take this input ({described(exc)})")
     except Exception:
         logger.exception("/invocations failed")
         return _mlflow_error("the model failed on this input; see the server log", 500)
-    return JSONResponse({"predictions": [plain(p) for p in predictions]})
+    return Response(predictions_body(predictions), media_type="application/json")
+
+
+def predictions_body(predictions: np.ndarray) -> bytes:
+    """``{"predictions": [...]}`` as strict JSON, written by orjson (numbers straight from the
+    array; a non-finite number as null)."""
+    if predictions.dtype.kind == "f":
+        values: Any = predictions.astype(np.float64, copy=False)
+        return orjson.dumps({"predictions": values}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"predictions": [plain(p) for p in predictions]})
 
 
 async def ping(_: Request) -> Response:
@@ -71,7 +81,14 @@ async def mlflow_version(_: Request) -> Response:
 
 
 async def metadata_get(_: Request) -> Response:
-    return JSONResponse(bentoml.get_current_service().describe().model_dump(mode="json"))
+    described = bentoml.get_current_service().describe().model_dump(mode="json")
+    return Response(strict_json.dumps(described), media_type="application/json")
+
+
+async def openapi_document(_: Request) -> Response:
+    """``GET /docs.json``: the service's own OpenAPI document (``serving.openapi``), in place of
+    BentoML's generated one (this route is matched first)."""
+    return Response(bentoml.get_current_service().openapi_body, media_type="application/json")
 
 
 def protocol_app() -> Starlette:
@@ -80,6 +97,7 @@ def protocol_app() -> Starlette:
         routes=[
             Route("/invocations", invocations, methods=["POST"]),
             Route("/metadata", metadata_get, methods=["GET"]),
+            Route("/docs.json", openapi_document, methods=["GET"]),
             Route("/ping", ping, methods=["GET"]),
             Route("/health", ping, methods=["GET"]),
             Route("/version", mlflow_version, methods=["GET"]),
@@ -100,17 +118,24 @@ def _where(loc: Sequence[Any]) -> str:
     return text or "body"
 
 
-def readable_error(body: Any) -> Any:
+def readable_error(body: Any, status: int = 400) -> Any:
     """BentoML's 4xx bodies, with an ``error`` line that names each field and its problem.
 
     A pydantic error comes as ``{"error": "2 validation errors for X", "detail": [...]}``;
     other 4xx as ``[{"error": ...}]``. Both become ``{"error": "carat: Field required; ...",
-    "detail": [...]}``.
+    "detail": [...]}``. A 503 (the adaptive batcher shedding a request that waited past its
+    latency budget) says so, instead of BentoML's "unexpected error".
     """
     if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
         body = body[0]
     if not isinstance(body, dict):
         return body
+    if status == 503 and "error" in body and "error_code" not in body:
+        return {
+            "error": "overloaded: this request waited longer than the adaptive batcher's "
+            "latency budget (TAGSERVE_MAX_LATENCY_MS) before its model call could start; "
+            "retry after Retry-After seconds"
+        }
     detail = body.get("detail")
     if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
         problems = [f"{_where(d.get('loc', ()))}: {d.get('msg', 'invalid')}" for d in detail]
@@ -120,41 +145,3 @@ def readable_error(body: Any) -> Any:
         detail = [{k: v for k, v in d.items() if k != "url"} for d in detail]
         body = {"error": f"invalid input: {shown}", "detail": detail}
     return body
-
-
-class ReadableErrors:
-    """ASGI middleware: rewrites the JSON body of BentoML's 4xx answers (readable_error)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        held: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def capture(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers") or [])
-                if 400 <= message["status"] < 500 and headers.get(b"content-type", b"").startswith(
-                    b"application/json"
-                ):
-                    held["start"] = message
-                    return
-            elif message["type"] == "http.response.body" and "start" in held:
-                chunks.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                body = b"".join(chunks)
-                with contextlib.suppress(ValueError):
-                    body = json.dumps(readable_error(json.loads(body))).encode()
-                start = held.pop("start")
-                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**start, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
-
-        await self.app(scope, receive, capture)

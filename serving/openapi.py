@@ -6,8 +6,9 @@ BentoML 1.4.39 documents only its own APIs, and not as they answer: its 400 body
 schemas drop ``null`` from optional fields (``/metadata`` answers ``"bento": null``), and the
 routes mounted beside them (``serving.http.protocol_app``: ``/invocations``, ``GET /metadata``,
 ``/ping``, ``/health``, ``/version``) are absent. So the service serves this document instead,
-through :class:`OpenAPIDocument` (a public BentoML hook: an ASGI middleware), and BentoML's
-generator is not used at all.
+as a route of its own (``serving.http``, matched before BentoML's), and BentoML's generator is
+not used at all; a 405 names the methods this document lists for its path
+(``serving.middleware.ErrorAnswers``).
 
 The document is OpenAPI 3.1: its schemas are pydantic's JSON Schema (2020-12) as they are, so a
 nullable field stays ``anyOf [..., null]``, and a row of ``/invocations`` is a ``prefixItems``
@@ -17,13 +18,12 @@ tuple typed column by column.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
-from inference.contract import Contract
+from inference.contract import TYPES, Contract
 from serving.candidates import HIDDEN_PREFIX
 from serving.protocol import CSV, JSON
 from serving.schema import Metadata
@@ -249,9 +249,7 @@ def rows_of(item: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
     return {"type": "array", "items": dict(item), "minItems": 1, "maxItems": max_rows}
 
 
-# One CSV value of each MLflow type, as pandas reads it back as that type: numbers in decimal
-# notation within float32 and int32 (no overflow whatever the column's type); text is any
-# unquoted field (no comma, quote, line break or NUL) but the words pandas reads as missing.
+# The words pandas reads as missing in a CSV field.
 PANDAS_NA_WORDS = (
     "#N/A N/A", "#N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
@@ -265,14 +263,13 @@ def literal(text: str) -> str:
 
 
 _NOT_MISSING = "(?!(" + "|".join(literal(w) for w in PANDAS_NA_WORDS) + ")(,|\n|$))"
-CSV_VALUES = {
-    "double": r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?",
-    "float": r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?",
-    "long": r"-?(0|[1-9][0-9]{0,8})",
-    "integer": r"-?(0|[1-9][0-9]{0,8})",
-    "boolean": r"(True|False|true|false|TRUE|FALSE)",
-    "string": _NOT_MISSING + r'[^,"\n\r\x00][^,\n\r\x00]*',
-}
+
+
+def csv_value(kind: str) -> str:
+    """One CSV value of an MLflow type (``inference.contract.TYPES``' ``csv_value``); a text
+    value must not be a word pandas reads as missing."""
+    column = TYPES[kind]
+    return _NOT_MISSING + column.csv_value if column.python is str else column.csv_value
 
 
 def csv_header_field(name: str) -> str:
@@ -285,16 +282,18 @@ def csv_header_field(name: str) -> str:
 def csv_pattern(contract: Contract, max_rows: int) -> str:
     """A regular expression of the CSV bodies ``/invocations`` takes in their plain form: the
     header line (the signature's columns, in order), then 1 to ``max_rows`` rows of values.
-    An optional column's value may be empty (missing), except an integer one: pandas reads a
-    missing value there as a float column, which the contract refuses."""
+    An optional column's value may be empty (missing)."""
     values = []
     for column in contract.columns:
-        value = f"({CSV_VALUES[column.type]})"
-        optional = not column.required and column.type not in ("long", "integer")
-        values.append(f"{value}?" if optional else value)
+        value = f"({csv_value(column.type)})"
+        values.append(f"{value}?" if not column.required else value)
     header = ",".join(literal(csv_header_field(c.name)) for c in contract.columns)
     row = ",".join(values)
-    return f"^{header}(\n{row}){{1,{max_rows}}}\n?$"
+    # Rows as `+`, not `{1,max_rows}`: a validator unrolls a counted repetition, and with
+    # dozens of columns the pattern outgrows what JSON Schema validators compile (the Rust
+    # regex crate's size limit: schemathesis then dropped the pattern). The row limit is in
+    # the description, and the service answers 400 past it.
+    return f"^{header}(\n{row})+\n?$"
 
 
 INVOCATION_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -362,8 +361,10 @@ def invocations_request(contract: Contract, record: type[BaseModel], max_rows: i
                     "type": "string",
                     "pattern": csv_pattern(contract, max_rows),
                     "description": f"a header line naming the columns ({', '.join(names)}), "
-                    "then one line per row (UTF-8); the pattern is the plain form: "
-                    "unquoted values, numbers in decimal notation",
+                    f"then one line per row, 1 to {max_rows} rows (TAGSERVE_MAX_ROWS; UTF-8); "
+                    "the pattern is the plain form: unquoted values, numbers in decimal "
+                    "notation; also taken: columns in another order, extra columns (ignored), "
+                    "a byte order mark, CRLF line ends, quoted fields",
                 }
             },
         },
@@ -497,16 +498,6 @@ def service_document(
     }
 
 
-def document_service(service: Any, contract: Contract, *, max_rows: int, version: str) -> None:
-    """Serve :func:`service_document` at ``/docs.json`` (after ``service.inner.Record`` and
-    ``Prediction`` are set)."""
-    inner = service.inner
-    document = service_document(
-        service, contract, inner.Record, inner.Prediction, max_rows=max_rows, version=version
-    )
-    service.add_asgi_middleware(OpenAPIDocument, document=document)
-
-
 def allowed_methods(document: Mapping[str, Any]) -> dict[str, str]:
     """Each documented path's ``Allow`` header: its documented methods, and HEAD with GET (as
     Starlette answers HEAD for a GET route)."""
@@ -517,53 +508,3 @@ def allowed_methods(document: Mapping[str, Any]) -> dict[str, str]:
             methods.append("HEAD")
         out[path] = ", ".join(sorted(methods))
     return out
-
-
-class OpenAPIDocument:
-    """ASGI middleware: answers ``GET /docs.json`` with ``document`` (in place of BentoML's
-    generated one), and ``405`` with the documented methods as ``Allow`` to a method the
-    document does not list for its path.
-
-    The 405 is the router's answer, made honest where two routers share a path: BentoML's
-    ``POST /metadata`` matches first and would answer ``Allow: POST`` although
-    ``serving.http`` serves ``GET /metadata`` too. A CORS preflight passes through.
-    """
-
-    def __init__(self, app: Any, *, document: Mapping[str, Any]) -> None:
-        self.app = app
-        self.body = json.dumps(document).encode()
-        self.allowed = allowed_methods(document)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path, method = scope.get("path"), scope.get("method", "")
-        if path == DOCUMENT_PATH and method in ("GET", "HEAD"):
-            body = self.body if method == "GET" else b""
-            return await respond(send, 200, "application/json", self.body, body)
-        allow = self.allowed.get(path)
-        if allow is None or method in allow.split(", ") or is_preflight(scope):
-            return await self.app(scope, receive, send)
-        text = b"Method Not Allowed"
-        await respond(send, 405, "text/plain; charset=utf-8", text, text, allow=allow)
-
-
-def is_preflight(scope: Mapping[str, Any]) -> bool:
-    """A CORS preflight request (OPTIONS asking about another method)."""
-    headers = dict(scope.get("headers") or [])
-    return scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers
-
-
-async def respond(
-    send: Any, status: int, media_type: str, full: bytes, body: bytes, allow: str = ""
-) -> None:
-    """Send one whole answer (``full``'s length as content-length, ``body`` as the body:
-    empty for HEAD)."""
-    headers = [
-        (b"content-type", media_type.encode()),
-        (b"content-length", str(len(full)).encode()),
-    ]
-    if allow:
-        headers.append((b"allow", allow.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -13,9 +13,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import pandas as pd
 
-from inference.contract import Contract, validate
+from inference.contract import TYPES, Contract, validate, validate_columns
 from inference.errors import InputError
 
 MLFLOW_JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -39,12 +40,11 @@ def parse_invocation(
     if options.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         raise UnsupportedMediaType("the scoring server only supports UTF-8")
     if mime in (JSON, ""):
-        frame = parse_mlflow_json(body, contract.features)
-    elif mime == CSV:
-        frame = parse_mlflow_csv(body, contract)
-    else:
-        raise UnsupportedMediaType(f"unsupported content type {mime!r}: use {JSON} or {CSV}")
-    return validate(frame, contract, max_rows)
+        columns, rows = parse_mlflow_json(body, contract.features, max_rows)
+        return validate_columns(columns, rows, contract, max_rows)
+    if mime == CSV:
+        return validate(parse_mlflow_csv(body, contract), contract, max_rows)
+    raise UnsupportedMediaType(f"unsupported content type {mime!r}: use {JSON} or {CSV}")
 
 
 def media_type(content_type: str) -> tuple[str, dict[str, str]]:
@@ -59,41 +59,74 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
     return mime.lower(), options
 
 
-def _frame_from_rows(rows: Any, names: Sequence[str], what: str) -> pd.DataFrame:
-    if not isinstance(rows, list):
-        raise InputError(f"{what} must be a list of records or of rows")
-    if rows and all(isinstance(r, dict) for r in rows):
-        return pd.DataFrame.from_records(rows)
-    if rows and all(isinstance(r, list) for r in rows):
-        bad = [i for i, r in enumerate(rows) if len(r) != len(names)]
-        if bad:
-            raise InputError(
-                f"{what}: row {bad[0]} has {len(rows[bad[0]])} values, the model takes "
-                f"{len(names)} ({', '.join(names)})"
-            )
-        return pd.DataFrame(rows, columns=list(names), dtype=object).infer_objects()
-    if not rows:
-        raise InputError("no rows: send at least one record")
-    raise InputError(f"{what} must be a list of records (objects) or of rows (lists)")
+# A request's columns: name -> that column's JSON values (a list), with the number of rows.
+Columns = tuple[dict[str, list[Any]], int]
 
 
 def load_json(body: bytes | str) -> Any:
-    """``body`` parsed as JSON.
+    """``body`` parsed as JSON, with orjson (strict RFC 8259, and fast); what orjson refuses is
+    read again by the standard library, which MLflow's scoring server uses: it takes numbers
+    beyond a double (1e309, as infinity) and the NaN and Infinity that MLflow itself writes in
+    input examples, so that the contract can name the column and row of such a value.
 
     Raises:
-        InputError: Not JSON, not UTF-8, or nested too deeply for the parser (which raises
-            RecursionError, not ValueError, on e.g. 20,000 ``[``).
+        InputError: Not JSON, not UTF-8, or nested too deeply for the parser.
     """
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        strict_error = exc
+    try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"the body is not valid JSON: {strict_error}") from None
+    except RecursionError:  # e.g. 20,000 "["
         raise InputError("the body is not valid JSON: nested too deeply") from None
 
 
-def parse_mlflow_json(body: bytes, names: Sequence[str]) -> pd.DataFrame:
-    """An MLflow scoring-protocol JSON body as a DataFrame (columns not checked yet)."""
+def _rows_of(rows: list[Any], names: Sequence[str], what: str) -> Columns:
+    """Rows (lists of values in ``names``' order) as columns."""
+    widths = {len(r) for r in rows}
+    if widths != {len(names)}:
+        bad = next(i for i, r in enumerate(rows) if len(r) != len(names))
+        raise InputError(
+            f"{what}: row {bad} has {len(rows[bad])} values, the model takes "
+            f"{len(names)} ({', '.join(names)})"
+        )
+    return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)), len(rows)
+
+
+def _records_of(records: list[dict[str, Any]], names: Sequence[str]) -> Columns:
+    """Records (objects) as the columns of ``names`` some record holds; a key a record lacks
+    is a missing value there, as pandas reads records; other keys are ignored (as MLflow)."""
+    held = [name for name in names if any(name in r for r in records)]
+    return {name: [r.get(name) for r in records] for name in held}, len(records)
+
+
+def _rows_or_records(data: Any, names: Sequence[str], what: str) -> Columns:
+    if not isinstance(data, list):
+        raise InputError(f"{what} must be a list of records or of rows")
+    if not data:
+        raise InputError("no rows: send at least one record")
+    if all(isinstance(r, dict) for r in data):
+        return _records_of(data, names)
+    if all(isinstance(r, list) for r in data):
+        return _rows_of(data, names, what)
+    raise InputError(f"{what} must be a list of records (objects) or of rows (lists)")
+
+
+def _row_count(data: Any, max_rows: int | None) -> None:
+    """Refuse too many rows before building any column."""
+    if max_rows is not None and isinstance(data, list) and len(data) > max_rows:
+        raise InputError(
+            f"{len(data)} rows is more than this service accepts in one request "
+            f"({max_rows}, TAGSERVE_MAX_ROWS)"
+        )
+
+
+def parse_mlflow_json(body: bytes, names: Sequence[str], max_rows: int | None = None) -> Columns:
+    """An MLflow scoring-protocol JSON body as columns (each a list of JSON values) and its
+    row count; the values are not checked yet (:func:`inference.contract.validate_columns`)."""
     payload = load_json(body)
     if not isinstance(payload, dict):
         raise InputError(
@@ -109,60 +142,88 @@ def parse_mlflow_json(body: bytes, names: Sequence[str]) -> pd.DataFrame:
     key = keys[0]
     data = payload[key]
     if key == "dataframe_split":
-        return _dataframe_split(data, names)
+        return _dataframe_split(data, names, max_rows)
+    _row_count(data, max_rows)
     if key == "dataframe_records":
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise InputError("dataframe_records must be a list of records (objects)")
         if not data:
             raise InputError("no rows: send at least one record")
-        return pd.DataFrame.from_records(data)
+        return _records_of(data, names)
     # instances / inputs: records, rows, or columns ({"name": [values]} or one value each)
     if isinstance(data, dict):
         values = list(data.values())
-        if all(isinstance(v, list) for v in values):
+        if values and all(isinstance(v, list) for v in values):
             lengths = {len(v) for v in values}
             if len(lengths) > 1:
                 raise InputError(f"{key}: the columns have different lengths {sorted(lengths)}")
-            return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in data.items()})
+            rows = lengths.pop()
+            _row_count([None] * rows, max_rows)
+            return {k: v for k, v in data.items() if k in names}, rows
         if any(isinstance(v, list | dict) for v in values):
             raise InputError(f"{key}: give every column a list of values, or one value each")
-        return pd.DataFrame({k: pd.Series([v], dtype=object) for k, v in data.items()})
-    return _frame_from_rows(data, names, key)
+        return {k: [v] for k, v in data.items() if k in names}, 1
+    return _rows_or_records(data, names, key)
 
 
-def _dataframe_split(data: Any, names: Sequence[str]) -> pd.DataFrame:
+def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> Columns:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise InputError('dataframe_split must be {"columns": [...], "data": [[...], ...]}')
     columns = data.get("columns")
     rows = data["data"]
     if not rows:
         raise InputError("no rows: send at least one record")
+    _row_count(rows, max_rows)
     if not all(isinstance(r, list) for r in rows):
         raise InputError("dataframe_split.data must be a list of rows (lists)")
     if columns is None:
-        return _frame_from_rows(rows, names, "dataframe_split.data")
+        return _rows_of(rows, names, "dataframe_split.data")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise InputError("dataframe_split.columns must be a list of column names")
+    repeated = sorted({c for c in columns if columns.count(c) > 1 and c in names})
+    if repeated:
+        raise InputError(f"column {repeated[0]!r} appears more than once")
     bad = [i for i, r in enumerate(rows) if len(r) != len(columns)]
     if bad:
         raise InputError(
             f"dataframe_split: row {bad[0]} has {len(rows[bad[0]])} values for "
             f"{len(columns)} columns"
         )
-    return pd.DataFrame(rows, columns=columns, dtype=object).infer_objects()
+    if columns == list(names):
+        return _rows_of(rows, names, "dataframe_split.data")
+    split = _rows_of(rows, columns, "dataframe_split.data")[0]
+    return {name: values for name, values in split.items() if name in names}, len(rows)
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:
-    """A CSV body (header line first) as a DataFrame; text columns are read as text."""
-    strings = {c.name: str for c in contract.columns if c.type == "string"}
+    """A CSV body as a DataFrame: a header line naming the columns (in any order; columns the
+    model does not take are ignored), then one line per row. Text columns are read as text,
+    numbers as the exact double they spell (as JSON's are); a UTF-8 byte order mark, CRLF
+    line ends and quoted fields holding commas, quotes or line breaks are taken.
+
+    Raises:
+        InputError: An empty body, a header line alone (no rows), not UTF-8, or not CSV.
+    """
+    strings = {c.name: str for c in contract.columns if TYPES[c.type].python is str}
     try:
-        return pd.read_csv(io.StringIO(body.decode("utf-8")), dtype=strings)
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"the CSV body is not UTF-8: {exc}") from None
+    if not text.strip():
+        raise InputError(
+            "the CSV body is empty: send a header line naming the columns, then a line per row"
+        )
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=strings, float_precision="round_trip")
     except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
         raise InputError(f"the body is not valid CSV: {' '.join(str(exc).split())}") from None
 
 
 def example_frame(body: bytes, contract: Contract) -> pd.DataFrame:
     """A model's own ``serving_input_example.json`` as its checked input frame."""
-    return validate(parse_mlflow_json(body, contract.features), contract)
+    import json
+
+    payload = json.loads(body)
+    return parse_invocation(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, contract
+    )

@@ -4,6 +4,7 @@ one record (a field per signature column), of one prediction, and of ``/metadata
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from inference.contract import TYPES, Contract, value_problem
+from inference.contract import TYPES, Contract, float_within, strict_value, value_problem
 from serving.bentoml_private import IORootModel
 
 RECORD_CONFIG = ConfigDict(
@@ -48,6 +49,34 @@ def _value_check(kind: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _whole_number(kind: str) -> BeforeValidator:
+    """An integer column's rule (:func:`inference.contract.strict_value`): a JSON number with
+    no fractional part is the integer it spells (JSON Schema's "integer" counts 3504.0, and
+    pandas writes an integer column holding a missing value as floats); 3.5 is refused. Any
+    other value goes on to pydantic's strict integer check, which names it."""
+
+    def whole(value: Any) -> Any:
+        if isinstance(value, float):
+            if math.isfinite(value) and not float_within(kind, value):
+                raise PydanticCustomError(
+                    "value_out_of_range", value_problem(kind, value) or _beyond(kind, value)
+                )
+            try:
+                return strict_value(kind, value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "whole_number", "Input should be a whole number, got {value}", {"value": value}
+                ) from None
+        return value
+
+    return BeforeValidator(whole)
+
+
+def _beyond(kind: str, value: float) -> str:
+    low, high = TYPES[kind].bounds
+    return f"{value:.8g} is outside the range the model takes for a {kind} column ({low} to {high})"
+
+
 def _bounds_schema(kind: str) -> dict[str, Any] | None:
     """The type's bounds as JSON-schema ``minimum``/``maximum`` (shown in the OpenAPI page)."""
     bounds = TYPES[kind].bounds
@@ -73,9 +102,12 @@ def build_record_model(contract: Contract) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     taken: set[str] = set()
     for col in contract.columns:
-        python_type = TYPES[col.type].python
-        if TYPES[col.type].bounds:
+        column = TYPES[col.type]
+        python_type = column.python
+        if column.bounds:
             python_type = Annotated[python_type, _value_check(col.type)]
+        if column.whole:
+            python_type = Annotated[python_type, _whole_number(col.type)]
         name = _field_name(col.name, taken)
         description = f"{col.type} (MLflow)"
         extra = _bounds_schema(col.type)

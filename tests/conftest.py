@@ -11,7 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from tests.helpers.client_models import build_client_model
 from tests.helpers.project import CONFIG_DIR, SMALL_FOREST, VENV_BIN
+from tests.helpers.service_models import Models, build_models
 
 
 @pytest.fixture
@@ -64,3 +66,17 @@ def diamonds_rows() -> pd.DataFrame:
             "z": [2.43, 2.75, 4.4],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """The session's served models: a regressor and a classifier trained as the pipeline
+    trains (tiny forests on the shipped data), imported into a BentoML home of their own."""
+    return build_models(tmp_path_factory.mktemp("service-models"))
+
+
+@pytest.fixture(scope="session")
+def client_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The clients' model: trained, exported and imported once per session
+    (``{"model_dir", "env", "tag"}``; copy ``env`` before changing it)."""
+    return build_client_model(tmp_path_factory.mktemp("client-model"))

@@ -9,8 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers.service_models import Models, shared_models
-
 SHED = b"shed"  # a body holding this is answered 503, any other 200 (test_hey.py)
 
 
@@ -48,8 +46,3 @@ def http_url() -> Iterator[str]:
 def hey_installed() -> None:
     if shutil.which("hey") is None:
         pytest.skip("the load generator hey is not installed (apt-get install -y hey)")
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    return shared_models(tmp_path_factory.mktemp("benchmark-models"))

@@ -25,7 +25,6 @@ from tests.helpers.client_models import (
     read_output,
     run_clients,
     serving,
-    shared_model,
     start_server,
 )
 
@@ -34,9 +33,9 @@ ROWS = 2500
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
+def world(tmp_path_factory: pytest.TempPathFactory, client_model: dict):
     root = tmp_path_factory.mktemp("clients")
-    shared = shared_model(tmp_path_factory.getbasetemp())
+    shared = {**client_model, "env": dict(client_model["env"])}
     model_dir, env, tag = shared["model_dir"], shared["env"], shared["tag"]
     env[MODEL_ENV] = tag
     rows = diamonds_sample(ROWS)

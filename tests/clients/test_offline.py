@@ -23,16 +23,15 @@ from tests.helpers.client_models import (
     native_predictions,
     read_output,
     run_clients,
-    shared_model,
 )
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def world(tmp_path_factory: pytest.TempPathFactory, client_model: dict) -> dict:
     root = tmp_path_factory.mktemp("offline")
-    shared = shared_model(tmp_path_factory.getbasetemp())
+    shared = {**client_model, "env": dict(client_model["env"])}
     model_dir, env, tag = shared["model_dir"], shared["env"], shared["tag"]
     rows = diamonds_sample(2500)
     rows.to_parquet(root / "rows.parquet", row_group_size=700)  # groups cut across chunks
@@ -351,3 +350,37 @@ def test_a_partial_output_of_another_job_is_not_mixed_in(world, tmp_path, capsys
     code, _, err = cli(capsys, *args, "--overwrite")
     assert code == 0, err
     assert len(read_output(out)) == 2500
+
+
+def test_csv_edge_cases_score_as_the_plain_file(world, tmp_path, capsys):
+    """A UTF-8 byte order mark, CRLF line ends, quoted fields (commas, quotes, a line break),
+    columns in another order and a column the model does not take: the same predictions as
+    the plain CSV. An empty file is one error line; a header line alone scores no rows."""
+    rows = world["rows"].head(40).copy()
+    rows["note"] = 'a "quoted", text\nover two lines'
+    shuffled = rows[["note", *reversed(list(world["rows"].columns))]]
+    text = shuffled.to_csv(index=False, lineterminator="\r\n")
+    (tmp_path / "odd.csv").write_bytes("\ufeff".encode() + text.encode())
+    out = tmp_path / "odd-scored.csv"
+    model = ["--model-dir", str(world["model_dir"])]
+    code, _, err = cli(
+        capsys, "score", str(tmp_path / "odd.csv"), str(out), *model, "--no-progress"
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(read_output(out)["prediction"].to_numpy(), world["expected"][:40])
+
+    (tmp_path / "empty.csv").write_bytes(b"")
+    code, _, err = cli(
+        capsys, "score", str(tmp_path / "empty.csv"), str(tmp_path / "e.csv"), *model
+    )
+    empty = f"error: {tmp_path / 'empty.csv'} is empty: a CSV file needs a header line"
+    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith(empty)
+    assert not (tmp_path / "e.csv").exists()
+
+    world["rows"].head(0).to_csv(tmp_path / "header.csv", index=False)
+    code, out_text, err = cli(
+        capsys, "score", str(tmp_path / "header.csv"), str(tmp_path / "h.csv"), *model
+    )
+    assert code == 0, err
+    assert "scored 0 rows" in out_text
+    assert (tmp_path / "h.csv").read_text().splitlines() == ["id,prediction"]

@@ -26,7 +26,6 @@ from tests.helpers.client_models import (
     native_predictions,
     run_clients,
     serving,
-    shared_model,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -68,9 +67,11 @@ def test_retries_stop_at_their_count_or_their_total_wait() -> None:
 
 
 @pytest.fixture(scope="module")
-def shed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def shed_server(
+    tmp_path_factory: pytest.TempPathFactory, client_model: dict
+) -> Iterator[dict[str, Any]]:
     """A real service whose /predict admits one request at a time (budget 1)."""
-    shared = shared_model(tmp_path_factory.getbasetemp())
+    shared = {**client_model, "env": dict(client_model["env"])}
     env = {**shared["env"], MODEL_ENV: shared["tag"], "TAGSERVE_PREDICT_QUEUE": "0"}
     row = diamonds_sample(1, seed=11)
     record = row[FEATURE_COLUMNS].to_dict("records")[0]  # plain Python values (pandas 2)

@@ -20,7 +20,6 @@ from tests.helpers.client_models import (
     native_predictions,
     read_output,
     run_clients,
-    shared_model,
     train_penguins,
 )
 
@@ -68,8 +67,8 @@ DRIVER = textwrap.dedent(
 )
 
 
-def test_spark_local_mode_gives_the_exact_predictions_with_ids(tmp_path, tmp_path_factory):
-    shared = shared_model(tmp_path_factory.getbasetemp())
+def test_spark_local_mode_gives_the_exact_predictions_with_ids(tmp_path, client_model):
+    shared = {**client_model, "env": dict(client_model["env"])}
     model_dir = shared["model_dir"]
     penguin_dir = train_penguins(tmp_path / "penguins-model")
     rows = diamonds_sample(1500, seed=3)

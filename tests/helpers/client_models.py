@@ -78,25 +78,13 @@ def train_penguins(dest: Path) -> Path:
     return export_model(model, dest, frame[columns], {"target": "species"})
 
 
-_SHARED: dict[Path, dict[str, Any]] = {}
-
-
-def shared_model(base: Path) -> dict[str, Any]:
-    """One trained, exported and imported model per test session (under ``base``, the
-    session's temp root): {"model_dir", "env" (with its BENTOML_HOME), "tag"}. Training and
-    importing take ~20 s on 2 shared cores; the modules that need a model share it."""
-    if base not in _SHARED:
-        root = base / "client-model"
-        root.mkdir()
-        model_dir = train_export(root / "model")
-        env = env_for(root / "bentoml")
-        _SHARED[base] = {
-            "model_dir": model_dir,
-            "env": env,
-            "tag": import_into_bentoml(model_dir, env),
-        }
-    shared = _SHARED[base]
-    return {**shared, "env": dict(shared["env"])}
+def build_client_model(root: Path) -> dict[str, Any]:
+    """A trained, exported and imported model under ``root`` (the session fixture
+    ``client_model`` of tests/conftest.py makes it once): {"model_dir", "env" (with its
+    BENTOML_HOME), "tag"}."""
+    model_dir = train_export(root / "model")
+    env = env_for(root / "bentoml")
+    return {"model_dir": model_dir, "env": env, "tag": import_into_bentoml(model_dir, env)}
 
 
 def native_predictions(model_dir: Path, frame: pd.DataFrame) -> np.ndarray:

@@ -50,19 +50,36 @@ def train_and_log(
     seed: int = 0,
     frame: pd.DataFrame | None = None,
 ) -> str:
-    """Fit and export a tiny model as the pipeline does, log it as the next ``model_export``
-    of ``project`` in the local store under ``home``, evaluated and aliased ``prod``.
-    Returns the artifact version (``v0``...)."""
-    from artifacts.store import LocalArtifactStore
-    from pipeline.train import export_model, feature_columns, fit
-
+    """Fit and export a tiny model of the shipped data (penguins for a classifier, diamonds or
+    ``frame`` for a regressor) as the pipeline does: :func:`log_trained`."""
     if classifier:
         frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
-        estimator = "sklearn.ensemble.RandomForestClassifier"
     else:
         frame = diamonds_sample() if frame is None else frame
         target, feats, stratify = "price", features("diamonds"), None
-        estimator = "sklearn.ensemble.RandomForestRegressor"
+    return log_trained(
+        home, project, frame, target, feats, classifier=classifier, seed=seed, stratify=stratify
+    )
+
+
+def log_trained(
+    home: Path,
+    project: str,
+    frame: pd.DataFrame,
+    target: str,
+    feats: dict[str, Any],
+    *,
+    classifier: bool,
+    seed: int = 0,
+    stratify: str | None = None,
+) -> str:
+    """Fit and export a tiny model of ``frame`` as the pipeline does (``pipeline.train.fit``
+    and ``export_model``), log it as the next ``model_export`` of ``project`` in the local
+    store under ``home``, evaluated and aliased ``prod``. Returns the artifact version."""
+    from artifacts.store import LocalArtifactStore
+    from pipeline.train import export_model, feature_columns, fit
+
+    estimator = "sklearn.ensemble.RandomForest" + ("Classifier" if classifier else "Regressor")
     model_cfg = {"estimator": {"_target_": estimator, **TINY_FOREST, "random_state": seed}}
     model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
     export = home / "exports" / f"{project}-{seed}"
@@ -116,22 +133,16 @@ class Models:
         return json.loads((self.mlflow_folder(tag) / "serving_input_example.json").read_text())
 
 
-_MODELS: Models | None = None
-
-
-def shared_models(root: Path) -> Models:
-    """The session's models, made once (test modules each hold a session fixture calling
-    this; a fixture imported into several modules would run once per module)."""
-    global _MODELS
-    if _MODELS is None:
-        tagserve_home, home = root / "tagserve", root / "bentoml"
-        train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False)
-        train_and_log(tagserve_home, CLASSIFIER_NAME, classifier=True)
-        with bentoml_home(home):
-            regressor = import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME)
-            classifier = import_prod(CLASSIFIER_NAME, home=tagserve_home, name=CLASSIFIER_NAME)
-        _MODELS = Models(home, tagserve_home, regressor, classifier)
-    return _MODELS
+def build_models(root: Path) -> Models:
+    """A regressor and a classifier, trained, logged and imported under ``root`` (the
+    session fixture ``models`` of tests/conftest.py makes them once per session)."""
+    tagserve_home, home = root / "tagserve", root / "bentoml"
+    train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False)
+    train_and_log(tagserve_home, CLASSIFIER_NAME, classifier=True)
+    with bentoml_home(home):
+        regressor = import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME)
+        classifier = import_prod(CLASSIFIER_NAME, home=tagserve_home, name=CLASSIFIER_NAME)
+    return Models(home, tagserve_home, regressor, classifier)
 
 
 # A regressor whose `depth` barely varies (spread 1e-10 around 0): its scaler divides by that
@@ -139,20 +150,16 @@ def shared_models(root: Path) -> Models:
 # model call raises. The real failure the service's last line of defence is for.
 FRAGILE_NAME = "tagserve-fragile"
 FRAGILE_DEPTH = 1e29
-_FRAGILE: str | None = None
 
 
 def fragile_model(models: Models) -> str:
-    """The fragile regressor, trained, logged and imported into ``models``' BentoML home
-    once per session: its BentoML tag."""
-    global _FRAGILE
-    if _FRAGILE is None:
-        frame = diamonds_sample()
-        frame["depth"] = np.random.default_rng(0).normal(0.0, 1e-10, len(frame))
-        train_and_log(models.tagserve_home, FRAGILE_NAME, classifier=False, frame=frame)
-        with bentoml_home(models.bentoml_home):
-            _FRAGILE = import_prod(FRAGILE_NAME, home=models.tagserve_home, name=FRAGILE_NAME)
-    return _FRAGILE
+    """The fragile regressor, trained, logged and imported into ``models``' BentoML home (the
+    session fixture ``fragile`` makes it once): its BentoML tag."""
+    frame = diamonds_sample()
+    frame["depth"] = np.random.default_rng(0).normal(0.0, 1e-10, len(frame))
+    train_and_log(models.tagserve_home, FRAGILE_NAME, classifier=False, frame=frame)
+    with bentoml_home(models.bentoml_home):
+        return import_prod(FRAGILE_NAME, home=models.tagserve_home, name=FRAGILE_NAME)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from inference.contract import (
     contract_from_signature,
     dtype_for,
     json_records,
+    parse_text,
     records_frame,
     validate,
+    validate_columns,
 )
 from inference.errors import InputError, ModelRefused
 
@@ -135,3 +137,52 @@ def test_value_problem_is_the_one_rule_of_every_path() -> None:
     assert "not a finite number" in value_problem("float", float("nan"))
     with pytest.raises(InputError, match=r"column 'carat' in row 7: .*outside the range"):
         coerce(pd.DataFrame({"carat": ["1e300"], "cut": ["a"]}, index=[7]), CONTRACT)
+
+
+WHOLE = Contract([Column("year", "long"), Column("count", "integer", required=False)])
+
+
+def test_integer_columns_take_whole_numbers_as_the_integers_they_are() -> None:
+    """JSON Schema's "integer" counts 3504.0; pandas writes an integer column with a missing
+    value as floats: taken as 3504 (int64 without missing values, float64 with), 3.5 refused
+    naming the column and row, on every entry (JSON values, arrays, files, text)."""
+    out = validate_columns({"year": [2007.0, 2008], "count": [3.0, None]}, 2, WHOLE)
+    assert out["year"].dtype == "int64" and out["year"].tolist() == [2007, 2008]
+    assert out["count"].dtype == "float64" and out["count"][0] == 3.0
+    mixed = validate_columns({"year": [27935, -14998.0, -(2**63) + 1]}, 3, WHOLE)["year"]
+    assert mixed.tolist() == [27935, -14998, -(2**63) + 1]  # big ints stay exact beside floats
+    typed = validate(pd.DataFrame({"year": [2007.0, 2008.0], "count": [1.0, np.nan]}), WHOLE)
+    pd.testing.assert_frame_equal(typed, out.assign(count=[1.0, np.nan]))
+    with pytest.raises(InputError, match=r"column 'year' in row 1: 2007.5 is not a whole number"):
+        validate_columns({"year": [2007, 2007.5]}, 2, WHOLE)
+    with pytest.raises(InputError, match=r"column 'year' in row 1: 2007.5 is not a whole"):
+        validate(pd.DataFrame({"year": [2007.0, 2007.5]}), WHOLE)
+    with pytest.raises(InputError, match=r"column 'year' expects long, got bool true in row 0"):
+        validate_columns({"year": [True]}, 1, WHOLE)
+    with pytest.raises(InputError, match=r"column 'year' in row 3: 2.5 is not a whole number"):
+        coerce(pd.DataFrame({"year": ["1", "2", "3", "2.5"]}), WHOLE)  # never truncated to 2
+    assert coerce(pd.DataFrame({"year": ["3504.0"]}), WHOLE)["year"].tolist() == [3504]
+    assert parse_text("long", "3504.0") == 3504 and parse_text("double", "1") == 1.0
+    assert parse_text("long", "null") is None and parse_text("string", "null") == "null"
+    with pytest.raises(ValueError, match="is not a long"):
+        parse_text("long", "3.5")
+
+
+def test_a_float_at_the_int64_edge_is_refused_as_it_may_stand_for_a_value_beyond() -> None:
+    """-2**63 - 1 has no double of its own: JSON parsers read it (and any integer below) as the
+    double -2**63, which is refused in a long column; -2**31 is a double of its own."""
+    with pytest.raises(InputError, match="outside the range"):
+        validate_columns({"year": [float(-(2**63))]}, 1, WHOLE)
+    out = validate_columns({"year": [-(2**63)], "count": [float(-(2**31))]}, 1, WHOLE)
+    assert out["year"][0] == -(2**63) and out["count"][0] == -(2**31)
+
+
+def test_json_lists_are_never_guessed_by_numpy() -> None:
+    """Text stays text, a boolean a boolean, a nested value a value of the wrong type."""
+    for values, problem in (
+        (["1.5"], r"expects double, got str \"1.5\""),
+        ([True], "expects double, got bool true"),
+        ([[1]], r"expects double, got list \[1\]"),
+    ):
+        with pytest.raises(InputError, match=problem):
+            validate_columns({"carat": values, "cut": ["a"]}, 1, CONTRACT)

@@ -15,14 +15,8 @@ from tests.helpers.service_models import (
     bentoml_server,
     fragile_model,
     import_prod,
-    shared_models,
     subprocess_env,
 )
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
-    return shared_models(tmp_path_factory.mktemp("service-models"))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +55,32 @@ def fragile_server(
     env = subprocess_env(models, TAGSERVE_MODEL=fragile)
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def shaped(models: Models) -> dict[str, str]:
+    """The BentoML tag of a tiny model of each generated data shape
+    (``tests.helpers.shapes.SHAPES``), trained as the pipeline trains and imported by the
+    importer into the session's BentoML home; and the shipped penguins classifier."""
+    from tests.helpers.service_models import log_trained
+    from tests.helpers.shapes import SHAPES
+
+    tags = {}
+    for key, make in SHAPES.items():
+        shape = make()
+        log_trained(
+            models.tagserve_home,
+            shape.name,
+            shape.frame,
+            shape.target,
+            shape.features,
+            classifier=shape.classifier,
+            stratify=shape.stratify,
+        )
+        with bentoml_home(models.bentoml_home):
+            tags[key] = import_prod(shape.name, home=models.tagserve_home, name=shape.name)
+    tags["penguins"] = models.classifier
+    return tags
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,12 @@ import pandas as pd
 import pytest
 
 from tests.helpers.service_models import (
-    VENV_BIN,
     Models,
     bentoml_home,
     load_service,
 )
+from tests.helpers.spec import run_schemathesis
 
-SCHEMATHESIS = str(VENV_BIN / "schemathesis")
-SEED = 20261124
 EXAMPLES_PER_OPERATION = 300
 
 
@@ -42,11 +39,13 @@ def test_every_route_of_the_service_is_documented(models: Models, document: dict
     """BentoML's APIs, the routes mounted beside them (MLflow's and GET /metadata) and
     BentoML's infrastructure routes, each with its methods."""
     from serving.http import protocol_app
+    from serving.openapi import DOCUMENT_PATH
 
     with bentoml_home(models.bentoml_home):
         service = load_service(models.regressor).Tagserve
     routes = {("POST", api.route) for api in service.apis.values()}
     routes |= {(m, r.path) for r in protocol_app().routes for m in r.methods if m != "HEAD"}
+    routes.discard(("GET", DOCUMENT_PATH))  # the document itself
     routes |= {("GET", p) for p in ("/livez", "/readyz", "/healthz", "/metrics")}
     assert documented(document) == routes
     assert document["openapi"].startswith("3.1")
@@ -94,40 +93,18 @@ def test_schemathesis_finds_no_failure(
     """Every check schemathesis has, on every documented operation: examples, the coverage
     probes (bad types, missing fields, wrong content types, undocumented methods) and
     fuzzing, positive and negative. Zero failures."""
-    cmd = [
-        SCHEMATHESIS,
-        "run",
-        f"{server}/docs.json",
-        "--checks",
-        "all",
-        "--seed",
-        str(SEED),
-        "--max-examples",
-        str(EXAMPLES_PER_OPERATION),
-        "--workers",
-        "1",
-        "--no-shrink",  # a failure is reported with its curl line; shrinking costs minutes
-        "--request-timeout",
-        "30",
-    ]
-    # cwd: schemathesis keeps its hypothesis database in the working directory
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    failures = done.stdout.find("FAILURES")  # from the first failure (each has a curl line)
-    summary = done.stdout[max(failures, 0) :][:12000] + done.stderr[-2000:]
-    assert done.returncode == 0, summary
-    tested = re.search(r"Tested: +(\d+)", done.stdout)
-    assert tested and int(tested.group(1)) == len(documented(document)), summary
+    run = run_schemathesis(server, tmp_path, EXAMPLES_PER_OPERATION)
+    assert run.returncode == 0, run.summary
+    assert run.tested == len(documented(document)), run.summary
 
 
 def test_a_classifier_document_has_its_classes_and_nullable_columns(models: Models) -> None:
     """Built in process for the classifier (optional columns, class labels): a column MLflow
     says may be missing may be null in every JSON form and empty in CSV; predictions are
     labels; answers carry the class probabilities."""
-    from serving.openapi import OpenAPIDocument
-
     with bentoml_home(models.bentoml_home):
         service = load_service(models.classifier).Tagserve
-    (document,) = [opts["document"] for cls, opts in service.middlewares if cls is OpenAPIDocument]
+    document = service.inner.openapi_document
     schemas = document["components"]["schemas"]
     record = schemas["Record"]
     assert {"type": "null"} in record["properties"]["sex"]["anyOf"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from inference.contract import Column, Contract
@@ -56,9 +57,9 @@ def test_every_format_gives_the_same_frame(content_type, body) -> None:
             InputError,
             "expects double",
         ),
-        ("text/csv", b"", InputError, "not valid CSV"),
+        ("text/csv", b'carat,cut\n0.3,"unclosed\n', InputError, "not valid CSV"),
     ],
-    ids=["content-type", "charset", "malformed", "no-key", "wrong-type", "empty-csv"],
+    ids=["content-type", "charset", "malformed", "no-key", "wrong-type", "unclosed-quote-csv"],
 )
 def test_bad_bodies_are_client_errors(content_type, body, error, problem) -> None:
     with pytest.raises(error, match=problem):
@@ -111,3 +112,42 @@ def test_deeply_nested_json_is_a_client_error(opening) -> None:
     body = opening * 20_000 + closing * 20_000
     with pytest.raises(InputError, match="nested too deeply"):
         parse_invocation(body, "application/json", CONTRACT)
+
+
+PLAIN_CSV = b"carat,cut\n0.3,Ideal\n1.5,Good\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\ufeffcarat,cut\n0.3,Ideal\n1.5,Good\n".encode(),
+        b"carat,cut\r\n0.3,Ideal\r\n1.5,Good\r\n",
+        b'cut,carat\n"Ideal",0.3\nGood,1.5\n',
+        b'extra,carat,cut\nx,0.3,Ideal\n"y, and\nmore",1.5,Good\n',
+        b"carat,cut\n0.30,Ideal\n1.5,Good",
+    ],
+    ids=["bom", "crlf", "another-order", "extra-column-quoted", "no-final-newline"],
+)
+def test_csv_forms_read_as_the_plain_csv(body: bytes) -> None:
+    want = parse_invocation(PLAIN_CSV, "text/csv", CONTRACT)
+    pd.testing.assert_frame_equal(parse_invocation(body, "text/csv", CONTRACT), want)
+
+
+def test_quoted_csv_fields_keep_commas_quotes_and_line_breaks() -> None:
+    body = b'carat,cut\n0.3,"Very, ""good""\nindeed"\n'
+    assert parse_invocation(body, "text/csv", CONTRACT)["cut"][0] == 'Very, "good"\nindeed'
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"", "the CSV body is empty"),
+        (b"\n \n", "the CSV body is empty"),
+        (b"carat,cut\n", "no rows"),
+        (b"carat\n0.3\n", "missing required column"),
+    ],
+    ids=["empty", "blank", "header-only", "lacks-a-column"],
+)
+def test_csv_without_rows_is_a_client_error(body: bytes, problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        parse_invocation(body, "text/csv", CONTRACT)

@@ -1,0 +1,234 @@
+"""The service's request path: every ASGI middleware tagserve adds, in the order a request meets
+them, written as Starlette's own middleware is (plain ASGI classes over Starlette's ``Headers``,
+``Request`` and ``Response``).
+
+A request to the service passes, outermost first:
+
+0. ``serving.drain.DrainMiddleware`` (issue 17): after SIGTERM, ``/readyz`` answers 503 and
+   every answer carries ``Connection: close``; counts the requests in flight for the drain.
+   Then ``serving.candidates.ModelRouting``: each prediction request's model (live, canary,
+   shadowed), chosen before adaptive batching merges requests (a ``/predict_batch`` request
+   for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model`` on the
+   answer.
+1. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
+   with ``Retry-After`` at once, before the body is read and before BentoML's own middleware
+   (metrics, tracing, access log, timeout), which it is moved ahead of
+   (``serving.bentoml_private.put_outermost_first``): a refusal must cost next to nothing.
+2. BentoML's own middleware.
+3. :class:`ErrorAnswers`: every client error answered and logged in one readable line. BentoML's
+   4xx bodies name each field and its problem (``serving.http.readable_error``); a 503 of the
+   adaptive batcher (overloaded: a request waited past ``TAGSERVE_MAX_LATENCY_MS``) gets
+   ``Retry-After``; a 405 names the documented methods in ``Allow``.
+4. :class:`RequestGuard`: the body cap (413, from Content-Length or as the body streams past
+   it, never read whole) and content types no route parses (multipart: 415, or 400 without a
+   boundary); the body is read once here and handed on whole.
+
+Then the routes: BentoML's APIs (``/predict``, ``/predict_batch``, ``POST /metadata``) and
+``serving.http``'s (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health routes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import orjson
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from serving import bentoml_private
+from serving.admission import InFlight, shed_counter, shed_message
+from serving.candidates import ModelRouting
+from serving.drain import DrainMiddleware
+from serving.guard import MLFLOW_PATHS, body_too_large, content_type_problem, declared_length
+from serving.http import readable_error
+from serving.settings import Settings
+
+logger = logging.getLogger("bentoml.service.tagserve")
+SHED_PATHS = ("/predict",)
+
+
+def stack(
+    settings: Settings, allowed: Mapping[str, str], routing: Mapping[str, str] | None = None
+) -> list[tuple[type, dict[str, Any]]]:
+    """tagserve's middleware with its options, outermost first (the module docstring);
+    ``routing``: the live and candidate model tags (``{"live": ..., "candidate": ...}``)."""
+    routing = {"live": settings.model, "candidate": "", **(routing or {})}
+    return [
+        (DrainMiddleware, {"seconds": settings.drain_seconds}),
+        (
+            ModelRouting,
+            {
+                **routing,
+                "percent": settings.canary_percent,
+                "fraction": settings.shadow_fraction,
+            },
+        ),
+        (LoadShedding, settings.shedding(paths=list(SHED_PATHS))),
+        (ErrorAnswers, {"allowed": allowed, "retry_after": settings.retry_after_s}),
+        (RequestGuard, {"max_body_bytes": settings.max_body_bytes}),
+    ]
+
+
+def install(
+    service: Any,
+    settings: Settings,
+    allowed: Mapping[str, str],
+    routing: Mapping[str, str] | None = None,
+) -> None:
+    """Add :func:`stack` to the BentoML ``service``; ``allowed``: each documented path's
+    methods, as an ``Allow`` header (``serving.openapi.allowed_methods``)."""
+    bentoml_private.put_outermost_first()
+    for middleware, options in stack(settings, allowed, routing):
+        service.add_asgi_middleware(middleware, **options)
+
+
+def error_response(path: str, status: int, message: str, **headers: str) -> JSONResponse:
+    """An error as the route's clients read it: MLflow's form on ``/invocations``, else
+    ``{"error": ...}`` as every other tagserve error."""
+    if path in MLFLOW_PATHS:
+        body: dict[str, Any] = {"error_code": "BAD_REQUEST", "message": message}
+    else:
+        body = {"error": message}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+class LoadShedding:
+    """Admits at most ``budget`` concurrent POSTs to ``paths`` per worker; answers the others
+    503 with ``Retry-After: retry_after`` without waiting (``serving.admission``)."""
+
+    bentoml_outermost = True  # before BentoML's middleware: see the module docstring
+
+    def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
+        self.app = app
+        self.in_flight = InFlight(budget)
+        self.retry_after = retry_after
+        self.paths = frozenset(paths)
+        # BentoML's request metrics never see a refusal (it happens before them): count here.
+        self.refused = shed_counter()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        if not self.in_flight.try_enter():
+            # The unread body is discarded by the server; the connection stays usable.
+            path = scope["path"]
+            self.refused.labels(endpoint=path).inc()
+            message = shed_message(path, self.in_flight.budget, self.retry_after)
+            refusal = error_response(path, 503, message, **{"Retry-After": str(self.retry_after)})
+            return await refusal(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.leave()
+
+
+class ErrorAnswers:
+    """Client errors made readable, and logged once each (see the module docstring); the
+    service's own failures (5xx but overload) pass as BentoML answers and logs them."""
+
+    def __init__(self, app: Any, *, allowed: Mapping[str, str], retry_after: int) -> None:
+        self.app = app
+        self.allowed = dict(allowed)
+        self.retry_after = retry_after
+        bentoml_private.quiet_client_error_tracebacks()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def answer(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if 400 <= status < 500 or status == 503:
+                    held["start"] = message
+                    return
+            elif "start" in held and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                start = held.pop("start")
+                return await self.send_error(scope, send, start, b"".join(chunks))
+            await send(message)
+
+        await self.app(scope, receive, answer)
+
+    async def send_error(self, scope: Any, send: Any, start: dict, body: bytes) -> None:
+        status = start["status"]
+        headers = MutableHeaders(raw=list(start["headers"]))
+        if headers.get("content-type", "").startswith("application/json"):
+            with contextlib.suppress(orjson.JSONDecodeError):  # not JSON after all: as it is
+                body = orjson.dumps(readable_error(orjson.loads(body), status))
+        if status == 503:
+            headers.setdefault("retry-after", str(self.retry_after))
+        if status == 405 and scope["path"] in self.allowed:
+            # Two routers share some paths (BentoML's POST /metadata, serving.http's GET):
+            # the document lists what the path answers.
+            headers["allow"] = self.allowed[scope["path"]]
+        headers["content-length"] = str(len(body))
+        logger.info(
+            "%s %s %d: %s", scope["method"], scope["path"], status, error_line(body, status)
+        )
+        await send({**start, "headers": headers.raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+def error_line(body: bytes, status: int) -> str:
+    """The error of an answer's body, in one line (its ``error`` or ``message``)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = body.decode("utf-8", "replace")
+    if isinstance(parsed, dict):
+        parsed = parsed.get("error") or parsed.get("message") or parsed
+    return " ".join(str(parsed).split())[:500] or str(status)
+
+
+class RequestGuard:
+    """Refuses a body over ``max_body_bytes`` with 413, from its Content-Length or as soon as
+    it streams past the cap (it is never read whole), and a content type no route takes
+    (``serving.guard.content_type_problem``); other requests reach the app with their body
+    read, in one message."""
+
+    def __init__(self, app: Any, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        path = scope["path"]
+        problem = content_type_problem(headers.get("content-type"))
+        if problem:
+            return await error_response(path, *problem)(scope, receive, send)
+        too_large = error_response(path, 413, body_too_large(self.max_body_bytes))
+        length = declared_length(headers)
+        if length is not None and length > self.max_body_bytes:
+            return await too_large(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in Request(scope, receive).stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    return await too_large(scope, receive, send)
+                chunks.append(chunk)
+        except ClientDisconnect:  # the client left: nothing to answer
+            return None
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return whole
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)

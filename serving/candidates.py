@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+
 from inference.bento import get_model, mlflow_folder
 from inference.compare import ABS_DIFF_BUCKETS, Comparison
 from inference.contract import Contract
@@ -50,8 +53,8 @@ BATCH_ROUTES = {
     SHADOWED: f"{HIDDEN_PREFIX}predict_batch_shadowed",
 }
 PREDICTION_PATHS = frozenset({"/predict", "/predict_batch", "/invocations"})
-REQUEST_KEY_HEADER = b"x-request-key"
-MODEL_HEADER = b"x-tagserve-model"
+REQUEST_KEY_HEADER = "x-request-key"
+MODEL_HEADER = "x-tagserve-model"
 # The shadow calls one worker may hold waiting for the candidate; past it they are dropped.
 SHADOW_QUEUE = 256
 # How long the shadow thread gathers calls after the first before scoring them together.
@@ -157,7 +160,7 @@ class ModelRouting:
         self, app: Any, *, live: str, candidate: str = "", percent: float, fraction: float
     ) -> None:
         self.app = app
-        self.tags = {LIVE: live.encode(), SHADOWED: live.encode(), CANDIDATE: candidate.encode()}
+        self.tags = {LIVE: live, SHADOWED: live, CANDIDATE: candidate}
         self.percent = percent if candidate else 0.0
         self.fraction = fraction if candidate else 0.0
         self.rng = random.Random()
@@ -167,21 +170,21 @@ class ModelRouting:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         if path.startswith(HIDDEN_PREFIX):
-            return await _not_found(send)
+            return await _not_found(scope, receive, send)
         if path not in PREDICTION_PATHS:
             return await self.app(scope, receive, send)
         route = LIVE
         if self.percent or self.fraction:
-            key = next((v for k, v in scope.get("headers") or [] if k == REQUEST_KEY_HEADER), None)
-            route = choose(self.percent, self.fraction, key, self.rng)
+            key = Headers(scope=scope).get(REQUEST_KEY_HEADER)
+            route = choose(self.percent, self.fraction, key and key.encode(), self.rng)
         if path == "/predict_batch" and route in BATCH_ROUTES:
             scope = {**scope, "path": BATCH_ROUTES[route], "raw_path": BATCH_ROUTES[route].encode()}
         tag = self.tags[route]
 
         async def tagged(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                headers = [*(message.get("headers") or []), (MODEL_HEADER, tag)]
-                message = {**message, "headers": headers}
+                message = {**message, "headers": list(message.get("headers") or [])}
+                MutableHeaders(scope=message).append(MODEL_HEADER, tag)
             await send(message)
 
         token = route_var.set(route)
@@ -191,11 +194,8 @@ class ModelRouting:
             route_var.reset(token)
 
 
-async def _not_found(send: Any) -> None:
-    body = b'{"error": "not found"}'
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+    await JSONResponse({"error": "not found"}, status_code=404)(scope, receive, send)
 
 
 # --- metrics -------------------------------------------------------------------------------------

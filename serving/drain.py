@@ -47,6 +47,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
+
 logger = logging.getLogger("bentoml.service.tagserve")
 
 DRAIN_ENV = "TAGSERVE_DRAIN_SECONDS"
@@ -203,7 +206,7 @@ class Drain:
         self.exit_handler(signal.SIGTERM, None)
 
 
-CLOSE = (b"connection", b"close")
+CLOSE = {"connection": "close"}
 
 
 class DrainMiddleware:
@@ -226,20 +229,13 @@ class DrainMiddleware:
             return await self.app(scope, receive, send)
         drain = self.drain
         if drain.draining and scope.get("path") == READY_PATH:
-            body = b'{"status": "draining"}'
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                CLOSE,
-            ]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
+            answer = JSONResponse({"status": "draining"}, status_code=503, headers=CLOSE)
+            return await answer(scope, receive, send)
 
         async def marked(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and drain.draining:
-                headers = [h for h in message.get("headers") or [] if h[0].lower() != CLOSE[0]]
-                message = {**message, "headers": [*headers, CLOSE]}
+                message = {**message, "headers": list(message.get("headers") or [])}
+                MutableHeaders(scope=message).update(CLOSE)
             await send(message)
 
         drain.in_flight += 1

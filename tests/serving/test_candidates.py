@@ -235,17 +235,22 @@ def test_canary_answers_about_its_share_and_a_request_key_always_gets_the_same_m
         # Binomial(2000, 0.1): sd 1.3 %; 7-13 % is 4.5 sd either way.
         assert 7 <= share <= 13, answered
         assert set(answered) == {candidate, models.regressor}
+        seen = set()
         for k in range(40):
             key = f"user-{k}"
             want = candidate if canary_share(key.encode()) < CANARY_PERCENT else models.regressor
-            for path, body in (
-                ("/predict", rows[0]),
-                ("/predict_batch", rows[:2]),
-                ("/invocations", {"dataframe_records": rows[:2]}),
-                ("/predict", rows[1]),
+            values = both["candidate" if want == candidate else "live"]
+            seen.add(want)
+            for path, body, expected in (
+                ("/predict", rows[0], {"prediction": values[0]}),
+                ("/predict_batch", rows[:2], [{"prediction": v} for v in values[:2]]),
+                ("/invocations", {"dataframe_records": rows[:2]}, {"predictions": values[:2]}),
+                ("/predict", rows[1], {"prediction": values[1]}),
             ):
                 got = client.post(path, json=body, headers={"X-Request-Key": key})
                 assert got.status_code == 200 and got.headers["x-tagserve-model"] == want
+                assert got.json() == expected, (path, want)  # the model named answered
+        assert seen == {candidate, models.regressor}
 
 
 def test_the_hidden_batch_apis_are_not_reachable_nor_documented(paired: str) -> None:

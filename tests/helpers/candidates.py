@@ -17,28 +17,32 @@ import yaml
 from inference.bento import stage_of
 from tests.helpers.factories import bentoml_home
 from tests.helpers.hostile_models import with_code_folder
-from tests.helpers.service_models import REGRESSOR_NAME, Models, train_and_log
+from tests.helpers.service_models import CLASSIFIER_NAME, REGRESSOR_NAME, Models, train_and_log
 
 CANDIDATE_PROJECT = "tagserve-diamonds-candidate"
+CLASSIFIER_CANDIDATE_PROJECT = "tagserve-penguins-candidate"
 CANDIDATE_SEED = 7
 
 
-def import_candidate(models: Models, *, train: bool = True) -> str:
+def import_candidate(models: Models, *, train: bool = True, classifier: bool = False) -> str:
     """A regressor of the live model's input contract trained with another seed (another
     project of the artifact store), imported into ``models``' BentoML home under the live
     model's name but not as prod (its project's v0; its prod is a later v1). Its tag.
-    ``train=False``: imported again (into another BentoML home) from the same artifact."""
+    ``train=False``: imported again (into another BentoML home) from the same artifact.
+    ``classifier``: a penguins classifier beside the session's classifier instead."""
     from importers import import_model
 
     home = models.tagserve_home
+    project = CLASSIFIER_CANDIDATE_PROJECT if classifier else CANDIDATE_PROJECT
     if train:
-        train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED)
-        train_and_log(home, CANDIDATE_PROJECT, classifier=False, seed=CANDIDATE_SEED + 1)
+        for seed in (CANDIDATE_SEED, CANDIDATE_SEED + 1):
+            train_and_log(home, project, classifier=classifier, seed=seed)
     with bentoml_home(models.bentoml_home):
         import bentoml
 
-        ref = f"local:{CANDIDATE_PROJECT}/model_export:v0"
-        tag = import_model(ref, name=REGRESSOR_NAME, home=home).tag
+        ref = f"local:{project}/model_export:v0"
+        name = CLASSIFIER_NAME if classifier else REGRESSOR_NAME
+        tag = import_model(ref, name=name, home=home).tag
         assert stage_of(bentoml.models.get(tag)) != "prod", "the candidate must not be prod"
     return tag
 

@@ -90,3 +90,12 @@ def candidate(models: Models) -> str:
     from tests.helpers.candidates import import_candidate
 
     return import_candidate(models)
+
+
+@pytest.fixture(scope="session")
+def classifier_candidate(models: Models) -> str:
+    """The BentoML tag of a candidate penguins classifier beside the session's (another
+    seed, imported non-prod)."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models, classifier=True)

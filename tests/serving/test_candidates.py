@@ -398,6 +398,37 @@ def test_a_slow_candidate_never_delays_the_live_answer_and_drops_are_counted(
     assert shadow.scored == 5
 
 
+def test_a_classifier_candidate_is_compared_by_agreement(
+    models: Models, classifier_candidate: str
+) -> None:
+    """The shadow of a classifier: agreement counted per row as the offline comparison counts
+    it, the live answers (with probabilities) unchanged."""
+    from tests.helpers.service_models import penguins
+
+    features = [c.name for c in loaded(models, models.classifier).contract.columns]
+    rows = json.loads(penguins()[features].head(60).to_json(orient="records"))
+    live, candidate = loaded(models, models.classifier), loaded(models, classifier_candidate)
+    metrics = shadow_metrics()
+    choice = ModelChoice(live, models.classifier, candidate, classifier_candidate)
+    choice.shadow = shadow = Shadow(
+        choice._candidate_scores, "classification", metrics, tag=classifier_candidate, gather_s=0
+    )
+    agreed_before, rows_before = metrics.agreed._value.get(), metrics.rows._value.get()
+    answers = [choice.answer_records([row], SHADOWED)[0] for row in rows]
+    assert answers == live.answer_records(rows)  # probabilities included
+    assert shadow.wait()
+    offline = Comparison("classification")
+    offline.add(
+        [a["prediction"] for a in answers],
+        [a["prediction"] for a in candidate.answer_records(rows)],
+    )
+    assert shadow.comparison.figures() == offline.figures()
+    assert metrics.rows._value.get() - rows_before == len(rows)
+    assert metrics.agreed._value.get() - agreed_before == offline.agreed
+    assert 0 < offline.agreed <= len(rows)
+    assert metrics.agreement_of_worker()._value.get() == offline.agreed / len(rows)
+
+
 # --- graceful drain -----------------------------------------------------------------------------
 
 

@@ -193,7 +193,9 @@ def _input_example(path: Path, contract: Contract) -> Any:
     reader casts a ``long`` column holding a missing value to int64, and fails)."""
     from inference.model import input_example
 
-    if not (path / INPUT_EXAMPLE).is_file():
+    info = read_mlmodel(path).get("saved_input_example_info")
+    declared = info.get("artifact_path") if isinstance(info, dict) else None
+    if declared != INPUT_EXAMPLE or not (path / INPUT_EXAMPLE).is_file():
         raise ModelRejected("the model has no input example to verify its predictions on")
     try:
         return input_example(path, contract)

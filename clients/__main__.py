@@ -1,4 +1,4 @@
-"""`python -m clients COMMAND ...`: predict, stream, score, spark (`--help` on each).
+"""`python -m clients COMMAND ...`: predict, stream, score, spark, compare (`--help` on each).
 
 Bad input ends with exit code != 0 and one `error: ...` line on stderr, never a traceback
 (set TAGSERVE_DEBUG=1 to see one).
@@ -193,6 +193,23 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show Spark's own log")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
     p.set_defaults(func=cmd_spark)
+
+    p = sub.add_parser(
+        "compare",
+        help="score a file with the model and a candidate; print their agreement "
+        "(|diff| for a regressor, agreement ratio for a classifier)",
+    )
+    p.add_argument("input", metavar="INPUT", help=".parquet, .csv or .jsonl file")
+    p.add_argument("--model", metavar="TAG", required=True, help="the live model's tag")
+    p.add_argument("--candidate", metavar="TAG", required=True, help="the candidate's tag")
+    p.add_argument(
+        "--chunk-size",
+        type=positive,
+        default=50_000,
+        help="rows per chunk, which bounds memory (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -272,6 +289,23 @@ def cmd_spark(args: argparse.Namespace) -> int:
         quiet=not args.verbose,
     )
     print(summary.line())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from clients.compare import compare_file
+    from clients.model import resolve
+
+    summary = compare_file(
+        args.input,
+        resolve(args.model),
+        resolve(args.candidate),
+        chunk_size=args.chunk_size,
+    )
+    summary.model, summary.candidate = args.model, args.candidate  # as the user named them
+    print(json.dumps(summary.as_dict()) if args.json else summary.line())
     return 0
 
 

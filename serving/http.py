@@ -41,7 +41,7 @@ async def invocations(request: Request) -> Response:
         frame = parse_invocation(
             body, request.headers.get("content-type"), service.contract, service.settings.max_rows
         )
-        predictions = await anyio.to_thread.run_sync(service.model.predict, frame)
+        predictions = await anyio.to_thread.run_sync(service.models.predict, frame)
     except UnsupportedMediaType as exc:
         return _mlflow_error(str(exc), 415)
     except InputError as exc:

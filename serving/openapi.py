@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from inference.contract import TYPES, Contract
+from serving.candidates import HIDDEN_PREFIX
 from serving.protocol import CSV, JSON
 from serving.schema import Metadata
 
@@ -182,6 +183,8 @@ def bentoml_operations(
     answers from the API's own input and output types."""
     paths: dict[str, dict[str, Any]] = {}
     for name, api in service.apis.items():
+        if api.route.startswith(HIDDEN_PREFIX):  # the canary's and shadow's own batchers
+            continue
         request = api_body(api.input_spec, components, mode="validation")
         has_fields = bool(request.get("properties")) or "$ref" in request or "items" in request
         operation = {
@@ -462,7 +465,9 @@ def service_document(
     model_schema(prediction, "Prediction", components)
     metadata = model_schema(Metadata, "Metadata", components)
     overloads = {
-        api.route: batcher_overload_answer() for api in service.apis.values() if api.batchable
+        api.route: batcher_overload_answer()
+        for api in service.apis.values()
+        if api.batchable and not api.route.startswith(HIDDEN_PREFIX)
     }
     overloads.update({path: shed_answer() for path in shed_paths})
     paths = bentoml_operations(service, components, overloads)

@@ -220,3 +220,8 @@ class Metadata(BaseModel):
         description="this worker's predict_batch so far: model calls and rows (rows per call "
         "above 1: the adaptive batcher merges requests)",
     )
+    candidate: dict[str, Any] | None = Field(
+        None,
+        description="the candidate model beside the live one (TAGSERVE_CANDIDATE): tag, "
+        "lineage, fast path, canary_percent, shadow_fraction; null when there is none",
+    )

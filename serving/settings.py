@@ -41,6 +41,20 @@ def env_int(name: str, default: int, least: int = 1) -> int:
     return value
 
 
+def env_fraction(name: str, default: float, most: float) -> float:
+    """The number in the environment variable ``name``, from 0 to ``most``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 <= value <= most:  # NaN included
+        raise ValueError(f"{name} must be from 0 to {most:g}, not {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """``TAGSERVE_*`` settings; see the README's "Serving" section."""
@@ -69,6 +83,14 @@ class Settings:
     # 503s (21 % with 32, none with 128, whose greedy p99 was 541 ms).
     predict_queue: int = 63
     retry_after_s: int = 1
+    # --- candidate, shadow, canary, drain (issue 17; README "Shadow and canary") ---
+    # A second model (a BentoML tag) loaded beside the live one; none: "".
+    candidate: str = ""
+    shadow_fraction: float = 0.0  # the share of requests also scored by the candidate
+    canary_percent: float = 0.0  # the share (%) of requests answered by the candidate
+    # On SIGTERM: the bound on the drain (serving.drain); below Kubernetes' default grace
+    # period (30 s), so the pod's own SIGKILL never cuts a drain.
+    drain_seconds: int = 20
 
     @classmethod
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
@@ -83,6 +105,10 @@ class Settings:
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),
+            candidate=str(args.get("candidate") or os.environ.get("TAGSERVE_CANDIDATE") or ""),
+            shadow_fraction=env_fraction("TAGSERVE_SHADOW_FRACTION", 0.0, 1.0),
+            canary_percent=env_fraction("TAGSERVE_CANARY_PERCENT", 0.0, 100.0),
+            drain_seconds=env_int("TAGSERVE_DRAIN_SECONDS", cls.drain_seconds),
         )
 
     def with_body_cap(self, columns: int) -> Settings:

@@ -81,3 +81,21 @@ def shaped(models: Models) -> dict[str, str]:
             tags[key] = import_prod(shape.name, home=models.tagserve_home, name=shape.name)
     tags["penguins"] = models.classifier
     return tags
+
+
+@pytest.fixture(scope="session")
+def candidate(models: Models) -> str:
+    """The BentoML tag of a candidate regressor beside the session's (another seed, imported
+    non-prod): ``tests.helpers.candidates.import_candidate``."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models)
+
+
+@pytest.fixture(scope="session")
+def classifier_candidate(models: Models) -> str:
+    """The BentoML tag of a candidate penguins classifier beside the session's (another
+    seed, imported non-prod)."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models, classifier=True)

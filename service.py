@@ -41,6 +41,7 @@ from serving.admission import LoadShedding
 from serving.batching import answer_each, build_answers_output, request_error
 from serving.guard import RequestGuard
 from serving.http import ReadableErrors, protocol_app
+from serving.monitoring import Monitor
 from serving.openapi import document_service
 from serving.protocol import example_frame
 from serving.schema import (
@@ -120,6 +121,9 @@ def create_service(settings: Settings | None = None) -> Any:
                 # fail now rather than on the first request
                 self.model.predict(example_frame((folder / SERVING_EXAMPLE).read_bytes(), contract))
             logger.info("serving %s (%s) on %s", model_tag, contract.task, self.model.engine)
+            # Live monitoring (serving.monitoring): every route records its rows and answers.
+            self.monitor = Monitor.for_model(Path(self.bento_model.path), settings)
+            self.monitor.start()
 
         @bentoml.api
         async def predict(self, record: Record, /) -> Prediction:
@@ -128,10 +132,12 @@ def create_service(settings: Settings | None = None) -> Any:
             # event loop, not in a worker thread that would fight the loop for the GIL (under
             # load shedding the loop is busy refusing requests, and a threaded call then took
             # tens of milliseconds).
-            answers = answer_each([record.model_dump(by_alias=True)], self.answer_rows)
+            rows = [record.model_dump(by_alias=True)]
+            answers = answer_each(rows, self.answer_rows)
             error = request_error(answers, indexed=False)
             if error is not None:  # a record the model cannot take: 400, not a 500
                 raise error
+            self.monitor.record(rows, answers)
             return answers[0]
 
         @bentoml.api(
@@ -148,7 +154,9 @@ def create_service(settings: Settings | None = None) -> Any:
             self.batch_rows += len(records)
             rows = [record.model_dump(by_alias=True) for record in records]
             # A failing merged call is split: only the request(s) it fails on fail.
-            return answer_each(rows, self.answer_rows)
+            answers = answer_each(rows, self.answer_rows)
+            self.monitor.record(rows, answers)
+            return answers
 
         def answer_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
             return [Prediction(**a) for a in self.model.answer_records(rows)]

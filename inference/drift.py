@@ -37,6 +37,7 @@ REFERENCE_FORMAT = 1
 PREDICTION = "prediction"  # the prediction's name in a family of tests and in results
 HISTOGRAM_BINS = 20
 SHOWN_CATEGORIES = 20
+TAIL_SHARE = 0.005  # a histogram's first and last bins: values beyond these quantiles
 
 
 @dataclass(frozen=True)
@@ -277,23 +278,37 @@ def _missing(values: np.ndarray) -> np.ndarray:
 
 
 def histogram(dist: Distribution, present: np.ndarray) -> dict[str, Any]:
-    """Reference and live shares per bin (numbers: equal bins over the reference's range, and
-    below/above it; categories: the reference's most frequent, then "other")."""
+    """Reference and live shares per bin. Numbers: equal bins between the reference's 0.5 %
+    and 99.5 % quantiles, plus a bin below and one above them (first and last); categories:
+    the reference's most frequent, then "other / unknown"."""
     if dist.kind == NUMBER:
-        low, high = dist.bounds or (0.0, 1.0)
+        if dist.values is None or not len(dist.values):
+            low, high = 0.0, 1.0
+        else:
+            cumulative = np.cumsum(dist.counts) / dist.counts.sum()
+            low = float(dist.values[np.searchsorted(cumulative, TAIL_SHARE)])
+            high = float(
+                dist.values[min(np.searchsorted(cumulative, 1 - TAIL_SHARE), len(dist.values) - 1)]
+            )
         if high <= low:
             high = low + 1.0
         edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-        ref, _ = np.histogram(dist.values, bins=edges, weights=dist.counts)
-        live, _ = np.histogram(present, bins=edges)
-        below, above = int((present < low).sum()), int((present > high).sum())
-        total_ref, total_live = max(dist.present, 1), max(len(present), 1)
+
+        def shares(values: np.ndarray, weights: np.ndarray | None) -> list[float]:
+            weights = np.ones(len(values)) if weights is None else weights
+            total = max(float(weights.sum()), 1.0)
+            inside, _ = np.histogram(np.clip(values, low, high), bins=edges, weights=weights)
+            below = float(weights[values < low].sum())
+            above = float(weights[values > high].sum())
+            inside[0] -= below
+            inside[-1] -= above
+            return [below / total, *(float(c) / total for c in inside), above / total]
+
+        values = dist.values if dist.values is not None else np.array([])
         return {
             "edges": [float(e) for e in edges],
-            "reference": [float(c) / total_ref for c in ref],
-            "live": [float(c) / total_live for c in live],
-            "live_below": below / total_live,
-            "live_above": above / total_live,
+            "reference": shares(values, dist.counts),
+            "live": shares(present, None),
         }
     ranked = sorted(dist.categories, key=lambda c: (-dist.categories[c], c))
     shown = ranked[:SHOWN_CATEGORIES]

@@ -442,6 +442,7 @@ class Monitor:
                 "every_s": self.every_s,
                 "oldest": iso(float(stamps[0])) if len(stamps) else None,
                 "newest": iso(float(stamps[-1])) if len(stamps) else None,
+                "oldest_unix": float(stamps[0]) if len(stamps) else None,
                 "newest_unix": float(stamps[-1]) if len(stamps) else None,
                 "workers": files,
             },

@@ -64,3 +64,13 @@ def diamonds_rows() -> pd.DataFrame:
             "z": [2.43, 2.75, 4.4],
         }
     )
+
+
+@pytest.fixture(scope="session")
+def monitored(tmp_path_factory: pytest.TempPathFactory):
+    """A diamonds regressor imported with its drift reference (``tests.helpers.monitoring``),
+    for the importer, service and client tests of the live monitoring."""
+    from tests.helpers.monitoring import monitored_model
+
+    root = tmp_path_factory.mktemp("monitored")
+    return monitored_model(root / "tagserve", root / "bentoml")

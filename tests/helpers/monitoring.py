@@ -74,3 +74,60 @@ def monitored_model(
     with bentoml_home(home):
         tag = import_prod(project, home=tagserve_home, name=project)
     return MonitoredModel(tag, home, tagserve_home, train)
+
+
+def as_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON records of the model's features (missing values as null)."""
+    out = []
+    for row in frame[FEATURES].to_dict("records"):
+        out.append(
+            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        )
+    return out
+
+
+def replay(url: str, records: list[dict[str, Any]], *, batch: int = 100, clients: int = 4) -> float:
+    """POST ``records`` to ``/predict_batch`` in batches, from ``clients`` connections (so
+    every worker gets some); every answer must be 200. Returns when the first was sent."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    started = time.time()
+    chunks = [records[i : i + batch] for i in range(0, len(records), batch)]
+    http = [httpx.Client(base_url=url, timeout=60) for _ in range(clients)]
+
+    def send(i: int) -> None:
+        answer = http[i % clients].post("/predict_batch", json=chunks[i])
+        assert answer.status_code == 200, answer.text
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(send, range(len(chunks))))
+    finally:
+        for client in http:
+            client.close()
+    return started
+
+
+def window_since(url: str, since: float, rows: int, timeout: float = 60) -> dict[str, Any]:
+    """``GET /monitoring`` once it answers for a window of ``rows`` rows all sent after
+    ``since`` (Unix time)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/monitoring", timeout=10).json()
+        window = status.get("window") or {}
+        if (
+            window.get("rows", 0) >= rows
+            and (window.get("oldest_unix") or 0) >= since
+            and status.get("tested")
+        ):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"no window of {rows} rows sent after {since} in {timeout} s: {status}")

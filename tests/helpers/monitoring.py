@@ -19,7 +19,7 @@ from tests.helpers.factories import bentoml_home
 from tests.helpers.service_models import PROJECT_ROOT, import_prod, train_and_log
 
 MONITORED_NAME = "tagserve-monitored"
-TRAIN_ROWS, TEST_ROWS = 2_000, 1_000
+TRAIN_ROWS, TEST_ROWS = 20_000, 1_000
 MISSING_SHARE = 0.03
 FEATURES = ["carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z"]
 

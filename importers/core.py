@@ -10,7 +10,11 @@ The flow of :func:`import_model`:
 5. build the exact fast path and check it against sklearn on the model's test data and input
    example (``importers.fast``): saved beside the MLflow files only if bit-exact, and the
    check's report recorded in the metadata (``fast_path``) either way;
-6. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
+6. compute the drift reference the service monitors against (``importers.reference``: from
+   the model's ``clean_data:reference`` and its predictions on its test data), saved beside
+   the MLflow files (``monitoring/``); without one, the reason in the metadata
+   (``monitoring``);
+7. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
    publish it with one rename (atomic: all or nothing in the real store).
 """
 

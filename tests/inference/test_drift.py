@@ -106,3 +106,19 @@ def test_reference_files_hold_no_pickle(data: pd.DataFrame, tmp_path: Path) -> N
     with np.load(tmp_path / drift.REFERENCE_ARRAYS, allow_pickle=False) as npz:
         assert all(npz[k].dtype != object for k in npz.files)
     assert drift.reference_size(tmp_path) < 100_000
+
+
+def test_a_classifier_prediction_is_tested_as_labels() -> None:
+    """Predicted labels are counted (chi-square), whatever their type."""
+    rng = np.random.default_rng(0)
+    labels = np.array(["Adelie", "Gentoo", "Chinstrap"])
+    reference = drift.Reference(
+        features={"bill": drift.Distribution.of(rng.normal(40, 5, 3_000), drift.NUMBER)},
+        prediction=drift.Distribution.of(labels[rng.integers(0, 3, 3_000)], drift.CATEGORY),
+    )
+    window = {"bill": rng.normal(40, 5, 600)}
+    same = drift.evaluate(reference, window, labels[rng.integers(0, 3, 600)])
+    assert same["prediction"]["test"] == "chi2" and same["drifted"] == []
+    shifted = drift.evaluate(reference, window, np.array(["Adelie"] * 500 + ["Gentoo"] * 100))
+    assert shifted["drifted"] == [drift.PREDICTION]
+    assert shifted["prediction"]["detected"] and not shifted["features"]["bill"]["detected"]

@@ -375,7 +375,13 @@ class Monitor:
     def start(self) -> None:
         if not self.enabled or self.thread is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # serve anyway, unmonitored, and say why
+            self.enabled = False
+            self.reason = f"cannot write the workers' shared folder {self.folder}: {exc}"
+            logger.warning("monitoring off: %s", self.reason)
+            return
         metrics()  # the series exist from the start
         self.thread = threading.Thread(target=self.run, name="tagserve-monitor", daemon=True)
         self.thread.start()

@@ -329,3 +329,14 @@ def test_the_report_page_shows_every_feature_in_chromium(
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.stat().st_size > 20_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unwritable_shared_folder_leaves_the_service_unmonitored(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monitor = monitoring.Monitor(small_reference(), enabled=True, folder=blocker / "monitor")
+    monitor.start()
+    assert monitor.thread is None
+    status = monitor.status()
+    assert status["enabled"] is False and "cannot write" in status["reason"]
+    monitor.record([{"carat": 1.0}], [1.0])  # still never raises

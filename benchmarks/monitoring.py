@@ -10,6 +10,9 @@ off,on,every1,off,on,every1) shows how much a shared machine moves the numbers. 
 ``benchmarks/results/monitoring.{json,md}``: every run, and per setting the medians and their
 ratios to ``off`` (target: p50 and rows/s at most 5 % worse).
 
+Also measured in-process: what ``record`` costs a request, and what the background thread
+spends encoding rows and testing a full window (``in_process`` in the JSON).
+
 The model must have a drift reference (imported from a store holding
 ``clean_data:reference``, as after ``make demo``), else "on" measures nothing: the run stops.
 """
@@ -98,7 +101,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
+    m, c = report["machine"], report["in_process"]
     lines = [
         f"Monitoring overhead, model `{report['model']}`, {m['date']}, commit "
         f"{m['git_commit'] or '?'}{' (--quick)' if report.get('quick') else ''}: {m['cpu']}, "
@@ -106,6 +109,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"{fmt(m['load_average_1m_at_start'], 2)}, at end "
         f"{fmt(m.get('load_average_1m_at_end'), 2)}; {report['workers']} worker(s); order of "
         f"the runs: {', '.join(report['order'])}. Medians over the runs.",
+        "",
+        f"In-process: `record` {fmt(c['record_us_per_call'], 2)} µs a call (the request "
+        f"path); the background thread encodes 1,000 single-record batches in "
+        f"{fmt(c['encode_ms_per_1000_records'], 1)} ms; a leader cycle over a full window of "
+        f"{c['window_rows']:,} rows (write, merge, test, export) takes "
+        f"{fmt(c['cycle_ms_full_window'], 1)} ms.",
         "",
         "| setting | scenario | system | figure | median | x worse than off | <= 1.05 |",
         "| --- | --- | --- | --- | ---: | ---: | --- |",
@@ -119,12 +128,55 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def in_process_costs(setup: Any, window: int = 5_000) -> dict[str, float]:
+    """The monitoring's own costs in this process, on the model's reference and real rows:
+    ``record`` per single-record call (the request path), the background thread's encoding
+    per 1,000 single-record batches, and one leader cycle over a full window (write the
+    worker's file, merge, test, export, write the result)."""
+    import tempfile
+    import time
+
+    from inference.contract import json_records
+    from serving.monitoring import Monitor
+    from serving.settings import Settings
+
+    settings = replace(Settings(), monitor_window=window)
+    folder = Path(tempfile.mkdtemp(dir=setup.work))
+    settings = replace(settings, monitor_dir=str(folder))
+    monitor = Monitor.for_model(Path(setup.model_dir).parent, settings)
+    if not monitor.enabled:
+        raise BenchmarkError(f"monitoring is off for {setup.tag}: {monitor.reason}")
+    records = json_records(setup.X, setup.model.contract)
+    answers = [{"prediction": float(p)} for p in setup.fast.predict(setup.X)]
+    calls = min(len(records), window)
+    began = time.perf_counter()
+    for i in range(calls):
+        monitor.record([records[i]], [answers[i]])
+    record_us = (time.perf_counter() - began) / calls * 1e6
+    began = time.perf_counter()
+    monitor.drain()
+    drain_ms = (time.perf_counter() - began) / calls * 1000 * 1000
+    cycles = []
+    for _ in range(5):
+        monitor.window.changed = True
+        began = time.perf_counter()
+        monitor.cycle()
+        cycles.append((time.perf_counter() - began) * 1000)
+    return {
+        "record_us_per_call": record_us,
+        "encode_ms_per_1000_records": drain_ms,
+        "cycle_ms_full_window": statistics.median(cycles),
+        "window_rows": window,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     hey_path()
     machine_info = machine()
     counts = Counts().scaled(0.2 if args.quick else 0.5)
     setup = prepare(args.source, args.home)
     rows: list[dict[str, Any]] = []
+    costs: dict[str, float] = {}
     try:
         reference = Path(setup.model_dir).parent / "monitoring" / "reference.json"
         if not reference.is_file():
@@ -132,6 +184,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"model {setup.tag} has no drift reference: import it from a store holding "
                 "clean_data:reference (make demo) to measure monitoring"
             )
+        costs = in_process_costs(setup)
+        print(
+            f"in-process: record {costs['record_us_per_call']:.2f} us a call; encoding "
+            f"{costs['encode_ms_per_1000_records']:.1f} ms per 1,000 records; a leader cycle "
+            f"over {costs['window_rows']} rows {costs['cycle_ms_full_window']:.1f} ms",
+            flush=True,
+        )
         for setting in args.order:
             served = replace(setup, env={**setup.env, **SETTINGS[setting]})
             print(f"monitoring {setting}", flush=True)
@@ -149,6 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "counts": asdict(counts),
         "order": args.order,
         "summary": summarize(rows),
+        "in_process": costs,
         "results": rows,
     }
 

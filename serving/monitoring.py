@@ -175,10 +175,12 @@ def encoded(values: list[Any], kind: str) -> dict[str, np.ndarray]:
     """A column as arrays a ``.npz`` holds without pickle: numbers (NaN: missing), or text
     and a missing mask."""
     if kind == drift.NUMBER:
-        return {"v": np.array([np.nan if v is None else v for v in values], dtype=np.float64)}
-    missing = np.asarray(pd.isna(pd.Series(values, dtype=object)), dtype=bool)
-    text = np.array(["" if m else str(v) for v, m in zip(values, missing, strict=True)], dtype=str)
-    return {"v": text, "m": missing}
+        # None becomes NaN in a float array
+        return {"v": np.array(values, dtype=np.float64)}
+    objects = np.array(values, dtype=object)
+    missing = np.asarray(pd.isna(objects), dtype=bool)
+    objects[missing] = ""
+    return {"v": objects.astype(str), "m": missing}
 
 
 def decoded(arrays: Mapping[str, np.ndarray], kind: str) -> np.ndarray:
@@ -190,41 +192,62 @@ def decoded(arrays: Mapping[str, np.ndarray], kind: str) -> np.ndarray:
 
 
 class Window:
-    """A worker's newest rows: batches as recorded, trimmed to ``size`` rows."""
+    """A worker's newest rows, as encoded chunks (one per tick), trimmed to ``size`` rows."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, kinds: Mapping[str, str], prediction_kind: str) -> None:
         self.size = size
-        self.batches: collections.deque[tuple[float, Any, Any]] = collections.deque()
+        self.kinds, self.prediction_kind = dict(kinds), prediction_kind
+        self.chunks: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self.rows = 0
         self.changed = False
 
-    def add(self, stamp: float, rows: Any, answers: Any) -> None:
-        self.batches.append((stamp, rows, answers))
-        self.rows += len(rows)
+    def add(self, batches: Sequence[tuple[float, Any, Any]]) -> None:
+        """Encode recorded batches (time, rows, answers) into one chunk, in time order; drop
+        the chunks the window no longer needs."""
+        stamps: list[float] = []
+        records: list[Mapping[str, Any]] = []  # /predict, /predict_batch: one pass for all
+        columns: dict[str, list[Any]] = {f: [] for f in self.kinds}
+        predictions: list[Any] = []
+        frame_stamps: list[float] = []
+        frame_predictions: list[Any] = []
+        for stamp, rows, answers in batches:
+            if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
+                got, predicted = batch_columns(rows, answers, list(self.kinds))
+                for f in self.kinds:
+                    columns[f] += got[f]
+                frame_predictions += predicted
+                frame_stamps += [stamp] * len(predicted)
+                continue
+            for row, answer in zip(rows, answers, strict=True):
+                predicted = prediction_of(answer)
+                if predicted is not None:  # a record that failed is not monitored
+                    records.append(row)
+                    predictions.append(predicted)
+                    stamps.append(stamp)
+        for f in self.kinds:
+            columns[f] = [r.get(f) for r in records] + columns[f]
+        stamps += frame_stamps
+        predictions += frame_predictions
+        if not stamps:
+            return
+        order = np.argsort(np.array(stamps, dtype=np.float64), kind="stable")
+        chunk = {"t": np.array(stamps, dtype=np.float64)[order]}
+        for i, (f, kind) in enumerate(self.kinds.items()):
+            for part, array in encoded(columns[f], kind).items():
+                chunk[f"f{i}_{part}"] = array[order]
+        for part, array in encoded(predictions, self.prediction_kind).items():
+            chunk[f"p_{part}"] = array[order]
+        self.chunks.append(chunk)
+        self.rows += len(stamps)
         self.changed = True
-        while self.batches and self.rows - len(self.batches[0][1]) >= self.size:
-            self.rows -= len(self.batches.popleft()[1])
+        while self.chunks and self.rows - len(self.chunks[0]["t"]) >= self.size:
+            self.rows -= len(self.chunks.popleft()["t"])
 
-    def arrays(self, kinds: Mapping[str, str], prediction_kind: str) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, np.ndarray]:
         """The window as named arrays (``t``: each row's time; ``f<i>_v``/``_m``: feature i;
         ``p_v``/``p_m``: the prediction), its newest ``size`` rows."""
-        stamps: list[float] = []
-        columns: dict[str, list[Any]] = {f: [] for f in kinds}
-        predictions: list[Any] = []
-        for stamp, rows, answers in self.batches:
-            got, predicted = batch_columns(rows, answers, list(kinds))
-            for f in kinds:
-                columns[f] += got[f]
-            predictions += predicted
-            stamps += [stamp] * len(predicted)
-        keep = slice(max(0, len(stamps) - self.size), None)
-        out = {"t": np.array(stamps[keep], dtype=np.float64)}
-        for i, (f, kind) in enumerate(kinds.items()):
-            for part, array in encoded(columns[f][keep], kind).items():
-                out[f"f{i}_{part}"] = array
-        for part, array in encoded(predictions[keep], prediction_kind).items():
-            out[f"p_{part}"] = array
-        return out
+        names = self.chunks[0].keys() if self.chunks else ()
+        return {n: np.concatenate([c[n] for c in self.chunks])[-self.size :] for n in names}
 
 
 def write_atomically(path: Path, write: Any) -> None:
@@ -307,7 +330,6 @@ class Monitor:
         self.queue: collections.deque[tuple[float, Any, Any]] = collections.deque()
         self.queued_rows = 0
         self.capacity = max(window, 10_000)  # rows queued between two ticks
-        self.window = Window(window)
         self.lock = threading.Lock()
         self.leader_fd: int | None = None
         self.thread: threading.Thread | None = None
@@ -317,6 +339,7 @@ class Monitor:
             self.prediction_kind = (
                 reference.prediction.kind if reference.prediction else drift.NUMBER
             )
+            self.window = Window(window, self.kinds, self.prediction_kind)
 
     @classmethod
     def for_model(cls, model_path: Path, settings: Any) -> Monitor:
@@ -390,6 +413,10 @@ class Monitor:
         self.stopping.set()
 
     def run(self) -> None:
+        # The first test imports scipy.stats, CPU time under the GIL: spend it at start-up,
+        # not under the first load (benchmarks/monitoring.py saw it slow that load).
+        from scipy import stats  # noqa: F401
+
         next_cycle = time.monotonic() + self.every_s
         while not self.stopping.wait(min(TICK_S, self.every_s)):
             try:
@@ -401,19 +428,20 @@ class Monitor:
                 logger.exception("monitoring: a cycle failed")
 
     def drain(self) -> None:
-        while True:
-            with self.lock:
-                if not self.queue:
-                    return
-                stamp, rows, answers = self.queue.popleft()
-                self.queued_rows -= len(rows)
-            self.window.add(stamp, rows, answers)
+        """Move the queue into the window (encoded once, off the request path)."""
+        batches = []
+        with self.lock:
+            while self.queue:
+                batches.append(self.queue.popleft())
+            self.queued_rows = 0
+        if batches:
+            self.window.add(batches)
 
     def cycle(self) -> None:
         """Write this worker's window; if this worker leads, test the service's window."""
         if self.window.changed:
             self.window.changed = False
-            arrays = self.window.arrays(self.kinds, self.prediction_kind)
+            arrays = self.window.arrays()
             path = self.folder / f"{WINDOW_PREFIX}{os.getpid()}.npz"
             write_atomically(path, lambda out: np.savez(out, **arrays))
         if self.lead():

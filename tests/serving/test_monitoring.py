@@ -72,7 +72,7 @@ def test_workers_windows_merge_under_one_leader(tmp_path: Path) -> None:
         worker.window.changed = True
     # Distinct window files per worker (the pid names them): write them as two workers would.
     for i, worker in enumerate(workers):
-        arrays = worker.window.arrays(worker.kinds, worker.prediction_kind)
+        arrays = worker.window.arrays()
         np.savez(tmp_path / f"{monitoring.WINDOW_PREFIX}{i}.npz", **arrays)
     leaders = [worker.lead() for worker in workers]
     assert leaders == [True, False]

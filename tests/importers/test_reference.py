@@ -106,3 +106,45 @@ def test_the_reference_data_must_fit_the_model(tmp_path: Path) -> None:
     folder, report = build_reference(source, verified, None, tmp_path)  # type: ignore[arg-type]
     assert folder is None and report["monitored"] is False
     assert "does not fit the model" in report["reason"] and "depth" in report["reason"]
+
+
+@pytest.mark.parametrize("has_reference", [True, False])
+def test_a_wandb_model_takes_its_reference_from_its_project(
+    monitored: MonitoredModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_reference: bool
+) -> None:
+    """W&B (the one allowed double): ``clean_data:reference`` of the model's own project, or
+    unmonitored with the reason when it cannot be fetched."""
+    import wandb
+
+    from artifacts.store import LocalArtifactStore
+    from importers import import_model
+    from tests.helpers.importer_models import FakeWandbArtifact, fake_wandb_api
+
+    def artifact(files: Path, name: str, version: str, aliases: list[str]) -> FakeWandbArtifact:
+        found = FakeWandbArtifact(
+            files, entity="team", project="p", version=version, aliases=aliases, metadata={}
+        )
+        found.name, found.qualified_name = f"{name}:{version}", f"team/p/{name}:{version}"
+        return found
+
+    store = monitored.tagserve_home / "store" / "tagserve-monitored"
+    model = artifact(model_folder(monitored) / "mlflow_model", "model_export", "v0", ["prod"])
+    artifacts = {"team/p/model_export:prod": model}
+    if has_reference:
+        reference_files = LocalArtifactStore(store).get("clean_data:reference").path
+        artifacts["team/p/clean_data:reference"] = artifact(
+            reference_files, "clean_data", "v0", ["reference"]
+        )
+    monkeypatch.setattr(wandb, "Api", fake_wandb_api(artifacts))
+    with bentoml_home(tmp_path / "bentoml"):
+        tag = import_model("wandb:team/p/model_export:prod", name="tagserve-wandb").tag
+    name, version = tag.split(":")
+    folder = tmp_path / "bentoml" / "models" / name / version
+    recorded = metadata(folder)["monitoring"]
+    if has_reference:
+        assert recorded["monitored"] is True
+        assert recorded["source"] == "wandb:team/p/clean_data:v0"
+        assert drift.Reference.load(folder / drift.MONITORING_FOLDER).features["carat"].rows
+    else:
+        assert recorded["monitored"] is False
+        assert "team/p/clean_data:reference could not be fetched from W&B" in recorded["reason"]

@@ -340,3 +340,35 @@ def test_an_unwritable_shared_folder_leaves_the_service_unmonitored(tmp_path: Pa
     status = monitor.status()
     assert status["enabled"] is False and "cannot write" in status["reason"]
     monitor.record([{"carat": 1.0}], [1.0])  # still never raises
+
+
+def test_monitoring_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.settings import Settings
+
+    defaults = Settings.from_env()
+    assert (defaults.monitor, defaults.monitor_every_s, defaults.monitor_window) == (
+        True,
+        30.0,
+        5_000,
+    )
+    monkeypatch.setenv("TAGSERVE_MONITOR", "off")
+    monkeypatch.setenv("TAGSERVE_MONITOR_EVERY", "0.5")
+    monkeypatch.setenv("TAGSERVE_MONITOR_WINDOW", "2000")
+    monkeypatch.setenv("TAGSERVE_MONITOR_DIR", "/tmp/shared")
+    got = Settings.from_env()
+    assert (got.monitor, got.monitor_every_s, got.monitor_window, got.monitor_dir) == (
+        False,
+        0.5,
+        2_000,
+        "/tmp/shared",
+    )
+    for name, bad, why in (
+        ("TAGSERVE_MONITOR", "sometimes", "must be on or off"),
+        ("TAGSERVE_MONITOR_EVERY", "0", "must be more than 0 seconds"),
+        ("TAGSERVE_MONITOR_EVERY", "soon", "must be a number of seconds"),
+        ("TAGSERVE_MONITOR_WINDOW", "0", "must be at least 1"),
+    ):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"{name} {why}"):
+            Settings.from_env()
+        monkeypatch.delenv(name)

@@ -9,7 +9,8 @@ else runs in one daemon thread per worker:
 - every second it moves the queue into the worker's window (its newest ``window`` rows);
 - every ``every_s`` seconds it writes that window to the service's shared monitoring folder
   (``window-<pid>.npz``: numbers, text and timestamps, no pickle; a temporary file renamed
-  into place), then tries to become the leader (a non-blocking ``flock`` on ``leader.lock``:
+  into place; touched when unchanged, so a file left for a few cycles is a dead worker's and
+  is ignored), then tries to become the leader (a non-blocking ``flock`` on ``leader.lock``:
   one worker holds it while it lives, another takes over when it dies). The leader merges
   every worker's file, keeps the newest ``window`` rows of the whole service by time, tests
   them, sets the gauges and writes ``result.json`` (renamed into place), which
@@ -264,14 +265,20 @@ def write_atomically(path: Path, write: Any) -> None:
 
 
 def merged(
-    folder: Path, kinds: Mapping[str, str], prediction_kind: str, size: int
+    folder: Path, kinds: Mapping[str, str], prediction_kind: str, size: int, max_age_s: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
-    """Every worker's window file merged: the newest ``size`` rows by time, as (feature
-    columns, predictions, timestamps, files read)."""
+    """Every live worker's window file merged (a file not rewritten or touched for
+    ``max_age_s`` is a dead worker's, or a former server's in a reused folder, and is left
+    out): the newest ``size`` rows by time, as (feature columns, predictions, timestamps,
+    files read)."""
     parts: list[dict[str, np.ndarray]] = []
+    now = time.time()
     for path in sorted(folder.glob(f"{WINDOW_PREFIX}*.npz")):
-        with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as npz:
-            parts.append({k: npz[k] for k in npz.files})
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if now - path.stat().st_mtime > max_age_s:
+                continue
+            with np.load(path) as npz:
+                parts.append({k: npz[k] for k in npz.files})
     if not parts:
         return {f: np.array([]) for f in kinds}, np.array([]), np.array([]), 0
     stamps = np.concatenate([p["t"] for p in parts])
@@ -330,6 +337,9 @@ class Monitor:
         self.queue: collections.deque[tuple[float, Any, Any]] = collections.deque()
         self.queued_rows = 0
         self.capacity = max(window, 10_000)  # rows queued between two ticks
+        # A worker rewrites or touches its window file every cycle: one older than a few
+        # cycles belongs to no live worker.
+        self.max_age_s = 3 * every_s + 10
         self.lock = threading.Lock()
         self.leader_fd: int | None = None
         self.thread: threading.Thread | None = None
@@ -439,11 +449,16 @@ class Monitor:
 
     def cycle(self) -> None:
         """Write this worker's window; if this worker leads, test the service's window."""
+        path = self.folder / f"{WINDOW_PREFIX}{os.getpid()}.npz"
         if self.window.changed:
             self.window.changed = False
             arrays = self.window.arrays()
-            path = self.folder / f"{WINDOW_PREFIX}{os.getpid()}.npz"
             write_atomically(path, lambda out: np.savez(out, **arrays))
+        elif self.window.rows:
+            try:
+                os.utime(path)  # still alive: its rows still count
+            except OSError:  # the file is gone (a cleaned folder): write it next cycle
+                self.window.changed = True
         if self.lead():
             self.evaluate()
 
@@ -462,7 +477,7 @@ class Monitor:
     def evaluate(self) -> dict[str, Any]:
         """Test the service's newest window, set the gauges, publish ``result.json``."""
         columns, predictions, stamps, files = merged(
-            self.folder, self.kinds, self.prediction_kind, self.window_size
+            self.folder, self.kinds, self.prediction_kind, self.window_size, self.max_age_s
         )
         result = drift.evaluate(self.reference, columns, predictions, min_rows=self.min_rows)
         export(result)

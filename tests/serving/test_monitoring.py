@@ -74,6 +74,10 @@ def test_workers_windows_merge_under_one_leader(tmp_path: Path) -> None:
     for i, worker in enumerate(workers):
         arrays = worker.window.arrays()
         np.savez(tmp_path / f"{monitoring.WINDOW_PREFIX}{i}.npz", **arrays)
+    # A dead worker's file (not touched for several cycles) is left out.
+    stale = tmp_path / f"{monitoring.WINDOW_PREFIX}999.npz"
+    shutil.copy(tmp_path / f"{monitoring.WINDOW_PREFIX}0.npz", stale)
+    os.utime(stale, (time.time() - 600, time.time() - 600))
     leaders = [worker.lead() for worker in workers]
     assert leaders == [True, False]
     status = workers[0].evaluate()

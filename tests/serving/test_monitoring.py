@@ -83,6 +83,9 @@ def test_workers_windows_merge_under_one_leader(tmp_path: Path) -> None:
     status = workers[0].evaluate()
     assert status["window"]["rows"] == 500 and status["window"]["workers"] == 2
     assert workers[1].status() == status | {"evaluated_at": status["evaluated_at"]}
+    # The leader dies (its lock goes with its file descriptor): the other takes over.
+    os.close(workers[0].leader_fd)
+    assert workers[1].lead()
     expected = drift.evaluate(
         reference,
         drift.frame_columns(data.iloc[100:], FEATURES),

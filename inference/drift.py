@@ -37,6 +37,13 @@ REFERENCE_FORMAT = 1
 PREDICTION = "prediction"  # the prediction's name in a family of tests and in results
 HISTOGRAM_BINS = 20
 SHOWN_CATEGORIES = 20
+# Beyond these sizes the reference keeps a seeded sample of a number column's values and the
+# most frequent categories (the rest as one "other" count): a reference stays small whatever
+# the data (free text, identifiers, millions of distinct measurements). Below them, and so for
+# every column of the shipped data sets, it is exact.
+MAX_DISTINCT_NUMBERS = 100_000
+MAX_CATEGORIES = 1_000
+OTHER = "(other)"
 TAIL_SHARE = 0.005  # a histogram's first and last bins: values beyond these quantiles
 
 
@@ -135,6 +142,11 @@ class Distribution:
     values: np.ndarray | None = None  # numbers: sorted distinct values
     counts: np.ndarray | None = None  # numbers: how often each occurs
     categories: dict[str, int] = field(default_factory=dict)
+    # True when the column was too large to keep whole: numbers are a seeded sample of
+    # MAX_DISTINCT_NUMBERS values; categories the MAX_CATEGORIES most frequent, and `other`
+    # counts the rest.
+    reduced: bool = False
+    other: int = 0
 
     @classmethod
     def of(cls, values: Any, kind: str) -> Distribution:
@@ -143,15 +155,26 @@ class Distribution:
         missing = float(series.isna().mean()) if rows else 0.0
         present = series.dropna()
         if kind == NUMBER:
-            distinct, counts = np.unique(present.to_numpy(dtype=np.float64), return_counts=True)
-            return cls(NUMBER, rows, missing, distinct, counts.astype(np.int64))
-        return cls(CATEGORY, rows, missing, categories=category_counts(present))
+            numbers = present.to_numpy(dtype=np.float64)
+            distinct, counts = np.unique(numbers, return_counts=True)
+            reduced = len(distinct) > MAX_DISTINCT_NUMBERS
+            if reduced:
+                sample = np.random.default_rng(0).choice(numbers, MAX_DISTINCT_NUMBERS, False)
+                distinct, counts = np.unique(sample, return_counts=True)
+            return cls(NUMBER, rows, missing, distinct, counts.astype(np.int64), reduced=reduced)
+        categories = category_counts(present)
+        if len(categories) <= MAX_CATEGORIES:
+            return cls(CATEGORY, rows, missing, categories=categories)
+        ranked = sorted(categories, key=lambda c: (-categories[c], c))
+        kept = {c: categories[c] for c in ranked[:MAX_CATEGORIES]}
+        other = sum(categories[c] for c in ranked[MAX_CATEGORIES:])
+        return cls(CATEGORY, rows, missing, categories=kept, reduced=True, other=other)
 
     @property
     def present(self) -> int:
         if self.kind == NUMBER:
             return int(self.counts.sum()) if self.counts is not None else 0
-        return sum(self.categories.values())
+        return sum(self.categories.values()) + self.other
 
     def sample(self) -> np.ndarray:
         """The reference's numbers, sorted (what the KS test needs of them)."""
@@ -165,12 +188,16 @@ class Distribution:
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "rows": self.rows, "missing": self.missing}
+        if self.reduced:
+            out["reduced"] = True
         if self.kind == NUMBER:
             bounds = self.bounds
             out["min"], out["max"] = bounds if bounds else (None, None)
             out["distinct"] = int(len(self.values)) if self.values is not None else 0
         else:
             out["categories"] = dict(self.categories)
+            if self.reduced:
+                out["other"] = self.other
         return out
 
 
@@ -238,11 +265,17 @@ class Reference:
                     float(entry["missing"]),
                     arrays[f"{key}_values"].astype(np.float64),
                     arrays[f"{key}_counts"].astype(np.int64),
+                    reduced=bool(entry.get("reduced", False)),
                 )
             else:
                 categories = {str(k): int(v) for k, v in entry["categories"].items()}
                 columns[name] = Distribution(
-                    CATEGORY, int(entry["rows"]), float(entry["missing"]), categories=categories
+                    CATEGORY,
+                    int(entry["rows"]),
+                    float(entry["missing"]),
+                    categories=categories,
+                    reduced=bool(entry.get("reduced", False)),
+                    other=int(entry.get("other", 0)),
                 )
         return cls(
             features={n: columns[n] for n in document["features"]},
@@ -350,11 +383,19 @@ def column_report(dist: Distribution, values: Any) -> dict[str, Any]:
     else:
         counts = category_counts(present)
         seen = sum(counts.values())
-        unknown = sum(v for c, v in counts.items() if c not in dist.categories)
-        out["unknown_category_ratio"] = unknown / seen if seen else 0.0
-        out["unknown_categories"] = sorted(c for c in counts if c not in dist.categories)[:10]
+        reference = dist.categories
+        if dist.reduced:  # a value outside the kept categories may be a rare known one
+            kept = {c: v for c, v in counts.items() if c in reference}
+            counts = {**kept, OTHER: seen - sum(kept.values())}
+            reference = {**reference, OTHER: dist.other}
+            out["unknown_category_ratio"] = None
+            out["unknown_categories"] = []
+        else:
+            unknown = sum(v for c, v in counts.items() if c not in reference)
+            out["unknown_category_ratio"] = unknown / seen if seen else 0.0
+            out["unknown_categories"] = sorted(c for c in counts if c not in reference)[:10]
         if seen and dist.present:
-            result = chi2_test(counts, dist.categories)
+            result = chi2_test(counts, reference)
             out["statistic"], out["p_value"] = result.statistic, result.p_value
     out["histogram"] = histogram(dist, present)
     return out

@@ -128,7 +128,7 @@ def export(result: Mapping[str, Any]) -> None:
         m["statistic"].labels(feature=name).set(nan_if_none(entry["statistic"]))
         m["detected"].labels(feature=name).set(1.0 if entry["detected"] else 0.0)
         m["missing"].labels(feature=name).set(entry["missing_ratio"])
-        if "unknown_category_ratio" in entry:
+        if entry.get("unknown_category_ratio") is not None:
             m["unknown"].labels(feature=name).set(entry["unknown_category_ratio"])
         if "out_of_range_ratio" in entry:
             m["out_of_range"].labels(feature=name).set(entry["out_of_range_ratio"])

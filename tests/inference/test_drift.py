@@ -122,3 +122,31 @@ def test_a_classifier_prediction_is_tested_as_labels() -> None:
     shifted = drift.evaluate(reference, window, np.array(["Adelie"] * 500 + ["Gentoo"] * 100))
     assert shifted["drifted"] == [drift.PREDICTION]
     assert shifted["prediction"]["detected"] and not shifted["features"]["bill"]["detected"]
+
+
+def test_large_columns_are_reduced_and_say_so(tmp_path: Path) -> None:
+    """Free text or millions of distinct numbers: the reference keeps a seeded sample of the
+    numbers and the most frequent categories (the rest as one count), and says so."""
+    rng = np.random.default_rng(1)
+    n = drift.MAX_DISTINCT_NUMBERS + 5_000
+    words = np.array([f"w{i}" for i in range(5_000)])
+    reference = drift.Reference(
+        features={
+            "x": drift.Distribution.of(rng.normal(size=n), drift.NUMBER),
+            "w": drift.Distribution.of(words[rng.integers(0, 5_000, n)], drift.CATEGORY),
+        },
+        prediction=None,
+    )
+    reference.save(tmp_path)
+    loaded = drift.Reference.load(tmp_path)
+    x, w = loaded.features["x"], loaded.features["w"]
+    assert x.reduced and x.present == drift.MAX_DISTINCT_NUMBERS and x.rows == n
+    assert w.reduced and len(w.categories) == drift.MAX_CATEGORIES and w.present == n
+    assert loaded.describe()["features"]["w"]["reduced"] is True
+    assert drift.reference_size(tmp_path) < 2_000_000
+    same = {"x": rng.normal(size=2_000), "w": words[rng.integers(0, 5_000, 2_000)]}
+    got = drift.evaluate(loaded, same)
+    assert got["drifted"] == [] and got["features"]["w"]["unknown_category_ratio"] is None
+    frequent = max(w.categories, key=w.categories.get)
+    shifted = {"x": rng.normal(0.3, size=2_000), "w": np.array([frequent] * 2_000)}
+    assert set(drift.evaluate(loaded, shifted)["drifted"]) == {"x", "w"}

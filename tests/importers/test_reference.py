@@ -148,3 +148,33 @@ def test_a_wandb_model_takes_its_reference_from_its_project(
     else:
         assert recorded["monitored"] is False
         assert "team/p/clean_data:reference could not be fetched from W&B" in recorded["reason"]
+
+
+def test_a_classifier_with_gaps_gets_label_counts_and_null_rates(tmp_path: Path) -> None:
+    """Another shape: penguins (a classifier; an integer column; text with missing values)."""
+    from artifacts.store import LocalArtifactStore
+    from importers import import_model
+    from tests.helpers.monitoring import log_reference
+    from tests.helpers.service_models import penguins, train_and_log
+
+    project = "tagserve-penguins"
+    train_and_log(tmp_path, project, classifier=True)
+    frame = penguins()
+    reference = log_reference(tmp_path, project, frame, "clean_data")
+    LocalArtifactStore(tmp_path / "store" / project).set_alias(
+        reference.qualified_name, "reference"
+    )
+    with bentoml_home(tmp_path / "bentoml"):
+        tag = import_model(f"local:{project}/model_export:prod", name=project, home=tmp_path).tag
+    name, version = tag.split(":")
+    folder = tmp_path / "bentoml" / "models" / name / version
+    loaded = drift.Reference.load(folder / drift.MONITORING_FOLDER)
+    assert loaded.prediction is not None and loaded.prediction.kind == drift.CATEGORY
+    assert set(loaded.prediction.categories) <= {"Adelie", "Chinstrap", "Gentoo"}
+    assert metadata(folder)["monitoring"]["predictions_on"] == "reference"  # no test_data
+    assert loaded.features["year"].kind == drift.NUMBER
+    assert loaded.features["sex"].kind == drift.CATEGORY
+    assert loaded.features["sex"].missing == pytest.approx(frame["sex"].isna().mean())
+    window = drift.frame_columns(frame.sample(200, random_state=0), list(loaded.features))
+    got = drift.evaluate(loaded, window)
+    assert got["drifted"] == [] and got["features"]["sex"]["missing_ratio"] > 0

@@ -484,6 +484,7 @@ class Monitor:
         status = {
             "enabled": True,
             "evaluated_at": iso(time.time()),
+            "leader_pid": os.getpid(),
             "window": {
                 "rows": int(len(stamps)),
                 "size": self.window_size,

@@ -379,3 +379,24 @@ def test_monitoring_settings_come_from_the_environment(monkeypatch: pytest.Monke
         with pytest.raises(ValueError, match=f"{name} {why}"):
             Settings.from_env()
         monkeypatch.delenv(name)
+
+
+def test_another_worker_leads_when_the_leader_dies(
+    monitored_server: str, monitored: MonitoredModel
+) -> None:
+    """SIGKILL the worker that tests the window: another takes the lock and keeps testing
+    (last: the server restarts the killed worker)."""
+    import signal
+
+    before = httpx.get(f"{monitored_server}/monitoring", timeout=10).json()
+    os.kill(before["leader_pid"], signal.SIGKILL)
+    rows = drawn(monitored.train, 400)
+    deadline, status = time.monotonic() + 90, before
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, AssertionError):
+            since = replay(monitored_server, as_records(rows))
+            status = window_since(monitored_server, since, WINDOW, timeout=20)
+            if status["leader_pid"] != before["leader_pid"]:
+                break
+    assert status["leader_pid"] != before["leader_pid"], status.get("evaluated_at")
+    assert status["evaluated_at"] > before["evaluated_at"] and status["window"]["rows"] == WINDOW

@@ -67,6 +67,7 @@ bench: install hey ## Serving benchmark on the prod model (after make demo) -> b
 	$(RUN) python -m benchmarks.workers $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.forest $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.shadow $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.monitoring $(BENCH_ARGS)
 
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)

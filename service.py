@@ -51,6 +51,7 @@ from serving.candidates import (
 )
 from serving.drain import on_arbiter_stop
 from serving.http import protocol_app
+from serving.monitoring import Monitor
 from serving.openapi import allowed_methods, service_document
 from serving.protocol import example_frame
 from serving.schema import (
@@ -158,6 +159,9 @@ def create_service(settings: Settings | None = None) -> Any:
                 candidate_tag,
                 shadow_fraction=settings.shadow_fraction,
             )
+            # Live monitoring (serving.monitoring): every route records its rows and answers.
+            self.monitor = Monitor.for_model(Path(self.bento_model.path), settings)
+            self.monitor.start()
 
         @bentoml.api
         async def predict(self, record: Record, /) -> Prediction:
@@ -166,12 +170,14 @@ def create_service(settings: Settings | None = None) -> Any:
             # event loop, not in a worker thread that would fight the loop for the GIL (under
             # load shedding the loop is busy refusing requests, and a threaded call then took
             # tens of milliseconds).
+            row = record.model_dump(by_alias=True)
             try:
-                (answer,) = self.models.answer_records([record.model_dump(by_alias=True)])
+                (answer,) = self.models.answer_records([row])
             except INPUT_FAULTS as exc:  # a record the model cannot take: 400, not a 500
                 raise bentoml.exceptions.InvalidArgument(
                     f"invalid input: the model cannot take this record ({described(exc)})"
                 ) from None
+            self.monitor.record([row], [answer])
             return Prediction(**answer)
 
         @bentoml.api(
@@ -217,7 +223,9 @@ def create_service(settings: Settings | None = None) -> Any:
             self.batch_rows += len(records)
             rows = [record.model_dump(by_alias=True) for record in records]
             # A failing merged call is split: only the request(s) it fails on fail.
-            return answer_each(rows, lambda part: self.answer_rows(part, route))
+            answers = answer_each(rows, lambda part: self.answer_rows(part, route))
+            self.monitor.record(rows, answers)
+            return answers
 
         def answer_rows(
             self, rows: list[dict[str, Any]], route: str | None = None

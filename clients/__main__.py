@@ -1,4 +1,5 @@
-"""`python -m clients COMMAND ...`: predict, stream, score, spark, compare (`--help` on each).
+"""`python -m clients COMMAND ...`: predict, stream, score, spark, compare, drift (`--help` on
+each).
 
 Bad input ends with exit code != 0 and one `error: ...` line on stderr, never a traceback
 (set TAGSERVE_DEBUG=1 to see one).
@@ -210,7 +211,23 @@ def build_parser() -> OneLineArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "drift",
+        help="test a file's rows for drift against the model's reference (as the service)",
+    )
+    p.add_argument("input", metavar="FILE", help=".parquet, .csv or .jsonl file")
+    p.add_argument("--model", metavar="TAG", required=True, help="a BentoML model tag")
+    p.add_argument("--report", metavar="HTML", help="also write the report page there")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_drift)
     return parser
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from clients.drift import cmd_drift as run
+
+    return run(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

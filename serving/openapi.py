@@ -418,6 +418,7 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
             {"200": answer("what this service runs", metadata)},
             tag="Service APIs",
         ),
+        **monitoring_operations(),
         "/ping": get(
             "MLflow's health check: 200 once the model is loaded (body: a newline).", ping
         ),
@@ -425,6 +426,41 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "/version": get(
             "The MLflow version, as `mlflow models serve` answers it.",
             {"200": text_answer("the MLflow version, e.g. 3.17.2")},
+        ),
+    }
+
+
+def monitoring_operations() -> dict[str, dict[str, Any]]:
+    """``GET /monitoring`` and ``/monitoring/report`` (``serving.monitoring``)."""
+    status = {
+        "type": "object",
+        "title": "MonitoringStatus",
+        "required": ["enabled"],
+        "description": "the last drift and data-quality test of the traffic: per feature "
+        "`statistic`, `p_value`, `detected`, `missing_ratio`, `unknown_category_ratio` or "
+        "`out_of_range_ratio`; `prediction`; `drifted`; `window`; `reference`; "
+        "`evaluated_at`. Unmonitored: `enabled` false and the `reason`.",
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "evaluated_at": {"type": ["string", "null"]},
+            "window": {"type": "object"},
+            "features": {"type": "object"},
+            "drifted": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "/monitoring": get(
+            "Drift and data quality of the served traffic against the model's reference "
+            "(check_data's tests), as last evaluated; the same in every worker.",
+            {"200": answer("the monitoring status", status)},
+            tag="Service APIs",
+        ),
+        "/monitoring/report": get(
+            "The same as an HTML page: reference against live distribution per feature "
+            "(inline SVG, no script), drifted features first.",
+            {"200": text_answer("the report page", "text/html")},
+            tag="Service APIs",
         ),
     }
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.monitoring import MonitoredModel
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     REGRESSOR_NAME,
@@ -99,3 +100,25 @@ def classifier_candidate(models: Models) -> str:
     from tests.helpers.candidates import import_candidate
 
     return import_candidate(models, classifier=True)
+
+
+# --- live monitoring (tests/serving/test_monitoring.py) ---------------------------------------
+
+MONITOR_WINDOW = 1_000
+
+
+@pytest.fixture(scope="session")
+def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPathFactory):
+    """``bentoml serve`` of the monitored model with 2 workers, testing a window of 1,000
+    rows every second: its URL."""
+    log = tmp_path_factory.mktemp("monitored-server") / "bentoml-serve.log"
+    env = subprocess_env(
+        monitored,  # type: ignore[arg-type]  (the homes are all it reads)
+        TAGSERVE_MODEL=monitored.tag,
+        TAGSERVE_WORKERS="2",
+        TAGSERVE_MONITOR_EVERY="1",
+        TAGSERVE_MONITOR_WINDOW=str(MONITOR_WINDOW),
+        TAGSERVE_MONITOR_MIN_ROWS="200",
+    )
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url

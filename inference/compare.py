@@ -4,8 +4,9 @@ compare`` prints, computed the same way in both places."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,12 +34,21 @@ def agreements(live: Sequence[Any], candidate: Sequence[Any]) -> np.ndarray:
 
 @dataclass
 class Comparison:
-    """The running comparison of a candidate with the live model over some rows."""
+    """The running comparison of a candidate with the live model over some rows.
+
+    ``rows``, ``agreed`` and a regressor's |diff| sum and max cover every row added; its
+    percentiles cover the newest ``keep`` rows (None: all), so that a service shadowing for
+    days holds a bounded amount (``clients compare`` keeps every row of its file).
+    """
 
     task: str
+    keep: int | None = None
     rows: int = 0
     agreed: int = 0  # classifier: rows where both predict the same class
-    diffs: list[np.ndarray] | None = None  # regressor: |candidate - live| of every row
+    total: float = 0.0  # regressor: the sum of |candidate - live| over every row
+    largest: float = 0.0  # regressor: the largest |candidate - live|
+    diffs: deque[np.ndarray] = field(default_factory=deque)  # the newest |diff| arrays
+    kept: int = 0  # rows in ``diffs``
 
     def add(self, live: Sequence[Any], candidate: Sequence[Any]) -> np.ndarray:
         """Add rows; returns their |diff| (regressor) or agreement (classifier) per row."""
@@ -49,27 +59,35 @@ class Comparison:
             return same
         diff = abs_diffs(live, candidate)
         self.rows += len(diff)
-        self.diffs = [*(self.diffs or []), diff]
+        if diff.size:
+            self.total += float(diff.sum())
+            self.largest = max(self.largest, float(diff.max()))
+        self.diffs.append(diff)
+        self.kept += len(diff)
+        while self.keep is not None and self.kept - len(self.diffs[0]) >= self.keep:
+            self.kept -= len(self.diffs.popleft())
         return diff
 
     def figures(self) -> dict[str, Any]:
-        """``rows`` and, for a regressor, ``abs_diff`` (mean, p50, p99, max, sum); for a
-        classifier, ``agreed`` and ``agreement_ratio``."""
+        """``rows`` and, for a regressor, ``abs_diff`` (mean, p50, p99, max, sum; the
+        percentiles over the newest ``percentile_rows``); for a classifier, ``agreed`` and
+        ``agreement_ratio``."""
         out: dict[str, Any] = {"task": self.task, "rows": self.rows}
         if self.task == "classification":
             ratio = self.agreed / self.rows if self.rows else None
             return {**out, "agreed": self.agreed, "agreement_ratio": ratio}
-        diff = np.concatenate(self.diffs) if self.diffs else np.array([], dtype=np.float64)
-        if not diff.size:
+        if not self.rows:
             return {**out, "abs_diff": None}
+        recent = np.concatenate(list(self.diffs))
         return {
             **out,
             "abs_diff": {
-                "mean": float(diff.mean()),
-                "p50": float(np.percentile(diff, 50)),
-                "p99": float(np.percentile(diff, 99)),
-                "max": float(diff.max()),
-                "sum": float(diff.sum()),
+                "mean": self.total / self.rows,
+                "p50": float(np.percentile(recent, 50)),
+                "p99": float(np.percentile(recent, 99)),
+                "max": self.largest,
+                "sum": self.total,
+                "percentile_rows": int(recent.size),
             },
         }
 

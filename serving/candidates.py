@@ -57,6 +57,7 @@ REQUEST_KEY_HEADER = "x-request-key"
 MODEL_HEADER = "x-tagserve-model"
 # The shadow calls one worker may hold waiting for the candidate; past it they are dropped.
 SHADOW_QUEUE = 256
+COMPARISON_ROWS = 100_000  # the newest rows whose |diff| percentiles /monitoring shows
 # How long the shadow thread gathers calls after the first before scoring them together.
 SHADOW_GATHER_S = 0.05
 
@@ -287,7 +288,8 @@ class Shadow:
         self.gather_s = gather_s
         self.metrics = metrics
         self.tag = tag
-        self.comparison = Comparison(task)
+        # Bounded: the percentiles of the newest rows, running totals of all (inference.compare)
+        self.comparison = Comparison(task, keep=COMPARISON_ROWS)
         self.calls: queue.Queue[ShadowCall] = queue.Queue(maxsize=maxsize)
         self.offered = self.dropped = self.scored = 0
         self.thread = threading.Thread(target=self._run, name="tagserve-shadow", daemon=True)
@@ -397,6 +399,27 @@ class ModelChoice:
         self.shadow: Shadow | None = None
         if candidate is not None and shadow_fraction > 0:
             self.shadow = Shadow(self._candidate_scores, live.task, self.metrics, tag=candidate_tag)
+
+    def comparison(self) -> dict[str, Any] | None:
+        """``/monitoring``'s ``candidate`` section: the candidate's shadow comparison with the
+        live model in this worker (each worker shadows its own requests; ``/metrics`` sums
+        them over workers), or None without a candidate."""
+        if self.candidate is None:
+            return None
+        out: dict[str, Any] = {"model": self.candidate_tag, "live": self.live_tag}
+        if self.shadow is None:
+            return {**out, "shadow": None, "reason": "not shadowing (TAGSERVE_SHADOW_FRACTION 0)"}
+        shadow = self.shadow
+        return {
+            **out,
+            "scope": "this worker",
+            "shadow": {
+                "calls_offered": shadow.offered,
+                "calls_scored": shadow.scored,
+                "calls_dropped": shadow.dropped,
+                **shadow.comparison.figures(),
+            },
+        }
 
     def _candidate_scores(self, rows: Any) -> list[Any]:
         if isinstance(rows, list):

@@ -93,8 +93,14 @@ async def openapi_document(_: Request) -> Response:
 
 
 async def monitoring_get(_: Request) -> Response:
-    """``GET /monitoring``: the last drift and data-quality test of the traffic (JSON)."""
-    return JSONResponse(bentoml.get_current_service().monitor.status())
+    """``GET /monitoring``: the last drift and data-quality test of the traffic (JSON), and
+    the candidate's shadow comparison with the live model when there is a candidate."""
+    service = bentoml.get_current_service()
+    status = service.monitor.status()
+    comparison = service.models.comparison()
+    if comparison is not None:
+        status = {**status, "candidate": comparison}
+    return Response(strict_json.dumps(status), media_type="application/json")
 
 
 async def monitoring_report(_: Request) -> Response:

@@ -447,6 +447,12 @@ def monitoring_operations() -> dict[str, dict[str, Any]]:
             "window": {"type": "object"},
             "features": {"type": "object"},
             "drifted": {"type": "array", "items": {"type": "string"}},
+            "candidate": {
+                "type": "object",
+                "description": "with a candidate (TAGSERVE_CANDIDATE): its shadow comparison "
+                "with the live model in the worker that answers (rows, |candidate - live| or "
+                "agreement, calls offered, scored, dropped)",
+            },
         },
     }
     return {
@@ -472,7 +478,17 @@ def infrastructure_operations() -> dict[str, dict[str, Any]]:
     return {
         "/livez": get("Liveness (Kubernetes).", alive),
         "/healthz": get("Liveness; deprecated, as /livez.", alive),
-        "/readyz": get("Readiness (Kubernetes): ready to take traffic.", alive),
+        "/readyz": get(
+            "Readiness (Kubernetes): ready to take traffic; 503 once the service drains "
+            "(SIGTERM, serving.drain).",
+            {
+                **alive,
+                "503": answer(
+                    "draining: send no more requests here",
+                    {"type": "object", "properties": {"status": {"const": "draining"}}},
+                ),
+            },
+        ),
         "/metrics": get(
             "Prometheus metrics (text exposition format).",
             {"200": text_answer("the metrics")},

@@ -28,19 +28,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.hey import LoadError, hey_path
+from benchmarks.hey import hey_path
 from benchmarks.serving import (
     C1,
     C32,
     PREDICT,
     PREDICT_BATCH,
-    RESULTS,
     BenchmarkError,
     Counts,
+    common_arguments,
     fmt,
     machine,
     prepare,
-    save_report,
+    run_and_save,
     tagserve_results,
 )
 
@@ -222,20 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         help="settings (off, on, every1) in the order they are served; default "
         "off,on,every1,off,on,every1",
     )
-    parser.add_argument("--source", default="model_export:prod", help="an importer source")
-    parser.add_argument("--home", type=Path, default=None, help="pipeline home")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--quick", action="store_true", help="a fifth of the requests")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    common_arguments(parser, "an importer source")
     args = parser.parse_args(argv)
-    try:
-        report = run(args)
-    except (BenchmarkError, LoadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    save_report(args.out, "monitoring", report, markdown(report))
-    print(f"saved {args.out / 'monitoring.json'}, monitoring.md")
-    return 0
+    return run_and_save(args, "monitoring", run, markdown)
 
 
 if __name__ == "__main__":

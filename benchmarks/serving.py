@@ -918,31 +918,50 @@ def color_of(system: str) -> str:
     return "tab:orange" if system.startswith("mlflow") else "tab:blue"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
-    parser.add_argument(
-        "--source",
-        default="model_export:prod",
-        help="what to import and serve (an importer source; default "
-        "%(default)s of $TAGSERVE_HOME or .tagserve)",
-    )
+def common_arguments(parser: argparse.ArgumentParser, source_help: str) -> None:
+    """The options every benchmark takes: what to serve, where, and how much."""
+    parser.add_argument("--source", default="model_export:prod", help=source_help)
     parser.add_argument("--home", type=Path, default=None, help="pipeline home")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--offline-rows", type=int, default=Counts.offline_rows)
-    parser.add_argument("--offline-rows-big", type=int, default=Counts.offline_rows_big)
     parser.add_argument("--quick", action="store_true", help="a fifth of the requests")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    args = parser.parse_args(argv)
+
+
+def run_and_save(
+    args: argparse.Namespace,
+    stem: str,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run a benchmark, then write and print its results (:func:`save_report`); a refusal
+    (no model, no hey...) is one ``error:`` line and exit code 1."""
     try:
         report = run(args)
     except (BenchmarkError, LoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    table = markdown(report)
-    save_report(args.out, "latest", report, table)
-    plot(report, args.out / "latest.png")
-    print(f"saved {args.out / 'latest.json'}, latest.md, latest.png")
+    save_report(args.out, stem, report, table(report))
+    print(f"saved {args.out / (stem + '.json')}, {stem}.md")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
+    common_arguments(
+        parser,
+        "what to import and serve (an importer source; default %(default)s of $TAGSERVE_HOME "
+        "or .tagserve)",
+    )
+    parser.add_argument("--offline-rows", type=int, default=Counts.offline_rows)
+    parser.add_argument("--offline-rows-big", type=int, default=Counts.offline_rows_big)
+    args = parser.parse_args(argv)
+
+    def run_and_plot(args: argparse.Namespace) -> dict[str, Any]:
+        report = run(args)
+        plot(report, args.out / "latest.png")
+        return report
+
+    return run_and_save(args, "latest", run_and_plot, markdown)
 
 
 def save_report(out: Path, stem: str, report: dict[str, Any], table: str) -> None:

@@ -19,25 +19,23 @@ import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.hey import LoadError
 from benchmarks.serving import (
     C32,
     PROJECT_ROOT,
-    RESULTS,
     BenchmarkError,
     Counts,
     bentoml_server,
+    common_arguments,
     fmt,
     import_model,
     machine,
     measure,
     prepare,
-    save_report,
+    run_and_save,
 )
 
 CANDIDATE_NAME = "tagserve-shadow-candidate"
@@ -270,26 +268,21 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.shadow", description=__doc__)
-    parser.add_argument("--source", default="model_export:prod", help="the live model's source")
+    common_arguments(parser, "the live model's source")
     parser.add_argument(
         "--candidate-source",
         default=None,
         help="the candidate's importer source (default: the live artifact under another name)",
     )
-    parser.add_argument("--home", type=Path, default=None, help="pipeline home")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--rounds", type=int, default=2, help="alternations (default 2)")
-    parser.add_argument("--quick", action="store_true", help="a fifth of the requests")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    try:
+
+    def run_with_medians(args: argparse.Namespace) -> dict[str, Any]:
         report = run(args)
-    except (BenchmarkError, LoadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    report["medians"] = medians(report)
-    save_report(args.out, "shadow", report, markdown(report))
-    return 0
+        report["medians"] = medians(report)
+        return report
+
+    return run_and_save(args, "shadow", run_with_medians, markdown)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ hey: # The compiled load generator of the benchmarks (Debian's hey), installed w
 bench: install hey ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
 	$(RUN) python -m benchmarks.serving $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.workers $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.forest $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.shadow $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.monitoring $(BENCH_ARGS)
 
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)

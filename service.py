@@ -39,7 +39,19 @@ from inference.errors import InputError, TagserveError
 from inference.model import load_model
 from serving import bentoml_private, middleware
 from serving.batching import INPUT_FAULTS, answer_each, build_answers_output, described
+from serving.candidates import (
+    BATCH_ROUTES,
+    CANDIDATE,
+    LIVE,
+    SHADOWED,
+    CandidateRefused,
+    ModelChoice,
+    check_candidate,
+    describe_candidate,
+)
+from serving.drain import on_arbiter_stop
 from serving.http import protocol_app
+from serving.monitoring import Monitor
 from serving.openapi import allowed_methods, service_document
 from serving.protocol import example_frame
 from serving.schema import (
@@ -79,7 +91,19 @@ def create_service(settings: Settings | None = None) -> Any:
     contract = model_contract(bento_model)
     settings = settings.with_body_cap(len(contract.columns))
     revision = source_revision(args)
-    bentoml_private.record_arguments({"model": model_tag, **revision})
+    # issue 17: the candidate, checked here (in `bentoml serve` itself): refused in one line.
+    candidate_bento, candidate_tag = None, ""
+    if settings.candidate:
+        try:
+            candidate_bento = check_candidate(
+                settings.candidate, model_tag, contract, model_contract
+            )
+        except CandidateRefused as exc:
+            raise bentoml.exceptions.BentoMLConfigException(str(exc)) from None
+        candidate_tag = str(candidate_bento.tag)
+    bentoml_private.record_arguments(
+        {"model": model_tag, "candidate": candidate_tag or None, **revision}
+    )
     Record = build_record_model(contract)
     Prediction = build_prediction_model(contract)
     Records = Annotated[list[Record], Field(min_length=1, max_length=settings.max_rows)]
@@ -106,6 +130,7 @@ def create_service(settings: Settings | None = None) -> Any:
         """Serves one imported model (see the module docstring)."""
 
         bento_model = bentoml.models.BentoModel(model_tag)
+        candidate_model = bentoml.models.BentoModel(candidate_tag) if candidate_tag else None
 
         def __init__(self) -> None:
             self.settings = settings
@@ -119,6 +144,24 @@ def create_service(settings: Settings | None = None) -> Any:
                 # fail now rather than on the first request
                 self.model.predict(example_frame((folder / SERVING_EXAMPLE).read_bytes(), contract))
             logger.info("serving %s (%s) on %s", model_tag, contract.task, self.model.engine)
+            self.candidate = None  # issue 17: the candidate, by the same loader
+            if candidate_tag:
+                self.candidate = load_model(
+                    Path(self.candidate_model.path_of(MLFLOW_FOLDER)),
+                    model_contract(candidate_bento),
+                    fastpath_folder(self.candidate_model),
+                )
+                logger.info("candidate %s on %s", candidate_tag, self.candidate.engine)
+            self.models = ModelChoice(
+                self.model,
+                model_tag,
+                self.candidate,
+                candidate_tag,
+                shadow_fraction=settings.shadow_fraction,
+            )
+            # Live monitoring (serving.monitoring): every route records its rows and answers.
+            self.monitor = Monitor.for_model(Path(self.bento_model.path), settings)
+            self.monitor.start()
 
         @bentoml.api
         async def predict(self, record: Record, /) -> Prediction:
@@ -127,12 +170,14 @@ def create_service(settings: Settings | None = None) -> Any:
             # event loop, not in a worker thread that would fight the loop for the GIL (under
             # load shedding the loop is busy refusing requests, and a threaded call then took
             # tens of milliseconds).
+            row = record.model_dump(by_alias=True)
             try:
-                (answer,) = self.model.answer_records([record.model_dump(by_alias=True)])
+                (answer,) = self.models.answer_records([row])
             except INPUT_FAULTS as exc:  # a record the model cannot take: 400, not a 500
                 raise bentoml.exceptions.InvalidArgument(
                     f"invalid input: the model cannot take this record ({described(exc)})"
                 ) from None
+            self.monitor.record([row], [answer])
             return Prediction(**answer)
 
         @bentoml.api(
@@ -145,14 +190,48 @@ def create_service(settings: Settings | None = None) -> Any:
         def predict_batch(self, records: Records, /) -> list[Prediction]:
             """A list of records -> their predictions, in order. Concurrent requests are
             merged into one model call (adaptive batching)."""
+            return self.answer_batch(records, LIVE)
+
+        if candidate_tag:  # issue 17: hidden APIs of the canary and shadowed /predict_batch
+
+            @bentoml.api(
+                route=BATCH_ROUTES[CANDIDATE],
+                batchable=True,
+                max_batch_size=settings.max_batch_size,
+                max_latency_ms=settings.max_latency_ms,
+                input_spec=build_records_input(Records),
+                output_spec=build_answers_output(list[Prediction]),
+            )
+            def predict_batch_candidate(self, records: Records, /) -> list[Prediction]:
+                """/predict_batch requests the canary gives to the candidate."""
+                return self.answer_batch(records, CANDIDATE)
+
+            @bentoml.api(
+                route=BATCH_ROUTES[SHADOWED],
+                batchable=True,
+                max_batch_size=settings.max_batch_size,
+                max_latency_ms=settings.max_latency_ms,
+                input_spec=build_records_input(Records),
+                output_spec=build_answers_output(list[Prediction]),
+            )
+            def predict_batch_shadowed(self, records: Records, /) -> list[Prediction]:
+                """/predict_batch requests the live model answers and the candidate shadows."""
+                return self.answer_batch(records, SHADOWED)
+
+        def answer_batch(self, records: list[Any], route: str) -> list[Prediction]:
             self.batch_calls += 1
             self.batch_rows += len(records)
             rows = [record.model_dump(by_alias=True) for record in records]
             # A failing merged call is split: only the request(s) it fails on fail.
-            return answer_each(rows, self.answer_rows)
+            answers = answer_each(rows, lambda part: self.answer_rows(part, route))
+            self.monitor.record(rows, answers)
+            return answers
 
-        def answer_rows(self, rows: list[dict[str, Any]]) -> list[Prediction]:
-            return [Prediction(**a) for a in self.model.answer_records(rows)]
+        def answer_rows(
+            self, rows: list[dict[str, Any]], route: str | None = None
+        ) -> list[Prediction]:
+            # route None: the one ModelRouting gave the request (/predict)
+            return [Prediction(**a) for a in self.models.answer_records(rows, route)]
 
         @bentoml.api
         def metadata(self) -> Metadata:
@@ -190,15 +269,28 @@ def create_service(settings: Settings | None = None) -> Any:
                 },
                 limits=settings.limits(),
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
+                candidate=describe_candidate(
+                    candidate_bento,
+                    self.candidate,
+                    dict(candidate_bento.info.metadata),
+                    canary=settings.canary_percent,
+                    shadow=settings.shadow_fraction,
+                )
+                if self.candidate is not None
+                else None,
             )
 
+    # issue 17, graceful drain: the arbiter holds new connections before it stops the workers
+    # (serving.drain; the workers' half is serving.middleware.DrainMiddleware).
+    bentoml_private.before_arbiter_stops(on_arbiter_stop)
     Tagserve.inner.Record, Tagserve.inner.Prediction = Record, Prediction
     document = service_document(
         Tagserve, contract, Record, Prediction, max_rows=settings.max_rows, version=model_tag
     )
     Tagserve.inner.openapi_document = document
     Tagserve.inner.openapi_body = orjson.dumps(document)
-    middleware.install(Tagserve, settings, allowed_methods(document))
+    routing = {"live": model_tag, "candidate": candidate_tag}  # issue 17: canary and shadow
+    middleware.install(Tagserve, settings, allowed_methods(document), routing)
     bentoml_private.whole_requests_batching()  # a request is never split, so never cut
     return Tagserve
 

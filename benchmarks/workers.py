@@ -18,19 +18,17 @@ import shutil
 import statistics
 import sys
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
-from benchmarks.hey import LoadError, hey_path
+from benchmarks.hey import hey_path
 from benchmarks.serving import (
-    RESULTS,
-    BenchmarkError,
     Counts,
+    common_arguments,
     floor_results,
     fmt,
     machine,
     prepare,
-    save_report,
+    run_and_save,
     tagserve_results,
 )
 
@@ -143,20 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         help="worker counts, in the order they are served (repeat them to see the noise); "
         "default 1,2,1,2",
     )
-    parser.add_argument("--source", default="model_export:prod", help="an importer source")
-    parser.add_argument("--home", type=Path, default=None, help="pipeline home")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--quick", action="store_true", help="a fifth of the requests")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    common_arguments(parser, "an importer source")
     args = parser.parse_args(argv)
-    try:
-        report = run(args)
-    except (BenchmarkError, LoadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    save_report(args.out, "workers", report, markdown(report))
-    print(f"saved {args.out / 'workers.json'}, workers.md")
-    return 0
+    return run_and_save(args, "workers", run, markdown)
 
 
 if __name__ == "__main__":

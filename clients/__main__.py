@@ -1,4 +1,5 @@
-"""`python -m clients COMMAND ...`: predict, stream, score, spark (`--help` on each).
+"""`python -m clients COMMAND ...`: predict, stream, score, spark, compare, drift (`--help` on
+each).
 
 Bad input ends with exit code != 0 and one `error: ...` line on stderr, never a traceback
 (set TAGSERVE_DEBUG=1 to see one).
@@ -154,6 +155,13 @@ def build_parser() -> OneLineArgumentParser:
         default=50_000,
         help="rows per chunk, which bounds memory (default %(default)s)",
     )
+    p.add_argument(
+        "--threads",
+        type=positive,
+        default=1,
+        help="threads of the fast path's forest; each row is still computed alone, so the "
+        "predictions are the same (default %(default)s)",
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("spark", help="score a file with Spark (mlflow.pyfunc.spark_udf)")
@@ -186,7 +194,40 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show Spark's own log")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
     p.set_defaults(func=cmd_spark)
+
+    p = sub.add_parser(
+        "compare",
+        help="score a file with the model and a candidate; print their agreement "
+        "(|diff| for a regressor, agreement ratio for a classifier)",
+    )
+    p.add_argument("input", metavar="INPUT", help=".parquet, .csv or .jsonl file")
+    p.add_argument("--model", metavar="TAG", required=True, help="the live model's tag")
+    p.add_argument("--candidate", metavar="TAG", required=True, help="the candidate's tag")
+    p.add_argument(
+        "--chunk-size",
+        type=positive,
+        default=50_000,
+        help="rows per chunk, which bounds memory (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "drift",
+        help="test a file's rows for drift against the model's reference (as the service)",
+    )
+    p.add_argument("input", metavar="FILE", help=".parquet, .csv or .jsonl file")
+    p.add_argument("--model", metavar="TAG", required=True, help="a BentoML model tag")
+    p.add_argument("--report", metavar="HTML", help="also write the report page there")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_drift)
     return parser
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from clients.drift import cmd_drift as run
+
+    return run(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -236,6 +277,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     print(summary.line())
     return 0
@@ -264,6 +306,23 @@ def cmd_spark(args: argparse.Namespace) -> int:
         quiet=not args.verbose,
     )
     print(summary.line())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from clients.compare import compare_file
+    from clients.model import resolve
+
+    summary = compare_file(
+        args.input,
+        resolve(args.model),
+        resolve(args.candidate),
+        chunk_size=args.chunk_size,
+    )
+    summary.model, summary.candidate = args.model, args.candidate  # as the user named them
+    print(json.dumps(summary.as_dict()) if args.json else summary.line())
     return 0
 
 

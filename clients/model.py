@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from clients.errors import ClientError
-from inference.bento import fastpath_folder, get_model, mlflow_folder
+from inference.bento import fastpath_folder, find_in_store, get_model, mlflow_folder
 from inference.contract import Column, Contract, coerce, read_contract
 from inference.errors import InputError, TagserveError
 from inference.loading import check_model
@@ -77,7 +77,8 @@ def resolve(model: str | None = None, model_dir: str | Path | None = None) -> Mo
         check_model(path)
         return read_model_info(path, str(path))
     try:
-        bento_model = get_model(model)
+        # The store's files when the tag names a model plainly (no BentoML import: start-up).
+        bento_model = find_in_store(model) or get_model(model)
         path = mlflow_folder(bento_model)
     except TagserveError as exc:
         raise ClientError(str(exc)) from None
@@ -98,17 +99,19 @@ def coerced(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 class OfflineModel:
     """The model of ``info``, loaded on first use: ``predict(frame) -> ndarray``."""
 
-    def __init__(self, info: ModelInfo):
+    def __init__(self, info: ModelInfo, threads: int = 1):
         self.info = info
+        self.threads = threads
         self.load_seconds = 0.0
 
     @cached_property
     def loaded(self) -> LoadedModel:
         began = time.perf_counter()
         try:
-            model = load_model(self.info.path, self.info.contract, self.info.fast_path)
+            model = load_model(self.info.path, self.info.contract, self.info.fast_path, lazy=True)
         except TagserveError as exc:
             raise ClientError(f"cannot load the model at {self.info.path}: {exc}") from None
+        model.threads = self.threads
         self.load_seconds = time.perf_counter() - began
         return model
 

@@ -48,11 +48,14 @@ def score_file(
     id_column: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    threads: int = 1,
 ) -> ScoreSummary:
-    """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``)."""
+    """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``);
+    ``threads``: of the fast path's forest (the same predictions)."""
     from tqdm import tqdm
 
-    model = OfflineModel(info)  # loaded with the first chunk, once that chunk fits the model
+    # loaded with the first chunk, once that chunk fits the model
+    model = OfflineModel(info, threads=threads)
     writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
     resumed_from = writer.rows_done
     total = count_rows(input)

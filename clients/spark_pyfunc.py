@@ -30,6 +30,7 @@ class SignatureSafeSklearn(PythonModel):
         self.model = load_model(
             context.artifacts[SKLEARN_ARTIFACT],
             fast_folder=context.artifacts.get(FASTPATH_ARTIFACT),
+            lazy=True,  # sklearn only if a call needs it: seconds of every worker's start-up
         )
         config = context.model_config or {}
         self.features = list(config["features"])

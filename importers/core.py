@@ -10,7 +10,11 @@ The flow of :func:`import_model`:
 5. build the exact fast path and check it against sklearn on the model's test data and input
    example (``importers.fast``): saved beside the MLflow files only if bit-exact, and the
    check's report recorded in the metadata (``fast_path``) either way;
-6. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
+6. compute the drift reference the service monitors against (``importers.reference``: from
+   the model's ``clean_data:reference`` and its predictions on its test data), saved beside
+   the MLflow files (``monitoring/``); without one, the reason in the metadata
+   (``monitoring``);
+7. ``bentoml.mlflow.import_model`` into a staging store, check the copy's digest, and
    publish it with one rename (atomic: all or nothing in the real store).
 """
 
@@ -25,6 +29,7 @@ from artifacts.store import directory_digest
 from importers import bento_store
 from importers.errors import ModelImportError
 from importers.fast import prepare_fast_path, read_test_data
+from importers.reference import MONITORING_METADATA, build_reference
 from importers.sources import Source, quiet_mlflow, resolve_source
 from importers.verify import VerifiedModel, read_requirements, verify_model
 from inference.bento import get_model
@@ -35,6 +40,7 @@ from inference.constants import (
     MLFLOW_FOLDER,
     PROD_ALIAS,
 )
+from inference.drift import MONITORING_FOLDER
 from inference.errors import TagserveError
 
 # The pipeline's project name is the model's name in the BentoML store.
@@ -121,13 +127,16 @@ def import_model(
             verified = verify_model(folder)
             test = read_test_data(resolved.fetch_test_data(ws), verified)
             fast_folder, fast_report = prepare_fast_path(verified, test, ws)
+            reference_folder, reference_report = build_reference(resolved, verified, test, ws)
             metadata = {
                 **build_metadata(resolved, digest, verified),
                 FASTPATH_METADATA: fast_report,
+                MONITORING_METADATA: reference_report,
             }
+            folders = {FASTPATH_FOLDER: fast_folder, MONITORING_FOLDER: reference_folder}
 
             def save() -> None:
-                _bentoml_import(tag, folder, resolved, metadata, fast_folder)
+                _bentoml_import(tag, folder, resolved, metadata, folders)
 
             created = bento_store.save_atomically(tag, digest, ws, save)
         if resolved.stage == PROD_ALIAS:
@@ -163,10 +172,11 @@ def _digest(folder: Path, source: Source) -> str:
 
 
 def _bentoml_import(
-    tag: str, folder: Path, source: Source, metadata: dict[str, Any], fast_folder: Path | None
+    tag: str, folder: Path, source: Source, metadata: dict[str, Any], extra: dict[str, Path | None]
 ) -> None:
-    """Save the model into the (staging) store: its MLflow files, and the fast path's files
-    when it has one (in ``fastpath/``, next to ``mlflow_model/``)."""
+    """Save the model into the (staging) store: its MLflow files, and beside ``mlflow_model/``
+    each folder of ``extra`` it has (the fast path's ``fastpath/``, the drift reference's
+    ``monitoring/``)."""
     import bentoml
 
     try:
@@ -179,9 +189,10 @@ def _bentoml_import(
                 labels=build_labels(source),
                 metadata=metadata,
             )
-            if fast_folder is not None:
-                saved = Path(bentoml.models.get(tag).path)
-                shutil.copytree(fast_folder, saved / FASTPATH_FOLDER)
+            saved = Path(bentoml.models.get(tag).path)
+            for name, extra_folder in extra.items():
+                if extra_folder is not None:
+                    shutil.copytree(extra_folder, saved / name)
     except ModelImportError:
         raise
     except Exception as exc:  # disk full, permissions, BentoML refusing the model...

@@ -77,6 +77,12 @@ class Source:
     expected_digest: str | None = None
     wandb_digest: str | None = None
     fetch_test_data: Callable[[Path], Path | None] = field(default=lambda _scratch: None)
+    # The model's drift reference (``importers.reference``): given a scratch folder and the
+    # reference's artifact name (``clean_data:reference``), (its file, its qualified name),
+    # or (None, why not).
+    fetch_reference: Callable[[Path, str], tuple[Path | None, str]] = field(
+        default=lambda _scratch, _ref: (None, "the source is not an artifact store")
+    )
 
     @property
     def version_label(self) -> str:
@@ -161,7 +167,17 @@ def _local_source(ref: str, home: Path | str | None, project: str | None) -> Sou
         metadata={"run_id": version.created_by, **_metadata_of(version)},
         expected_digest=version.digest,
         fetch_test_data=lambda _scratch: _local_test_data(store, version.metadata),
+        fetch_reference=lambda _scratch, ref: _local_reference(store, project, ref),
     )
+
+
+def _local_reference(store: LocalArtifactStore, project: str, ref: str) -> tuple[Path | None, str]:
+    """The file of ``ref`` (``clean_data:reference``) in the model's local store."""
+    try:
+        version = store.get(ref)
+        return version.file(), f"local:{project}/{version.qualified_name}"
+    except ArtifactError as exc:
+        return None, f"no {ref} in the local store of {project} ({one_line(exc)})"
 
 
 def _local_test_data(store: LocalArtifactStore, metadata: Mapping[str, Any]) -> Path | None:
@@ -260,7 +276,23 @@ def _wandb_source(ref: str, project: str | None, entity: str | None) -> Source:
         metadata={k: v for k, v in dict(artifact.metadata or {}).items() if v is not None},
         wandb_digest=artifact.digest,
         fetch_test_data=lambda scratch: _wandb_test_data(artifact, scratch),
+        fetch_reference=lambda scratch, ref: _wandb_reference(artifact, scratch, ref),
     )
+
+
+def _wandb_reference(model: Any, scratch: Path, ref: str) -> tuple[Path | None, str]:
+    """The file of ``ref`` (``clean_data:reference``) in the W&B model's project, if
+    reachable (else the model is served unmonitored, and says why)."""
+    project = "/".join(model.qualified_name.split("/")[:-1])
+    try:
+        artifact = _wandb_artifact(f"{project}/{ref}")
+        folder = Path(artifact.download(root=str(scratch / "reference")))
+    except Exception as exc:  # unreachable or absent: no reference
+        return None, f"{project}/{ref} could not be fetched from W&B ({one_line(exc)})"
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if len(files) != 1:
+        return None, f"W&B artifact {project}/{ref} holds {len(files)} files, not one"
+    return files[0], f"wandb:{artifact.qualified_name}"
 
 
 def _wandb_test_data(model: Any, scratch: Path) -> Path | None:

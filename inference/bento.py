@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,70 @@ def get_model(tag: str) -> Any:
         ) from None
     except (BentoMLException, ValueError) as exc:
         raise TagserveError(f"bad BentoML model tag {tag!r}: {exc}") from None
+
+
+# A tag part as BentoML writes it: lowercase letters, digits and -._, not at the ends.
+TAG_PART = re.compile(r"^[a-z0-9](?:[-._a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass
+class StoredInfo:
+    labels: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoredModel:
+    """A model of the BentoML store read from its files: what :func:`mlflow_folder` and
+    :func:`fastpath_folder` need of a ``bentoml.Model``."""
+
+    tag: str
+    path: Path
+    info: StoredInfo
+
+    def path_of(self, item: str) -> str:
+        return str(self.path / item)
+
+
+def store_models_folder() -> Path:
+    """The model store's folder, as BentoML finds it: ``$BENTOML_HOME/models``, by default
+    ``~/bentoml/models``."""
+    home = os.environ.get("BENTOML_HOME") or os.path.join(os.path.expanduser("~"), "bentoml")
+    return Path(os.path.expandvars(home)) / "models"
+
+
+def find_in_store(tag: str) -> StoredModel | None:
+    """The model ``tag`` (``name``, ``name:latest`` or ``name:version``) read straight from
+    the store's files, without importing BentoML (over a second of a command's start-up), or
+    None for anything else (a version prefix, a missing or odd model): ask :func:`get_model`
+    then, for BentoML's own answer or error."""
+    import yaml
+
+    name, _, version = tag.partition(":")
+    if not TAG_PART.match(name) or (version and not TAG_PART.match(version)):
+        return None
+    root = store_models_folder() / name
+    if not version or version == "latest":
+        try:
+            version = (root / "latest").read_text().strip()
+        except OSError:
+            return None
+        if not TAG_PART.match(version):
+            return None
+    folder = root / version
+    try:
+        info = yaml.safe_load((folder / "model.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(info, dict) or (info.get("name"), str(info.get("version"))) != (
+        name,
+        version,
+    ):
+        return None
+    labels, metadata = info.get("labels") or {}, info.get("metadata") or {}
+    if not isinstance(labels, dict) or not isinstance(metadata, dict):
+        return None
+    return StoredModel(f"{name}:{version}", folder, StoredInfo(labels, metadata))
 
 
 def mlflow_folder(model: Any) -> Path:

@@ -1,42 +1,33 @@
-"""The exact fast path: the pipeline's model call (preprocessing included) at a fraction of
-scikit-learn's per-call cost, with predictions equal to sklearn's bit for bit, or not used.
+"""The exact fast path at run time: the pipeline's model call (preprocessing included) at a
+fraction of scikit-learn's cost, with predictions equal to sklearn's bit for bit, or not used.
 
 It covers the models ``pipeline.train.build_model`` makes: a ``Pipeline(ColumnTransformer,
 RandomForestRegressor | RandomForestClassifier)`` whose blocks are SimpleImputer (NaN, then
-optionally None), StandardScaler, OneHotEncoder and OrdinalEncoder. Anything else (TF-IDF,
-another estimator, ``drop=``, infrequent categories...) makes :func:`build` return the reason,
-and the model is served by sklearn as before.
+optionally None), StandardScaler, OneHotEncoder and OrdinalEncoder. The importer builds it
+from the fitted model, proves it exact and saves it (``importers.fast``: build, check, save);
+this module is what a bento ships to run it: no scikit-learn, no build code.
 
-Engines, and why these:
-
-- **Preprocessing: numpy and dict lookups, written here.** No library reproduces the
-  ColumnTransformer exactly at a low cost per call (docs/fast-path-research.md): sklearn
-  itself costs about 2.7 ms per call; skl2onnx cannot convert a string SimpleImputer and
-  onnxruntime has no float64 imputer. The code does the float64 operations sklearn does, in
-  its order: impute, ``(x - mean) / scale``, encode with sklearn's dict semantics.
-- **Forest, small batches: treelite's GTIL** (``nthread=1``), about 0.05 ms per call. It
-  compares the float64 thresholds with the input rounded to float32 and widened back (as
-  sklearn's trees do), and sums the trees in order before dividing by their count (as sklearn
-  with ``n_jobs=1``), so it is exact; ONNX Runtime is not (float32 leaves).
-- **Forest, batches above ``bulk_rows``: sklearn's own forest** on the fast-preprocessed
-  matrix (exact by construction), since GTIL costs 7-8x sklearn per row in bulk. TL2cgen (a
-  compiled forest) would be faster in bulk but needs gcc at import time (minutes and GBs for
-  the diamonds forest) and a glibc match between the importing machine and the image: skipped.
+- **Preprocessing: numpy and dict lookups.** The float64 operations sklearn does, in its
+  order: impute, ``(x - mean) / scale``, encode with sklearn's dict semantics
+  (docs/fast-path-research.md: no library reproduces the ColumnTransformer exactly at a low
+  cost per call).
+- **Forest: ``inference.forest``**, a compiled exact tree walk, for every batch size.
 
 An input the fast path cannot reproduce (a float32 column, where sklearn computes in float32;
 a non-string category; pd.NA) makes :meth:`FastModel.outputs` return None: the caller lets
-sklearn answer that call. :func:`check_exact` proves exactness on real rows; the importer
-runs it on the model's test data and input example and saves the fast path only when exact.
+sklearn answer that call.
 
-Saved form (:meth:`FastModel.save`, in the BentoML model folder): ``fastpath.json`` (blocks,
-categories, task, classes, ``bulk_rows``), ``fastpath.npz`` (the float64 fills, means and
-scales, so their bit patterns survive) and ``forest.tl`` (the treelite checkpoint).
+Saved form (in the BentoML model folder, :data:`FILES`): ``fastpath.json`` (version, blocks,
+categories, task, classes, sizes) and ``fastpath.npz`` (plain arrays, loaded with
+``allow_pickle=False``: the float64 fills, means and scales, so their bit patterns survive,
+and the forest's arrays). A fast path saved by another :data:`VERSION` is refused (sklearn
+serves, with the reason).
 """
 
 from __future__ import annotations
 
 import json
-import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,204 +35,55 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-VERSION = 1
-# GTIL beats sklearn's forest below about this many rows: measured 32-64 for the diamonds
-# forest (docs/fast-path-research.md); :func:`calibrate` measures it per model at import.
-BULK_ROWS = 64
-CALIBRATION_SIZES = (1, 8, 16, 32, 64, 128, 256, 512)
-ENGINE_FAST = "numpy+treelite-gtil"
-ENGINE_BULK = "numpy+sklearn-forest"
+from inference.forest import ARRAYS, Forest
+
+VERSION = 2  # 1: treelite GTIL + sklearn's forest in bulk (forest.tl); 2: inference.forest
+ENGINE_FAST = "numpy+numba-forest"
 ENGINE_SKLEARN = "sklearn"
-FILES = ("fastpath.json", "fastpath.npz", "forest.tl")
+FILES = ("fastpath.json", "fastpath.npz")
+FOREST_PREFIX = "forest_"  # the forest's arrays in fastpath.npz
 
 
-def _is_nan(value: Any) -> bool:
+def is_nan(value: Any) -> bool:
     """Whether ``value`` is a float NaN (what SimpleImputer's default ``missing_values``
     matches in an object column: ``x != x``; None is not NaN)."""
     return isinstance(value, float) and value != value
-
-
-# --- build: the fitted sklearn model -> a spec of plain values ----------------------------------
-
-
-def _imputer_fill(step: Any, kind: str) -> tuple[str, list[Any]] | str:
-    """``("nan"|"none", fills)`` for a SimpleImputer, or why the fast path cannot copy it."""
-    if step.add_indicator:
-        return "SimpleImputer with add_indicator"
-    if _is_nan(step.missing_values):
-        missing = "nan"
-    elif step.missing_values is None and kind == "category":
-        missing = "none"
-    else:
-        return f"SimpleImputer(missing_values={step.missing_values!r})"
-    fills = list(step.statistics_)
-    if kind == "number":
-        if any(_is_nan(float(f)) for f in fills):
-            return "an all-missing column (sklearn drops it)"
-        return missing, [float(f) for f in fills]
-    if any(not isinstance(f, str) for f in fills):
-        return "an imputer whose fill is not a string"
-    return missing, fills
-
-
-def _numeric_block(name: str, columns: list[str], steps: list[Any]) -> dict[str, Any] | str:
-    """A block of numbers: [SimpleImputer(NaN)] [StandardScaler], in that order."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import StandardScaler
-
-    block: dict[str, Any] = {"kind": "numeric", "columns": columns, "fill": None}
-    block.update(mean=None, scale=None)
-    for step in steps:
-        if isinstance(step, SimpleImputer) and block["fill"] is None and block["mean"] is None:
-            fill = _imputer_fill(step, "number")
-            if isinstance(fill, str) or fill[0] != "nan":
-                return f"{name}: {fill if isinstance(fill, str) else 'a None imputer on numbers'}"
-            block["fill"] = fill[1]
-        elif isinstance(step, StandardScaler) and block["mean"] is None:
-            if step.with_mean != step.with_std:
-                return f"{name}: StandardScaler needs with_mean == with_std"
-            n = len(columns)
-            block["mean"] = [float(m) for m in step.mean_] if step.with_mean else [0.0] * n
-            block["scale"] = [float(s) for s in step.scale_] if step.with_std else [1.0] * n
-        else:
-            return f"{name}: unsupported step {type(step).__name__} here"
-    return block
-
-
-def _encoded_block(name: str, columns: list[str], steps: list[Any]) -> dict[str, Any] | str:
-    """A block of categories: SimpleImputer(NaN) [SimpleImputer(None)] then a OneHotEncoder
-    or OrdinalEncoder. The NaN imputer is required: without it sklearn's encoders give NaN a
-    meaning of their own (``encoded_missing_value``) that is not copied here."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
-
-    *imputers, encoder = steps
-    fills: dict[str, list[Any]] = {}
-    for step in imputers:
-        fill = _imputer_fill(step, "category") if isinstance(step, SimpleImputer) else None
-        if fill is None:
-            return f"{name}: unsupported step {type(step).__name__} before the encoder"
-        if isinstance(fill, str):
-            return f"{name}: {fill}"
-        if fill[0] in fills or (fill[0] == "nan" and fills):
-            return f"{name}: imputers in an order the fast path does not copy"
-        fills[fill[0]] = fill[1]
-    if "nan" not in fills:
-        return f"{name}: no NaN imputer before the encoder"
-    if np.dtype(encoder.dtype) != np.float64:
-        return f"{name}: encoder dtype must be float64"
-    if getattr(encoder, "_infrequent_enabled", False):
-        return f"{name}: infrequent categories"
-    categories = [list(c) for c in encoder.categories_]
-    if any(not (isinstance(v, str) or v is None) for c in categories for v in c):
-        return f"{name}: categories must be strings (or None)"
-    block = {"columns": columns, "nan_fill": fills["nan"], "none_fill": fills.get("none")}
-    block["categories"] = categories
-    if isinstance(encoder, OneHotEncoder):
-        if encoder.drop is not None or encoder.handle_unknown == "error":
-            return f"{name}: OneHotEncoder with drop or handle_unknown='error'"
-        return {**block, "kind": "onehot"}
-    if isinstance(encoder, OrdinalEncoder):
-        if encoder.handle_unknown != "use_encoded_value":
-            return f"{name}: OrdinalEncoder without handle_unknown='use_encoded_value'"
-        return {**block, "kind": "ordinal", "unknown": float(encoder.unknown_value)}
-    return f"{name}: unsupported encoder {type(encoder).__name__}"
-
-
-def _blocks_of(transformer: Any) -> list[dict[str, Any]] | str:
-    """The fitted ColumnTransformer as a list of blocks, or why it is not supported."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-
-    known_steps = (SimpleImputer, StandardScaler, OneHotEncoder, OrdinalEncoder)
-    # A sparse output (many one-hot columns) holds the same values as the dense one built
-    # here; check_exact is the guard.
-    blocks = []
-    for name, step, columns in transformer.transformers_:
-        if name == "remainder":
-            if step != "drop" and len(columns):
-                return "ColumnTransformer remainder is not 'drop'"
-            continue
-        if step == "drop" or len(columns) == 0:
-            continue
-        if isinstance(columns, str) or any(not isinstance(c, str) for c in columns):
-            return f"{name}: columns must be a list of names"
-        steps = list(step.named_steps.values()) if isinstance(step, Pipeline) else [step]
-        unknown = [type(s).__name__ for s in steps if not isinstance(s, known_steps)]
-        if unknown:
-            return f"{name}: unsupported step(s) {', '.join(unknown)}"
-        if isinstance(steps[-1], OneHotEncoder | OrdinalEncoder):
-            block = _encoded_block(name, list(columns), steps)
-        else:
-            block = _numeric_block(name, list(columns), steps)
-        if isinstance(block, str):
-            return block
-        blocks.append(block)
-    return blocks
-
-
-def build(pipeline: Any, task: str, bulk_rows: int = BULK_ROWS) -> FastModel | str:
-    """The fast path of a fitted ``Pipeline(ColumnTransformer, random forest)``, or the
-    reason it has none (a sentence)."""
-    import treelite
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-    steps = getattr(pipeline, "steps", None)
-    if not steps or len(steps) != 2 or not isinstance(steps[0][1], ColumnTransformer):
-        return "not a Pipeline(ColumnTransformer, forest)"
-    transformer, forest = steps[0][1], steps[1][1]
-    wanted = RandomForestClassifier if task == "classification" else RandomForestRegressor
-    if type(forest) is not wanted:
-        return f"unsupported estimator {type(forest).__name__} for {task}"
-    if getattr(forest, "n_outputs_", 1) != 1:
-        return "a multi-output forest"
-    blocks = _blocks_of(transformer)
-    if isinstance(blocks, str):
-        return blocks
-    spec = {
-        "version": VERSION,
-        "task": task,
-        "columns": [str(c) for c in transformer.feature_names_in_],
-        "blocks": blocks,
-        "bulk_rows": int(bulk_rows),
-        "n_nodes": int(sum(t.tree_.node_count for t in forest.estimators_)),
-    }
-    if task == "classification":
-        spec["classes"] = [c.item() if hasattr(c, "item") else c for c in forest.classes_]
-    return FastModel(spec, treelite.sklearn.import_model(forest), bulk_forest=forest)
 
 
 # --- the fast model --------------------------------------------------------------------------
 
 
 class FastModel:
-    """Preprocessing blocks and a treelite forest (see the module docstring).
+    """Preprocessing blocks and a compiled forest (see the module docstring).
 
     Args:
-        spec: What :func:`build` read from the sklearn model (plain values).
-        forest: The treelite model (GTIL predicts with it).
-        bulk_forest: sklearn's fitted forest, for batches of more than ``bulk_rows`` rows;
-            without one, GTIL answers every size.
+        spec: What the importer read from the sklearn model (plain values).
+        forest: The forest's arrays (``inference.forest.Forest``).
     """
 
-    def __init__(self, spec: dict[str, Any], forest: Any, bulk_forest: Any = None):
-        self.spec, self.forest, self.bulk_forest = spec, forest, bulk_forest
+    engine = ENGINE_FAST
+
+    def __init__(self, spec: dict[str, Any], forest: Forest):
+        self.spec, self.forest = spec, forest
         self.task: str = spec["task"]
         self.columns: list[str] = spec["columns"]
-        self.bulk_rows: int = int(spec.get("bulk_rows", BULK_ROWS))
         classes = spec.get("classes")
         # Object, not numpy's fixed-width text: sklearn's classes_ for string labels.
         self.classes = None if classes is None else np.array(classes, dtype=object)
         self._tables = [_lookup_tables(b) for b in spec["blocks"]]
-
-    @property
-    def engine(self) -> str:
-        """What answers which batch size, for ``/metadata``."""
-        if self.bulk_forest is None:
-            return ENGINE_FAST
-        return f"{ENGINE_FAST} up to {self.bulk_rows} rows, {ENGINE_BULK} above"
+        # The same lookups for whole columns (a hash table pandas builds once per column: built
+        # here, before threads share it).
+        self._indexes = [
+            [pd.Index(c, dtype=object) for c in b.get("categories", [])] for b in spec["blocks"]
+        ]
+        for index in (i for block in self._indexes for i in block):
+            index.get_indexer(np.array(["", None], dtype=object))
+        width, wanted = sum(block_width(b) for b in spec["blocks"]), forest.n_features
+        if width != wanted:
+            raise ValueError(f"the blocks make {width} columns; the forest takes {wanted}")
+        outputs = 1 if self.classes is None else len(self.classes)
+        if forest.n_outputs != outputs:
+            raise ValueError(f"the forest gives {forest.n_outputs} outputs, not {outputs}")
 
     # preprocessing: records ----------------------------------------------------------------
 
@@ -271,11 +113,11 @@ class FastModel:
         """A DataFrame -> what the ColumnTransformer makes of it (dense float64), or None to
         let sklearn answer (a dtype sklearn would compute in differently)."""
         parts = []
-        for block, tables in zip(self.spec["blocks"], self._tables, strict=True):
+        for block, indexes in zip(self.spec["blocks"], self._indexes, strict=True):
             if block["kind"] == "numeric":
                 part = _numeric_matrix(block, frame)
             else:
-                part = _encoded_matrix(block, tables, frame)
+                part = _encoded_matrix(block, indexes, frame)
             if part is None:
                 return None
             parts.append(part)
@@ -283,43 +125,27 @@ class FastModel:
 
     # the forest ------------------------------------------------------------------------------
 
-    def forest_output(self, X: np.ndarray) -> np.ndarray:
+    def forest_output(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
         """The forest's raw output for the preprocessed ``X``: (n,) values or (n, k) class
-        probabilities, computed as sklearn computes them."""
-        if len(X) > self.bulk_rows and self.bulk_forest is not None:
-            # sklearn's forest rounds X to float32 itself.
-            if self.task == "classification":
-                return self.bulk_forest.predict_proba(X)
-            return self.bulk_forest.predict(X)
-        return self.gtil_output(X)
+        probabilities, computed as sklearn computes them (``threads``: see
+        ``inference.forest.Forest.output``)."""
+        out = self.forest.output(X, threads=threads)
+        return out if self.task == "classification" else out[:, 0]
 
-    def gtil_output(self, X: np.ndarray) -> np.ndarray:
-        """GTIL's output for ``X``, whatever its size."""
-        import treelite
-
-        # What sklearn's trees compare with their float64 thresholds: float32 values.
-        with np.errstate(over="ignore"):
-            X32 = np.ascontiguousarray(X, dtype=np.float32)
-        if np.isinf(X32).any():
-            # sklearn's forest refuses these (its input check); answer as it does, not with a
-            # prediction sklearn would never give.
-            raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
-        X = X32.astype(np.float64)
-        out = treelite.gtil.predict(self.forest, X, nthread=1)  # (n, 1, 1) or (n, 1, k)
-        return out[:, 0, :] if self.task == "classification" else out[:, 0, 0]
-
-    def _finish(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def finish(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) from the forest's raw output."""
         if self.task != "classification":
             return raw, None
         # RandomForestClassifier.predict: the class of the first highest probability.
         return self.classes.take(np.argmax(raw, axis=1), axis=0), raw
 
-    def outputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def outputs(
+        self, frame: pd.DataFrame, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """(predictions, class probabilities or None) for a frame fitted to the contract, or
         None when sklearn must answer this call."""
         X = self.transform(frame)
-        return None if X is None else self._finish(self.forest_output(X))
+        return None if X is None else self.finish(self.forest_output(X, threads))
 
     def outputs_of_records(
         self, records: Sequence[Mapping[str, Any]]
@@ -328,43 +154,31 @@ class FastModel:
         rows = [self.row(r) for r in records]
         if not rows or any(r is None for r in rows):
             return None
-        return self._finish(self.forest_output(np.array(rows, dtype=np.float64)))
-
-    # saving -----------------------------------------------------------------------------------
-
-    def save(self, folder: str | Path) -> list[Path]:
-        """Write the fast path's files (:data:`FILES`) into ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        spec, arrays = _split_arrays(self.spec)
-        (folder / FILES[0]).write_text(json.dumps(spec, indent=1))
-        np.savez(folder / FILES[1], **arrays)
-        self.forest.serialize(str(folder / FILES[2]))
-        return [folder / name for name in FILES]
+        return self.finish(self.forest_output(np.array(rows, dtype=np.float64)))
 
 
-def load(folder: str | Path, bulk_forest: Any = None) -> FastModel:
+def load(folder: str | Path) -> FastModel:
     """The fast path saved in ``folder`` (by the importer, in the BentoML model folder).
 
     Raises:
-        ValueError: Files missing, or saved by another version of this module.
+        ValueError: Files missing or damaged, or saved by another version of this module.
     """
-    import treelite
-
     folder = Path(folder)
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"fast path files missing in {folder}: {', '.join(missing)}")
     spec = json.loads((folder / FILES[0]).read_text())
-    if spec.get("version") != VERSION:
-        raise ValueError(f"fast path version {spec.get('version')} is not {VERSION}")
-    with np.load(folder / FILES[1], allow_pickle=False) as arrays:
-        spec = _join_arrays(spec, arrays)
-    forest = treelite.Model.deserialize(str(folder / FILES[2]))
-    return FastModel(spec, forest, bulk_forest=bulk_forest)
+    if not isinstance(spec, dict) or spec.get("version") != VERSION:
+        version = spec.get("version") if isinstance(spec, dict) else None
+        raise ValueError(f"fast path version {version} is not {VERSION}")
+    with np.load(folder / FILES[1], allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    spec = join_arrays(spec, arrays)
+    forest = {n: arrays.get(FOREST_PREFIX + n) for n in ARRAYS}
+    return FastModel(spec, Forest(forest, spec["n_features"]))
 
 
-def _split_arrays(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def split_arrays(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The spec without its float64 lists (JSON would keep them too, but npz states the
     dtype), and those lists as arrays."""
     blocks, arrays = [], {}
@@ -379,15 +193,25 @@ def _split_arrays(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.nd
     return {**spec, "blocks": blocks}, arrays
 
 
-def _join_arrays(spec: dict[str, Any], arrays: Any) -> dict[str, Any]:
+def join_arrays(spec: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     blocks = []
     for block in spec["blocks"]:
         block = dict(block)
         for key, value in list(block.items()):
             if isinstance(value, str) and value.startswith("npz:"):
-                block[key] = [float(x) for x in arrays[value[4:]]]
+                saved = arrays.get(value[4:])
+                if saved is None or saved.dtype != np.float64 or saved.ndim != 1:
+                    raise ValueError(f"fast path array {value[4:]} missing or not float64")
+                block[key] = [float(x) for x in saved]
         blocks.append(block)
     return {**spec, "blocks": blocks}
+
+
+def block_width(block: dict[str, Any]) -> int:
+    """How many columns ``block`` adds to the forest's input."""
+    if block["kind"] == "onehot":
+        return sum(len(c) for c in block["categories"])
+    return len(block["columns"])
 
 
 # --- the preprocessing arithmetic ------------------------------------------------------------
@@ -404,7 +228,7 @@ def _lookup_tables(block: dict[str, Any]) -> list[dict[Any, int]]:
 def _numeric_row(block: dict[str, Any], values: list[Any]) -> list[float] | None:
     out = []
     for j, v in enumerate(values):
-        if v is None or _is_nan(v):
+        if v is None or is_nan(v):
             if block["fill"] is None:
                 return None
             v = block["fill"][j]
@@ -421,7 +245,7 @@ def _numeric_row(block: dict[str, Any], values: list[Any]) -> list[float] | None
 
 def _category(block: dict[str, Any], j: int, value: Any) -> Any:
     """The value the encoder sees after the block's imputers, or ``_DELEGATE``."""
-    if _is_nan(value):
+    if is_nan(value):
         value = block["nan_fill"][j]
     if value is None and block["none_fill"] is not None:
         value = block["none_fill"][j]
@@ -468,7 +292,7 @@ def _numeric_matrix(block: dict[str, Any], frame: pd.DataFrame) -> np.ndarray | 
 
 
 def _encoded_matrix(
-    block: dict[str, Any], tables: list[dict[Any, int]], frame: pd.DataFrame
+    block: dict[str, Any], indexes: list[pd.Index], frame: pd.DataFrame
 ) -> np.ndarray | None:
     onehot = block["kind"] == "onehot"
     widths = [len(c) for c in block["categories"]]
@@ -478,10 +302,9 @@ def _encoded_matrix(
         values = frame[column]
         if values.dtype != object:
             return None  # pandas' string or category dtypes: not what sklearn saw in training
-        seen = [_category(block, j, v) for v in values.to_numpy()]
-        if any(v is _DELEGATE for v in seen):
+        codes = _codes(block, j, indexes[j], values.to_numpy())
+        if codes is None:
             return None
-        codes = np.fromiter((tables[j].get(v, -1) for v in seen), np.int64, len(seen))
         if onehot:
             known = np.flatnonzero(codes >= 0)
             X[known, offset + codes[known]] = 1.0
@@ -491,7 +314,28 @@ def _encoded_matrix(
     return X
 
 
-# --- exactness and calibration ---------------------------------------------------------------
+def _codes(block: dict[str, Any], j: int, index: pd.Index, values: np.ndarray):
+    """Column ``j``'s category codes (-1: unknown) after the block's imputers, vectorised
+    (what ``_category`` and the lookup table give value by value), or None to delegate: a
+    missing value that is neither NaN nor None (pd.NA...), or a value that is not a string."""
+    missing = pd.isna(values)
+    if missing.any():
+        at = np.flatnonzero(missing)
+        none = np.array([values[i] is None for i in at], dtype=bool)
+        nan = np.array([is_nan(values[i]) for i in at], dtype=bool)
+        if not (none | nan).all():
+            return None
+        values = values.copy()
+        values[at[nan]] = block["nan_fill"][j]
+        if block["none_fill"] is not None:
+            values[at[none]] = block["none_fill"][j]
+    present = values[~missing] if missing.any() else values
+    if len(present) and pd.api.types.infer_dtype(present, skipna=False) != "string":
+        return None
+    return index.get_indexer(values)
+
+
+# --- agreement with sklearn (the importer's gate and the start-up re-check) -------------------
 
 
 def same_bits(a: Any, b: Any) -> bool:
@@ -507,11 +351,11 @@ def same_bits(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def sklearn_outputs(pipeline: Any, frame: pd.DataFrame, task: str):
-    """(predictions, probabilities or None) of the sklearn model: the reference."""
-    import warnings
-
-    with warnings.catch_warnings():
+def sklearn_outputs(pipeline: Any, frame: Any, task: str):
+    """(predictions, probabilities or None) of the sklearn model (or of its forest, for a
+    matrix): the reference."""
+    # np.errstate: sklearn's finiteness check sums the input, overflowing on huge values.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", UserWarning)  # feature-name chatter
         proba = pipeline.predict_proba(frame) if task == "classification" else None
         return np.asarray(pipeline.predict(frame)), proba
@@ -527,52 +371,7 @@ def service_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def edge_rows(frame: pd.DataFrame, seed: int = 0, share: float = 0.2) -> pd.DataFrame:
-    """A copy of ``frame`` with about ``share`` of its cells replaced by what the imputers and
-    encoders must handle: missing numbers (NaN), missing strings (NaN and None) and unknown
-    categories. Seeded, so an import checks the same rows every time."""
-    rng = np.random.default_rng(seed)
-    out = frame.reset_index(drop=True).copy()
-    for column in out.columns:
-        hit = rng.random(len(out)) < share
-        if out[column].dtype == object:
-            kind = rng.integers(0, 3, len(out))
-            values = out[column].to_numpy(dtype=object).copy()
-            values[hit & (kind == 0)] = np.nan
-            values[hit & (kind == 1)] = None
-            values[hit & (kind == 2)] = "never-seen-category"
-            out[column] = pd.Series(values, dtype=object)
-        elif out[column].dtype.kind in "iuf":
-            out[column] = out[column].astype(np.float64).where(~hit, np.nan)
-    return out
-
-
-def check_exact(fast: FastModel, pipeline: Any, frames: Sequence[pd.DataFrame]) -> dict[str, Any]:
-    """Compare ``fast`` with sklearn on every frame, through both forest engines (GTIL and
-    the bulk one) and the record entry: predictions, and probabilities for a classifier,
-    must be equal bit for bit. Returns ``{engine, rows_checked, exact}``; a frame the fast
-    path delegates to sklearn (None) counts as not exact: it would not be the fast path."""
-    checked, delegated, exact, saved = 0, 0, True, fast.bulk_rows
-    try:
-        for frame in frames:
-            want = sklearn_outputs(pipeline, frame, fast.task)
-            engines = [len(frame), 0] if fast.bulk_forest is not None else [len(frame)]
-            for fast.bulk_rows in engines:
-                exact &= _matches(fast.outputs(frame), want)
-            fast.bulk_rows = len(frame)
-            as_served = service_frame(frame)
-            records = as_served.to_dict("records")
-            got = fast.outputs_of_records(records)
-            exact &= _matches(got, sklearn_outputs(pipeline, as_served, fast.task))
-            delegated += len(frame) if got is None or fast.transform(frame) is None else 0
-            checked += len(frame)
-    finally:
-        fast.bulk_rows = saved
-    report = {"engine": fast.engine, "rows_checked": checked, "exact": bool(exact)}
-    return {**report, "delegated_rows": delegated} if delegated else report
-
-
-def _matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
+def matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
     """Whether the fast path's (predictions, probabilities) are sklearn's; a delegated call
     (None) is no proof of the fast path, so it counts as a difference."""
     if got is None:
@@ -582,52 +381,53 @@ def _matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
     return same_bits(got[0], want[0]) and got[1] is not None and same_bits(got[1], want[1])
 
 
-def calibrate(fast: FastModel, frame: pd.DataFrame, sizes: Sequence[int] = CALIBRATION_SIZES):
-    """Set ``fast.bulk_rows`` to the largest of ``sizes`` at which GTIL still beats sklearn's
-    forest on this machine (median of 5 timings each), and return it."""
-    if fast.bulk_forest is None:
-        return fast.bulk_rows
-    X = fast.transform(frame.sample(max(sizes), replace=True, random_state=0))
-    if X is None:
-        return fast.bulk_rows
-    best = 0
-    for n in sizes:
-        gtil = _median_seconds(lambda n=n: fast.gtil_output(X[:n]))
-        if fast.task == "classification":
-            bulk = _median_seconds(lambda n=n: fast.bulk_forest.predict_proba(X[:n]))
-        else:
-            bulk = _median_seconds(lambda n=n: fast.bulk_forest.predict(X[:n]))
-        if gtil < bulk:
-            best = n
-    fast.bulk_rows = fast.spec["bulk_rows"] = best
-    return best
+def recorded_answers(pipeline: Any, frame: pd.DataFrame, task: str) -> dict[str, Any]:
+    """sklearn's answers on ``frame`` (the input example) as JSON values (floats round-trip
+    exactly): for the frame entry, and for the record entry (the frame as the service makes
+    it from records)."""
+    return {
+        "frame": _as_json(sklearn_outputs(pipeline, frame, task)),
+        "records": _as_json(sklearn_outputs(pipeline, service_frame(frame), task)),
+    }
 
 
-def _median_seconds(call: Any, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return sorted(times)[runs // 2]
+def _as_json(answers: tuple[Any, Any]) -> dict[str, Any]:
+    predictions, proba = answers
+    values = [v.item() if hasattr(v, "item") else v for v in np.asarray(predictions).ravel()]
+    return {
+        "predictions": values,
+        "probabilities": None if proba is None else np.asarray(proba).tolist(),
+    }
 
 
-def prepare(
-    pipeline: Any, task: str, frames: Sequence[pd.DataFrame], calibrate_on: pd.DataFrame | None
-) -> tuple[FastModel | None, dict[str, Any]]:
-    """Build, (calibrate,) check: ``(fast, report)`` when bit-exact on every frame, else
-    ``(None, report)``: sklearn serves. The report is what the model's metadata records:
-    ``engine``, ``rows_checked``, ``exact``, ``bulk_rows`` and, when not used, ``reason``."""
-    fast = build(pipeline, task)
-    if isinstance(fast, str):
-        return None, {"engine": ENGINE_SKLEARN, "rows_checked": 0, "exact": False, "reason": fast}
-    if calibrate_on is not None and len(calibrate_on):
-        calibrate(fast, calibrate_on)
-    report = {**check_exact(fast, pipeline, frames), "bulk_rows": fast.bulk_rows}
-    if report.get("delegated_rows"):
-        reason = "the fast path cannot take these inputs as sklearn does (e.g. float32 columns)"
-        return None, {**report, "engine": ENGINE_SKLEARN, "exact": False, "reason": reason}
-    if not report["exact"]:
-        reason = "the fast path's predictions differ from scikit-learn's"
-        return None, {**report, "engine": ENGINE_SKLEARN, "reason": reason}
-    return fast, report
+def _from_json(answers: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    dtype = object if task == "classification" else np.float64
+    proba = answers["probabilities"]
+    return (
+        np.array(answers["predictions"], dtype=dtype),
+        None if proba is None else np.array(proba, dtype=np.float64),
+    )
+
+
+def gives_recorded_answers(fast: FastModel, frame: pd.DataFrame) -> bool:
+    """Whether ``fast`` gives, on ``frame`` (the input example), the answers sklearn gave at
+    import (``spec["expected"]``, :func:`recorded_answers`), through both entries. Also
+    compiles (or loads from numba's cache) the forest's kernel."""
+    expected = fast.spec.get("expected")
+    if not isinstance(expected, dict):
+        return False
+    served = service_frame(frame).to_dict("records")
+    return matches(fast.outputs(frame), _from_json(expected["frame"], fast.task)) and matches(
+        fast.outputs_of_records(served), _from_json(expected["records"], fast.task)
+    )
+
+
+def reproduces(fast: FastModel, pipeline: Any, frame: pd.DataFrame) -> bool:
+    """Whether ``fast`` gives sklearn's answers for ``frame`` through both entries (frame and
+    records). Also compiles (or loads from numba's cache) the forest's kernel: the service
+    runs it at start-up on the input example."""
+    if not matches(fast.outputs(frame), sklearn_outputs(pipeline, frame, fast.task)):
+        return False
+    served = service_frame(frame)
+    got = fast.outputs_of_records(served.to_dict("records"))
+    return matches(got, sklearn_outputs(pipeline, served, fast.task))

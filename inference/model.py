@@ -22,7 +22,7 @@ import pandas as pd
 from inference import fastpath
 from inference.constants import INPUT_EXAMPLE
 from inference.contract import TYPES, Contract, coerce, plain, read_contract, records_frame
-from inference.errors import TagserveError
+from inference.errors import TagserveError, one_line
 from inference.loading import load_pipeline
 
 logger = logging.getLogger("tagserve.inference")
@@ -41,10 +41,22 @@ class LoadedModel:
     """
 
     contract: Contract
-    pipeline: Any
     path: Path
     fast: fastpath.FastModel | None = None
     fast_report: dict[str, Any] = field(default_factory=dict)
+    # Threads of the fast path's forest for frames (offline scoring; the service keeps 1: a
+    # worker per core). Each row is computed alone, so the answers do not depend on it.
+    threads: int = 1
+    # The sklearn Pipeline; None until first needed when loaded with lazy=True.
+    loaded_pipeline: Any = field(default=None, repr=False)
+
+    @property
+    def pipeline(self) -> Any:
+        """The native sklearn Pipeline, loaded (by the trust rules of ``inference.loading``)
+        on first use when the model was loaded lazily."""
+        if self.loaded_pipeline is None:
+            self.loaded_pipeline = load_pipeline(self.path)
+        return self.loaded_pipeline
 
     @property
     def task(self) -> str:
@@ -52,7 +64,10 @@ class LoadedModel:
 
     @property
     def classes(self) -> list[Any] | None:
-        classes = getattr(self.pipeline, "classes_", None)
+        if self.fast is not None:
+            classes = self.fast.classes
+        else:
+            classes = getattr(self.pipeline, "classes_", None)
         return [plain(c) for c in classes] if classes is not None else None
 
     @property
@@ -66,7 +81,7 @@ class LoadedModel:
         """(predictions, class probabilities or None) for the rows of ``X``: one model call
         on the fast path, which gives both at once (sklearn is asked for the probabilities
         only ``with_proba``)."""
-        got = self.fast.outputs(X) if self.fast is not None else None
+        got = self.fast.outputs(X, threads=self.threads) if self.fast is not None else None
         if got is None:
             got = self._sklearn_outputs(X, with_proba)
         return np.asarray(got[0]).ravel(), got[1]
@@ -136,18 +151,32 @@ def input_example(folder: Path, contract: Contract) -> pd.DataFrame:
 
 
 def load_model(
-    folder: str | Path, contract: Contract | None = None, fast_folder: str | Path | None = None
+    folder: str | Path,
+    contract: Contract | None = None,
+    fast_folder: str | Path | None = None,
+    lazy: bool = False,
 ) -> LoadedModel:
     """The exported MLflow model at ``folder``, loaded by the trust rules of
     ``inference.loading`` (raises ``ModelRefused``).
 
     ``fast_folder``: the fast path the importer saved in the BentoML model (and proved exact
-    on the test data and input example). It is re-checked here on the input example, which
-    is cheap, and left unused (sklearn serves, with a warning) if it is not exact.
+    on the test data, input example and edge cases). It is re-checked here on the input
+    example, which is cheap and compiles its forest kernel (or loads it from numba's cache),
+    and left unused (sklearn serves, with a warning) if it is not exact.
+
+    ``lazy`` (offline scoring): with a fast path, the sklearn Pipeline is loaded only when a
+    call needs it (an input the fast path delegates), and the re-check compares the fast
+    path with the answers sklearn gave on the input example at import (recorded in the fast
+    path): importing scikit-learn and skops costs seconds of a command's start-up.
     """
     folder = Path(folder)
     contract = contract or read_contract(folder)
-    model = LoadedModel(contract=contract, pipeline=load_pipeline(folder), path=folder)
+    model = LoadedModel(contract=contract, path=folder)
+    if lazy and fast_folder is not None:
+        model.fast, model.fast_report = _recorded_fast_path(model, Path(fast_folder))
+        if model.fast is not None:
+            return model
+    model.loaded_pipeline = load_pipeline(folder)
     if fast_folder is None:
         model.fast_report = {"engine": fastpath.ENGINE_SKLEARN, "reason": "no fast path saved"}
         return model
@@ -165,19 +194,43 @@ def _checked_fast_path(
     if not steps:
         return None, _not_used("the model is not a scikit-learn Pipeline")
     try:
-        fast = fastpath.load(fast_folder, bulk_forest=steps[-1][1])
+        fast = fastpath.load(fast_folder)
         example = input_example(model.path, model.contract)
-    except (OSError, ValueError, KeyError, TagserveError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
         return None, _not_used(f"cannot load the fast path: {exc}")
-    except Exception as exc:  # treelite refusing a damaged checkpoint (TreeliteError)
-        return None, _not_used(f"cannot load the fast path: {type(exc).__name__}: {exc}")
     columns = getattr(steps[0][1], "feature_names_in_", [])
     if fast.task != model.task or fast.columns != [str(c) for c in columns]:
         return None, _not_used("the fast path was saved for another model")
-    report = fastpath.check_exact(fast, model.pipeline, [example])
-    if not report["exact"]:
+    try:
+        exact = fastpath.reproduces(fast, model.pipeline, example)
+    except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
+        return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
+    if not exact:
         return None, _not_used("the fast path differs from scikit-learn on the input example")
-    return fast, {**report, "bulk_rows": fast.bulk_rows}
+    report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
+    return fast, {**report, "checked_on": {"input_example": len(example)}}
+
+
+def _recorded_fast_path(
+    model: LoadedModel, fast_folder: Path
+) -> tuple[fastpath.FastModel | None, dict[str, Any]]:
+    """The saved fast path of ``model`` if it gives, on the input example, the answers the
+    importer recorded from sklearn (no sklearn needed)."""
+    try:
+        fast = fastpath.load(fast_folder)
+        example = input_example(model.path, model.contract)
+        if fast.task != model.task or fast.columns != model.contract.features:
+            return None, _not_used("the fast path was saved for another model")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
+        return None, _not_used(f"cannot load the fast path: {exc}")
+    try:
+        exact = fastpath.gives_recorded_answers(fast, example)
+    except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
+        return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
+    if not exact:
+        return None, _not_used("the fast path differs from the answers recorded at import")
+    report = {"engine": fast.engine, "exact": True, "rows_checked": len(example)}
+    return fast, {**report, "checked_on": {"input_example (recorded)": len(example)}}
 
 
 def _not_used(reason: str) -> dict[str, Any]:

@@ -12,6 +12,10 @@ Both read ``bentofile.yaml`` and then pin what a release must not leave open:
   model's own pinned requirements (``importers.model_requirements``) must agree with it;
 - bento arguments ``model``, ``git_commit``, ``git_tag``: what ``service.py`` serves and
   reports in ``/metadata``, whatever the environment of the server;
+- with ``--candidate TAG``: a second model (an exact tag, checked as the service checks it:
+  ``serving.candidates.check_candidate``) in ``models`` and the bento argument ``candidate``,
+  so the bento's service loads it beside the live one (shadow and canary shares are set where
+  it is served: ``TAGSERVE_SHADOW_FRACTION``, ``TAGSERVE_CANARY_PERCENT``);
 - labels ``git_commit``, ``git_tag``, ``model_tag``, ``artifact``.
 """
 
@@ -67,6 +71,7 @@ class BuildResult:
     created: bool = True
     dev: str = ""  # why this is a development build ("": a release)
     example: dict[str, Any] = field(default_factory=dict)
+    candidate: str = ""  # the candidate model beside the live one ("": none)
 
     def lines(self) -> list[str]:
         what = "built" if self.created else "already built"
@@ -74,7 +79,8 @@ class BuildResult:
         commit = self.git_commit[:12] or "no git"
         lines = [
             f"{what} {self.tag} ({kind}commit {commit}, model {self.model_tag}"
-            + (f" from {self.artifact})" if self.artifact else ")"),
+            + (f" from {self.artifact}" if self.artifact else "")
+            + (f", candidate {self.candidate})" if self.candidate else ")"),
             f"serve it:  bentoml serve {self.tag} --port 3000",
         ]
         if self.example:
@@ -139,6 +145,20 @@ def built_model(tag: str) -> Any:
         return get_model(tag)
     except TagserveError as exc:
         raise ReleaseError(str(exc)) from None
+
+
+def resolve_candidate(tag: str | None, live: Any) -> Any | None:
+    """The candidate model to ship beside ``live`` (None without ``tag``), checked as the
+    service checks it at start-up (exact tag, trust rules, same task and input contract)."""
+    if not tag:
+        return None
+    from service import model_contract
+    from serving.candidates import check_candidate
+
+    try:
+        return check_candidate(tag, str(live.tag), model_contract(live), model_contract)
+    except TagserveError as exc:
+        raise ReleaseError(str(exc).replace("TAGSERVE_CANDIDATE=", "--candidate ")) from None
 
 
 def model_requirements(model: Any) -> list[str]:
@@ -283,6 +303,7 @@ def _build(
     git_tag: str,
     base_image: str | None,
     extra_labels: dict[str, str] | None = None,
+    candidate: Any | None = None,
 ) -> Any:
     import bentoml
     import yaml
@@ -294,6 +315,9 @@ def _build(
         docker["base_image"] = base_image
     locked = locked_requirements(root)
     check_model_agrees(model_tag, model_requirements(model), locked)
+    candidate_tag = str(candidate.tag) if candidate is not None else ""
+    if candidate is not None:
+        check_model_agrees(candidate_tag, model_requirements(candidate), locked)
     # Exactly the lock's pins, installed as they are (no resolution at build time).
     python = {**(config.get("python") or {}), "packages": locked, "lock_packages": False}
     python.pop("requirements_txt", None)
@@ -304,18 +328,20 @@ def _build(
         "git_tag": git_tag,
         "model_tag": model_tag,
         "artifact": artifact_of(model),
+        **({"candidate_tag": candidate_tag} if candidate_tag else {}),
     }
     args = {
         **(config.get("args") or {}),
         "model": model_tag,
         "git_commit": git_commit,
         "git_tag": git_tag,
+        **({"candidate": candidate_tag} if candidate_tag else {}),
     }
     config = {
         **config,
         "labels": labels,
         "python": python,
-        "models": [model_tag],
+        "models": [model_tag, *([candidate_tag] if candidate_tag else [])],
         "args": args,
     }
     if docker:
@@ -341,6 +367,7 @@ def build_release(
     model: str | None = None,
     base_image: str | None = None,
     allow_non_prod: bool = False,
+    candidate: str | None = None,
 ) -> BuildResult:
     """Build ``<name>:<tag>`` from the release tag at HEAD of the clean work tree at ``cwd``.
 
@@ -369,9 +396,10 @@ def build_release(
             f"tag (`python -m release cut patch`) or delete it (`bentoml delete {bento_tag}`)"
         )
     chosen = resolve_model(wanted_model(config, model), allow_non_prod=allow_non_prod)
+    beside = resolve_candidate(candidate, chosen)
     extra = {"dirty": "false", "release": "true"}
-    bento = _build(root, config, tag, chosen, head.commit, tag, base_image, extra)
-    return _result(bento, chosen, head.commit, tag, created=True)
+    bento = _build(root, config, tag, chosen, head.commit, tag, base_image, extra, beside)
+    return _result(bento, chosen, head.commit, tag, created=True, candidate=beside)
 
 
 def build_dev(
@@ -380,6 +408,7 @@ def build_dev(
     model: str | None = None,
     base_image: str | None = None,
     allow_non_prod: bool = False,
+    candidate: str | None = None,
 ) -> BuildResult:
     """What ``make demo`` ends with: the release if HEAD carries a release tag and the tree is
     clean (reused when already built), else a development build ``dev-<commit>[-dirty]``,
@@ -395,7 +424,11 @@ def build_dev(
         found = existing_bento(f"{bento_name(config)}:{tag}")
         if found is None:
             return build_release(
-                root, model=model, base_image=base_image, allow_non_prod=allow_non_prod
+                root,
+                model=model,
+                base_image=base_image,
+                allow_non_prod=allow_non_prod,
+                candidate=candidate,
             )
         chosen = built_model(found.info.labels.get("model_tag") or wanted_model(config))
         return _result(found, chosen, head.commit, tag, created=False)
@@ -403,14 +436,15 @@ def build_dev(
     version = dev_version(head.commit if head else None, bool(head and head.dirty))
     bento_tag = f"{bento_name(config)}:{version}"
     chosen = resolve_model(wanted_model(config, model), allow_non_prod=allow_non_prod)
+    beside = resolve_candidate(candidate, chosen)
     if existing_bento(bento_tag) is not None:
         import bentoml
 
         bentoml.bentos.delete(bento_tag)
     commit = head.commit if head else ""
     extra = {"dirty": "true" if head and head.dirty else "false", "release": "false"}
-    bento = _build(root, config, version, chosen, commit, "", base_image, extra)
-    return _result(bento, chosen, commit, "", created=True, dev=_why_dev(head))
+    bento = _build(root, config, version, chosen, commit, "", base_image, extra, beside)
+    return _result(bento, chosen, commit, "", created=True, dev=_why_dev(head), candidate=beside)
 
 
 def _why_dev(head: git.HeadState | None) -> str:
@@ -444,7 +478,14 @@ def _release_tag(head: git.HeadState) -> str:
 
 
 def _result(
-    bento: Any, model: Any, commit: str, tag: str, *, created: bool, dev: str = ""
+    bento: Any,
+    model: Any,
+    commit: str,
+    tag: str,
+    *,
+    created: bool,
+    dev: str = "",
+    candidate: Any | None = None,
 ) -> BuildResult:
     return BuildResult(
         tag=str(bento.tag),
@@ -455,4 +496,5 @@ def _result(
         created=created,
         dev=dev,
         example=example_record(model),
+        candidate=str(candidate.tag) if candidate is not None else "",
     )

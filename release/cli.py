@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="ship an exact model tag that is not the prod model",
         )
         p.add_argument(
+            "--candidate",
+            metavar="TAG",
+            help="an exact model tag to ship beside the live model, for shadow and canary "
+            "(TAGSERVE_SHADOW_FRACTION, TAGSERVE_CANARY_PERCENT where it is served)",
+        )
+        p.add_argument(
             "--base-image",
             metavar="IMAGE",
             help="container base image (default: $TAGSERVE_BASE_IMAGE, else bentofile.yaml's)",
@@ -93,7 +99,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from release.build import build_release
 
     result = build_release(
-        args.repo, model=args.model, base_image=args.base_image, allow_non_prod=args.allow_non_prod
+        args.repo,
+        model=args.model,
+        base_image=args.base_image,
+        allow_non_prod=args.allow_non_prod,
+        candidate=args.candidate,
     )
     print("\n".join(result.lines()))
     return 0
@@ -103,7 +113,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from release.build import build_dev
 
     result = build_dev(
-        args.repo, model=args.model, base_image=args.base_image, allow_non_prod=args.allow_non_prod
+        args.repo,
+        model=args.model,
+        base_image=args.base_image,
+        allow_non_prod=args.allow_non_prod,
+        candidate=args.candidate,
     )
     print("\n".join(result.lines()))
     return 0

@@ -64,6 +64,38 @@ def put_outermost_first() -> None:
     ServiceAppFactory._tagserve_outermost_first = True
 
 
+def before_arbiter_stops(callback: Any) -> None:
+    """Run ``callback(arbiter)`` in the ``bentoml serve`` process when it is told to stop
+    (SIGTERM, SIGINT, SIGQUIT), before it signals its workers. Idempotent.
+
+    BentoML's arbiter is circus': its ``SysHandler`` turns those signals into a ``quit``
+    command, which stops every worker (SIGTERM) and then closes the listening sockets. This
+    process imports the service module as well (``serve_http`` loads it), so the service can
+    wrap the handler here; a worker never creates a ``SysHandler``.
+    """
+    from circus.sighandler import SysHandler
+
+    if getattr(SysHandler, "_tagserve_before_stop", None) is not None:
+        SysHandler._tagserve_before_stop = callback
+        return
+    SysHandler._tagserve_before_stop = callback
+
+    def wrap(name: str) -> None:
+        original = getattr(SysHandler, name)
+
+        def handle(self: Any) -> None:
+            try:
+                SysHandler._tagserve_before_stop(self.controller.arbiter)
+            except Exception:  # never keep the server from stopping
+                logging.getLogger("bentoml.service.tagserve").exception("before stopping")
+            original(self)
+
+        setattr(SysHandler, name, handle)
+
+    for name in ("handle_term", "handle_int", "handle_quit"):
+        wrap(name)
+
+
 # --- logs: a line per client error, tracebacks for the service's own failures --------------
 
 # BentoML logs every exception an API raises with its traceback, at ERROR, through this logger
@@ -136,6 +168,7 @@ def whole_requests_batching() -> None:
 
 __all__ = [
     "IORootModel",
+    "before_arbiter_stops",
     "arguments",
     "is_client_error",
     "put_outermost_first",

@@ -41,7 +41,8 @@ async def invocations(request: Request) -> Response:
         frame = parse_invocation(
             body, request.headers.get("content-type"), service.contract, service.settings.max_rows
         )
-        predictions = await anyio.to_thread.run_sync(service.model.predict, frame)
+        predictions = await anyio.to_thread.run_sync(service.models.predict, frame)
+        service.monitor.record(frame, predictions)
     except UnsupportedMediaType as exc:
         return _mlflow_error(str(exc), 415)
     except InputError as exc:
@@ -91,6 +92,27 @@ async def openapi_document(_: Request) -> Response:
     return Response(bentoml.get_current_service().openapi_body, media_type="application/json")
 
 
+async def monitoring_get(_: Request) -> Response:
+    """``GET /monitoring``: the last drift and data-quality test of the traffic (JSON), and
+    the candidate's shadow comparison with the live model when there is a candidate."""
+    service = bentoml.get_current_service()
+    status = service.monitor.status()
+    comparison = service.models.comparison()
+    if comparison is not None:
+        status = {**status, "candidate": comparison}
+    return Response(strict_json.dumps(status), media_type="application/json")
+
+
+async def monitoring_report(_: Request) -> Response:
+    """``GET /monitoring/report``: the same as a page (inline SVG, no script)."""
+    from starlette.responses import HTMLResponse
+
+    from inference.drift_report import render
+
+    service = bentoml.get_current_service()
+    return HTMLResponse(render(service.monitor.status(), model=service.describe().model))
+
+
 def protocol_app() -> Starlette:
     """The routes mounted beside BentoML's own (``@bentoml.asgi_app``)."""
     return Starlette(
@@ -98,6 +120,8 @@ def protocol_app() -> Starlette:
             Route("/invocations", invocations, methods=["POST"]),
             Route("/metadata", metadata_get, methods=["GET"]),
             Route("/docs.json", openapi_document, methods=["GET"]),
+            Route("/monitoring", monitoring_get, methods=["GET"]),
+            Route("/monitoring/report", monitoring_report, methods=["GET"]),
             Route("/ping", ping, methods=["GET"]),
             Route("/health", ping, methods=["GET"]),
             Route("/version", mlflow_version, methods=["GET"]),

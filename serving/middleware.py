@@ -4,6 +4,12 @@ them, written as Starlette's own middleware is (plain ASGI classes over Starlett
 
 A request to the service passes, outermost first:
 
+0. ``serving.drain.DrainMiddleware`` (issue 17): after SIGTERM, ``/readyz`` answers 503 and
+   every answer carries ``Connection: close``; counts the requests in flight for the drain.
+   Then ``serving.candidates.ModelRouting``: each prediction request's model (live, canary,
+   shadowed), chosen before adaptive batching merges requests (a ``/predict_batch`` request
+   for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model`` on the
+   answer.
 1. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
    with ``Retry-After`` at once, before the body is read and before BentoML's own middleware
    (metrics, tracing, access log, timeout), which it is moved ahead of
@@ -35,6 +41,8 @@ from starlette.responses import JSONResponse
 
 from serving import bentoml_private
 from serving.admission import InFlight, shed_counter, shed_message
+from serving.candidates import ModelRouting
+from serving.drain import DrainMiddleware
 from serving.guard import MLFLOW_PATHS, body_too_large, content_type_problem, declared_length
 from serving.http import readable_error
 from serving.settings import Settings
@@ -43,20 +51,38 @@ logger = logging.getLogger("bentoml.service.tagserve")
 SHED_PATHS = ("/predict",)
 
 
-def stack(settings: Settings, allowed: Mapping[str, str]) -> list[tuple[type, dict[str, Any]]]:
-    """tagserve's middleware with its options, outermost first (the module docstring)."""
+def stack(
+    settings: Settings, allowed: Mapping[str, str], routing: Mapping[str, str] | None = None
+) -> list[tuple[type, dict[str, Any]]]:
+    """tagserve's middleware with its options, outermost first (the module docstring);
+    ``routing``: the live and candidate model tags (``{"live": ..., "candidate": ...}``)."""
+    routing = {"live": settings.model, "candidate": "", **(routing or {})}
     return [
+        (DrainMiddleware, {"seconds": settings.drain_seconds}),
+        (
+            ModelRouting,
+            {
+                **routing,
+                "percent": settings.canary_percent,
+                "fraction": settings.shadow_fraction,
+            },
+        ),
         (LoadShedding, settings.shedding(paths=list(SHED_PATHS))),
         (ErrorAnswers, {"allowed": allowed, "retry_after": settings.retry_after_s}),
         (RequestGuard, {"max_body_bytes": settings.max_body_bytes}),
     ]
 
 
-def install(service: Any, settings: Settings, allowed: Mapping[str, str]) -> None:
+def install(
+    service: Any,
+    settings: Settings,
+    allowed: Mapping[str, str],
+    routing: Mapping[str, str] | None = None,
+) -> None:
     """Add :func:`stack` to the BentoML ``service``; ``allowed``: each documented path's
     methods, as an ``Allow`` header (``serving.openapi.allowed_methods``)."""
     bentoml_private.put_outermost_first()
-    for middleware, options in stack(settings, allowed):
+    for middleware, options in stack(settings, allowed, routing):
         service.add_asgi_middleware(middleware, **options)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from inference.contract import TYPES, Contract
+from serving.candidates import HIDDEN_PREFIX
 from serving.protocol import CSV, JSON
 from serving.schema import Metadata
 
@@ -182,6 +183,8 @@ def bentoml_operations(
     answers from the API's own input and output types."""
     paths: dict[str, dict[str, Any]] = {}
     for name, api in service.apis.items():
+        if api.route.startswith(HIDDEN_PREFIX):  # the canary's and shadow's own batchers
+            continue
         request = api_body(api.input_spec, components, mode="validation")
         has_fields = bool(request.get("properties")) or "$ref" in request or "items" in request
         operation = {
@@ -415,6 +418,7 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
             {"200": answer("what this service runs", metadata)},
             tag="Service APIs",
         ),
+        **monitoring_operations(),
         "/ping": get(
             "MLflow's health check: 200 once the model is loaded (body: a newline).", ping
         ),
@@ -426,6 +430,47 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def monitoring_operations() -> dict[str, dict[str, Any]]:
+    """``GET /monitoring`` and ``/monitoring/report`` (``serving.monitoring``)."""
+    status = {
+        "type": "object",
+        "title": "MonitoringStatus",
+        "required": ["enabled"],
+        "description": "the last drift and data-quality test of the traffic: per feature "
+        "`statistic`, `p_value`, `detected`, `missing_ratio`, `unknown_category_ratio` or "
+        "`out_of_range_ratio`; `prediction`; `drifted`; `window`; `reference`; "
+        "`evaluated_at`. Unmonitored: `enabled` false and the `reason`.",
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "reason": {"type": "string"},
+            "evaluated_at": {"type": ["string", "null"]},
+            "window": {"type": "object"},
+            "features": {"type": "object"},
+            "drifted": {"type": "array", "items": {"type": "string"}},
+            "candidate": {
+                "type": "object",
+                "description": "with a candidate (TAGSERVE_CANDIDATE): its shadow comparison "
+                "with the live model in the worker that answers (rows, |candidate - live| or "
+                "agreement, calls offered, scored, dropped)",
+            },
+        },
+    }
+    return {
+        "/monitoring": get(
+            "Drift and data quality of the served traffic against the model's reference "
+            "(check_data's tests), as last evaluated; the same in every worker.",
+            {"200": answer("the monitoring status", status)},
+            tag="Service APIs",
+        ),
+        "/monitoring/report": get(
+            "The same as an HTML page: reference against live distribution per feature "
+            "(inline SVG, no script), drifted features first.",
+            {"200": text_answer("the report page", "text/html")},
+            tag="Service APIs",
+        ),
+    }
+
+
 def infrastructure_operations() -> dict[str, dict[str, Any]]:
     """BentoML's own routes, as they answer in this service (no readiness hooks, no
     dependencies: a worker that answers is live and ready)."""
@@ -433,7 +478,17 @@ def infrastructure_operations() -> dict[str, dict[str, Any]]:
     return {
         "/livez": get("Liveness (Kubernetes).", alive),
         "/healthz": get("Liveness; deprecated, as /livez.", alive),
-        "/readyz": get("Readiness (Kubernetes): ready to take traffic.", alive),
+        "/readyz": get(
+            "Readiness (Kubernetes): ready to take traffic; 503 once the service drains "
+            "(SIGTERM, serving.drain).",
+            {
+                **alive,
+                "503": answer(
+                    "draining: send no more requests here",
+                    {"type": "object", "properties": {"status": {"const": "draining"}}},
+                ),
+            },
+        ),
         "/metrics": get(
             "Prometheus metrics (text exposition format).",
             {"200": text_answer("the metrics")},
@@ -462,7 +517,9 @@ def service_document(
     model_schema(prediction, "Prediction", components)
     metadata = model_schema(Metadata, "Metadata", components)
     overloads = {
-        api.route: batcher_overload_answer() for api in service.apis.values() if api.batchable
+        api.route: batcher_overload_answer()
+        for api in service.apis.values()
+        if api.batchable and not api.route.startswith(HIDDEN_PREFIX)
     }
     overloads.update({path: shed_answer() for path in shed_paths})
     paths = bentoml_operations(service, components, overloads)

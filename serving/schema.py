@@ -206,17 +206,22 @@ class Metadata(BaseModel):
     run_id: str | None = None
     engine: str = Field(
         "sklearn",
-        description="what computes the predictions: the exact fast path (numpy preprocessing, "
-        "treelite GTIL up to a batch size, sklearn's forest above) or sklearn",
+        description="what computes the predictions: the exact fast path (numpy preprocessing "
+        "and a compiled forest, numpy+numba-forest) or sklearn",
     )
     fast_path: dict[str, Any] = Field(
         default_factory=dict,
         description="the fast path's checks against sklearn, bit for bit: at import "
-        "(engine, rows_checked, exact, reason if not used) and at start-up",
+        "(engine, exact, rows_checked, checked_on, reason if not used) and at start-up",
     )
     limits: dict[str, int] = Field(default_factory=dict)
     batching: dict[str, int] = Field(
         default_factory=dict,
         description="this worker's predict_batch so far: model calls and rows (rows per call "
         "above 1: the adaptive batcher merges requests)",
+    )
+    candidate: dict[str, Any] | None = Field(
+        None,
+        description="the candidate model beside the live one (TAGSERVE_CANDIDATE): tag, "
+        "lineage, fast path, canary_percent, shadow_fraction; null when there is none",
     )

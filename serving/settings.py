@@ -41,6 +41,20 @@ def env_int(name: str, default: int, least: int = 1) -> int:
     return value
 
 
+def env_fraction(name: str, default: float, most: float) -> float:
+    """The number in the environment variable ``name``, from 0 to ``most``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 <= value <= most:  # NaN included
+        raise ValueError(f"{name} must be from 0 to {most:g}, not {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """``TAGSERVE_*`` settings; see the README's "Serving" section."""
@@ -69,6 +83,20 @@ class Settings:
     # 503s (21 % with 32, none with 128, whose greedy p99 was 541 ms).
     predict_queue: int = 63
     retry_after_s: int = 1
+    # --- candidate, shadow, canary, drain (issue 17; README "Shadow and canary") ---
+    # A second model (a BentoML tag) loaded beside the live one; none: "".
+    candidate: str = ""
+    shadow_fraction: float = 0.0  # the share of requests also scored by the candidate
+    canary_percent: float = 0.0  # the share (%) of requests answered by the candidate
+    # On SIGTERM: the bound on the drain (serving.drain); below Kubernetes' default grace
+    # period (30 s), so the pod's own SIGKILL never cuts a drain.
+    drain_seconds: int = 20
+    # --- live monitoring (serving.monitoring; README "Monitoring") ---
+    monitor: bool = True
+    monitor_every_s: float = 30.0
+    monitor_window: int = 5_000
+    monitor_min_rows: int = 500
+    monitor_dir: str | None = None
 
     @classmethod
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
@@ -83,6 +111,11 @@ class Settings:
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),
+            candidate=str(args.get("candidate") or os.environ.get("TAGSERVE_CANDIDATE") or ""),
+            shadow_fraction=env_fraction("TAGSERVE_SHADOW_FRACTION", 0.0, 1.0),
+            canary_percent=env_fraction("TAGSERVE_CANARY_PERCENT", 0.0, 100.0),
+            drain_seconds=env_int("TAGSERVE_DRAIN_SECONDS", cls.drain_seconds),
+            **monitor_settings(cls),
         )
 
     def with_body_cap(self, columns: int) -> Settings:
@@ -115,6 +148,45 @@ class Settings:
         if self.max_body_bytes is not None:
             limits["max_body_bytes"] = self.max_body_bytes
         return limits
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off environment variable (on/off, true/false, 1/0, yes/no)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, not {raw!r}")
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds in the environment variable ``name``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be more than 0 seconds, not {raw!r}")
+    return value
+
+
+def monitor_settings(cls: type[Settings]) -> dict[str, Any]:
+    """The live monitoring's settings: TAGSERVE_MONITOR (on|off), TAGSERVE_MONITOR_EVERY
+    (seconds between tests), TAGSERVE_MONITOR_WINDOW (rows tested), TAGSERVE_MONITOR_MIN_ROWS
+    (fewer: not tested), TAGSERVE_MONITOR_DIR (the folder the workers share)."""
+    return {
+        "monitor": env_switch("TAGSERVE_MONITOR", cls.monitor),
+        "monitor_every_s": env_seconds("TAGSERVE_MONITOR_EVERY", cls.monitor_every_s),
+        "monitor_window": env_int("TAGSERVE_MONITOR_WINDOW", cls.monitor_window),
+        "monitor_min_rows": env_int("TAGSERVE_MONITOR_MIN_ROWS", cls.monitor_min_rows),
+        "monitor_dir": os.environ.get("TAGSERVE_MONITOR_DIR", "").strip() or None,
+    }
 
 
 def _git(*args: str) -> str:

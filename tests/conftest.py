@@ -80,3 +80,13 @@ def client_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The clients' model: trained, exported and imported once per session
     (``{"model_dir", "env", "tag"}``; copy ``env`` before changing it)."""
     return build_client_model(tmp_path_factory.mktemp("client-model"))
+
+
+@pytest.fixture(scope="session")
+def monitored(tmp_path_factory: pytest.TempPathFactory):
+    """A diamonds regressor imported with its drift reference (``tests.helpers.monitoring``),
+    for the importer, service and client tests of the live monitoring."""
+    from tests.helpers.monitoring import monitored_model
+
+    root = tmp_path_factory.mktemp("monitored")
+    return monitored_model(root / "tagserve", root / "bentoml")

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from pandas.api import types as ptypes
-from scipy import stats
+
+from inference import drift
 
 KINDS = {
     "number": ptypes.is_numeric_dtype,
@@ -65,48 +66,18 @@ def drift_pvalues(sample: pd.DataFrame, reference: pd.DataFrame, columns: Mappin
     """p-value per column that the sample and the reference share a distribution.
 
     Numbers: two-sample Kolmogorov-Smirnov. Strings: chi-square test of homogeneity on the
-    category counts of both frames.
+    category counts of both frames. The tests are the core's (``inference.drift``), the
+    ones the service runs on its traffic.
     """
-    pvalues = {}
-    for column, kind in columns.items():
-        a, b = sample[column].dropna(), reference[column].dropna()
-        if len(a) == 0 or len(b) == 0:
-            continue
-        if kind == "number":
-            pvalues[column] = float(stats.ks_2samp(a, b).pvalue)
-        else:
-            counts = pd.concat(
-                [a.astype(str).value_counts(), b.astype(str).value_counts()], axis=1
-            ).fillna(0)
-            if len(counts) < 2:
-                pvalues[column] = 1.0
-                continue
-            pvalues[column] = float(stats.chi2_contingency(counts.to_numpy()).pvalue)
-    return pvalues
+    return {c: r.p_value for c, r in drift.frame_drift(sample, reference, columns).items()}
 
 
 def drifted_columns(
     pvalues: Mapping[str, float], alpha: float = 0.05, correction: str = "bonferroni"
 ) -> list[str]:
-    """Columns whose drift test rejects at family-wise level ``alpha``.
-
-    Args:
-        pvalues: ``{column: p-value}``.
-        alpha: family-wise error rate over all columns.
-        correction: ``bonferroni`` or ``holm`` (step-down, uniformly more powerful).
-    """
-    if correction not in ("bonferroni", "holm"):
-        raise ValueError(f"unknown multiple-comparison correction {correction!r}")
-    m = len(pvalues)
-    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
-    if correction == "bonferroni":
-        return [c for c, p in ordered if p < alpha / m]
-    rejected = []
-    for rank, (column, p) in enumerate(ordered):
-        if p >= alpha / (m - rank):
-            break
-        rejected.append(column)
-    return rejected
+    """Columns whose drift test rejects at family-wise level ``alpha`` (``bonferroni`` or
+    ``holm``), as ``inference.drift.rejected``."""
+    return drift.rejected(pvalues, alpha, correction)
 
 
 def describe_drift(pvalues: Mapping[str, float], drifted: Sequence[str]) -> list[str]:

@@ -47,3 +47,19 @@ def test_a_missing_prod_model_is_one_error_line(tmp_path: Path) -> None:
     assert "no local artifact store" in lines[0]
     assert not (tmp_path / "results").exists()
     assert not any((tmp_path / "tmp").iterdir())  # its temporary folder removed
+
+
+def test_the_forest_benchmark_without_the_model_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "bentoml").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.forest", "--out", str(tmp_path / "results")],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "tagserve-diamonds" in lines[0]
+    assert not (tmp_path / "results").exists()

@@ -129,7 +129,7 @@ def test_stream_keeps_order_and_equals_offline_scoring_and_predict_batch(world, 
 
     meta = httpx.get(f"{world['server'].url}/metadata", timeout=30).json()
     # The server answered on the fast path; offline scoring of the folder with sklearn.
-    assert meta["engine"].startswith("numpy+treelite-gtil"), meta["fast_path"]
+    assert meta["engine"].startswith("numpy+numba-forest"), meta["fast_path"]
     records = ServiceInfo.from_metadata(meta).records(world["rows"].head(50))
     answer = httpx.post(f"{world['server'].url}/predict_batch", json=records, timeout=60)
     direct = [item["prediction"] for item in answer.json()]

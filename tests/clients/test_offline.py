@@ -63,7 +63,7 @@ def test_score_from_the_bentoml_store_in_chunks_is_exact_and_keeps_ids(world, tm
     )
     assert done.returncode == 0, done.stderr
     assert "scored 2,500 rows" in done.stdout
-    assert "(engine: numpy+treelite-gtil" in done.stdout  # the fast path the import checked
+    assert "(engine: numpy+numba-forest" in done.stdout  # the fast path the import checked
     assert "Traceback" not in done.stderr
     result = read_output(out)
     assert list(result.columns) == ["sku", "prediction"]

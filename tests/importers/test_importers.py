@@ -628,8 +628,11 @@ def test_the_fast_path_is_checked_on_the_test_data_and_saved(home, regressor, is
     model = bentoml.models.get(result.tag)
     report = model.info.metadata["fast_path"]
     assert report["exact"] is True and report["engine"].startswith(fastpath.ENGINE_FAST)
-    assert report["checked_on"] == {"input_example": 3, "test_data": 120, "edge_cases": 123}
-    assert report["rows_checked"] == 2 * 123 and "reason" not in report
+    checked_on = dict(report["checked_on"])
+    edge_rows = checked_on.pop("forest_edge_rows")
+    assert checked_on == {"input_example": 3, "test_data": 120, "edge_cases": 123}
+    assert edge_rows >= 10_000  # thresholds, NaN, subnormals... at the forest's input
+    assert report["rows_checked"] == 2 * 123 + edge_rows and "reason" not in report
     saved = Path(result.path) / "fastpath"
     assert sorted(p.name for p in saved.iterdir()) == sorted(fastpath.FILES)
     assert fastpath_folder(model) == saved
@@ -637,6 +640,18 @@ def test_the_fast_path_is_checked_on_the_test_data_and_saved(home, regressor, is
     loaded = load_model(Path(model.path_of("mlflow_model")), fast_folder=saved)
     assert loaded.fast is not None and loaded.fast_report["exact"]
     assert staging_leftovers(isolated) == []
+    # Offline: the same, lazily (no sklearn), found in the store's files (no BentoML import).
+    from inference.bento import find_in_store
+
+    name = result.tag.split(":")[0]
+    for tag in (result.tag, f"{name}:latest", name):
+        found = find_in_store(tag)
+        assert found is not None and found.tag == str(model.tag)
+        assert found.info.metadata == dict(model.info.metadata)
+        assert fastpath_folder(found) == saved
+    assert find_in_store(f"{name}:{result.tag.split(':')[1][:4]}") is None  # prefix: BentoML's
+    lazy = load_model(Path(model.path_of("mlflow_model")), fast_folder=saved, lazy=True)
+    assert lazy.fast is not None and lazy.loaded_pipeline is None
 
 
 def float32_regressor(dest: Path) -> Path:

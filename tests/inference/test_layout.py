@@ -40,3 +40,15 @@ def test_the_core_needs_no_hydra_no_wandb_and_no_other_project_package() -> None
         assert not imported & {"hydra", "omegaconf", "wandb"}, f"{path}: {imported}"
         project = {"pipeline", "importers", "clients", "release", "serving", "artifacts"}
         assert not imported & project, f"{path}: {imported & project}"
+
+
+def test_the_fast_path_runtime_ships_no_build_or_check() -> None:
+    """What a bento ships to run the fast path (inference.fastpath, inference.forest) needs no
+    scikit-learn and holds no build or check code: those are the importer's
+    (importers/fast_build.py, importers/fast.py)."""
+    runtime = [PROJECT_ROOT / "inference" / "fastpath.py", PROJECT_ROOT / "inference" / "forest.py"]
+    for path in runtime:
+        assert not imported_modules(path) & {"sklearn", "skops", "treelite"}, path
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert not defined & {"build", "check_exact", "edge_rows", "forest_arrays", "save"}, path

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.monitoring import MonitoredModel
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     REGRESSOR_NAME,
@@ -81,3 +82,43 @@ def shaped(models: Models) -> dict[str, str]:
             tags[key] = import_prod(shape.name, home=models.tagserve_home, name=shape.name)
     tags["penguins"] = models.classifier
     return tags
+
+
+@pytest.fixture(scope="session")
+def candidate(models: Models) -> str:
+    """The BentoML tag of a candidate regressor beside the session's (another seed, imported
+    non-prod): ``tests.helpers.candidates.import_candidate``."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models)
+
+
+@pytest.fixture(scope="session")
+def classifier_candidate(models: Models) -> str:
+    """The BentoML tag of a candidate penguins classifier beside the session's (another
+    seed, imported non-prod)."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models, classifier=True)
+
+
+# --- live monitoring (tests/serving/test_monitoring.py) ---------------------------------------
+
+MONITOR_WINDOW = 1_000
+
+
+@pytest.fixture(scope="session")
+def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPathFactory):
+    """``bentoml serve`` of the monitored model with 2 workers, testing a window of 1,000
+    rows every second: its URL."""
+    log = tmp_path_factory.mktemp("monitored-server") / "bentoml-serve.log"
+    env = subprocess_env(
+        monitored,  # type: ignore[arg-type]  (the homes are all it reads)
+        TAGSERVE_MODEL=monitored.tag,
+        TAGSERVE_WORKERS="2",
+        TAGSERVE_MONITOR_EVERY="1",
+        TAGSERVE_MONITOR_WINDOW=str(MONITOR_WINDOW),
+        TAGSERVE_MONITOR_MIN_ROWS="200",
+    )
+    with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
+        yield url

@@ -1,0 +1,76 @@
+"""``python -m clients drift FILE --model TAG``: the service's tests on a file, against the
+reference the importer saved in the model, as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from inference import drift
+from tests.helpers.monitoring import FEATURES, MonitoredModel
+from tests.helpers.service_models import PROJECT_ROOT, PYTHON, subprocess_env
+
+
+def run_drift(monitored: MonitoredModel, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "clients", "drift", *args],
+        cwd=PROJECT_ROOT,
+        env=subprocess_env(monitored),  # type: ignore[arg-type]
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_shifted_file_is_flagged_with_the_service_statistics(
+    monitored: MonitoredModel, tmp_path: Path
+) -> None:
+    rows = monitored.train.sample(1_500, random_state=4).reset_index(drop=True)
+    rows["carat"] = rows["carat"] * 1.3
+    path = tmp_path / "scored.csv"
+    rows.to_csv(path, index=False)
+    report = tmp_path / "report.html"
+    done = run_drift(
+        monitored, str(path), "--model", monitored.tag, "--report", str(report), "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert "carat" in status["drifted"] and status["rows"] == 1_500
+    # The numbers are the core's on the model's own reference (what the service tests).
+    folder = monitored.bentoml_home / "models" / Path(*monitored.tag.split(":"))
+    reference = drift.Reference.load(folder / drift.MONITORING_FOLDER)
+    expected = drift.evaluate(reference, drift.frame_columns(rows, FEATURES))
+    for name in FEATURES:
+        assert status["features"][name]["p_value"] == pytest.approx(
+            expected["features"][name]["p_value"], rel=1e-9
+        )
+    page = report.read_text()
+    assert all(f'id="feature-{n}"' in page for n in FEATURES)
+    plain = run_drift(monitored, str(path), "--model", monitored.tag)
+    assert plain.returncode == 0 and plain.stdout.startswith("drift: 1500 rows of")
+    assert "drift in carat" in plain.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.csv"], "input file missing.csv does not exist"),
+        (["FILE", "--model", "tagserve-monitored:nope"], "no model 'tagserve-monitored:nope'"),
+        (["FILE", "--report", "/no/such/folder/r.html"], "folder /no/such/folder does not exist"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    monitored: MonitoredModel, tmp_path: Path, args: list[str], message: str
+) -> None:
+    path = tmp_path / "rows.csv"
+    monitored.train.head(50).to_csv(path, index=False)
+    args = [str(path) if a == "FILE" else a for a in args]
+    if "--model" not in args:
+        args += ["--model", monitored.tag]
+    done = run_drift(monitored, *args)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert message in done.stderr

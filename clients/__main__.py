@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from clients.errors import ClientError
 from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
+from inference.envvars import usable_cores
 
 DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
 
@@ -158,9 +159,10 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument(
         "--threads",
         type=positive,
-        default=1,
-        help="threads of the fast path's forest; each row is still computed alone, so the "
-        "predictions are the same (default %(default)s)",
+        default=usable_cores(),
+        help="threads of the fast path's forest (an offline job: every usable core by "
+        "default, here %(default)s); each row is still computed alone, in tree order, so "
+        "the predictions are the same whatever the count",
     )
     p.set_defaults(func=cmd_score)
 

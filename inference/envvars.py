@@ -1,4 +1,4 @@
-"""Environment variables set for the duration of a block, then restored."""
+"""The process environment: variables set for the duration of a block, the usable cores."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ def scoped_env(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, so a container's limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.constants import DEFAULT_MODEL, MODEL_ENV
+from inference.envvars import usable_cores
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,14 +18,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
 # and text, and still refuse (413) a body many times larger than max_rows rows.
 ROW_BYTES, VALUE_BYTES, BODY_SLACK_BYTES = 64, 128, 65_536
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, so a container's limit counts)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def env_int(name: str, default: int, least: int = 1) -> int:

@@ -22,7 +22,7 @@ from tests.helpers.service_models import (
 )
 from tests.helpers.shapes import SHAPES
 
-ROWS = 10_000  # TAGSERVE_MAX_ROWS, the default
+ROWS = 40_000  # TAGSERVE_MAX_ROWS of the slow server: one call long enough to queue behind
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,12 @@ def slow_server(
     """The text model (served by scikit-learn: TF-IDF, no fast path) with a latency budget of
     1 ms: any model call outlasts it."""
     log = tmp_path_factory.mktemp("slow-server") / "bentoml-serve.log"
-    env = subprocess_env(models, TAGSERVE_MODEL=shaped["text"], TAGSERVE_MAX_LATENCY_MS="1")
+    env = subprocess_env(
+        models,
+        TAGSERVE_MODEL=shaped["text"],
+        TAGSERVE_MAX_LATENCY_MS="1",
+        TAGSERVE_MAX_ROWS=str(ROWS),
+    )
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url
 
@@ -44,9 +49,9 @@ def big_body() -> list[dict[str, object]]:
 
 
 def test_a_large_request_alone_is_answered_however_slow_the_model(slow_server: str) -> None:
-    """10,000 records in one predict_batch body, on an idle server whose batching budget is
-    1 ms: answered whole (BentoML cut it into 256-row calls and answered 503 once the request
-    was older than the budget)."""
+    """40,000 records (its TAGSERVE_MAX_ROWS) in one predict_batch body, on an idle server
+    whose batching budget is 1 ms: answered whole (BentoML cut it into 256-row calls and
+    answered 503 once the request was older than the budget)."""
     body = big_body()
     for _ in range(2):  # the batcher's first calls train its latency model: not special
         answer = httpx.post(f"{slow_server}/predict_batch", json=body, timeout=120)
@@ -54,19 +59,33 @@ def test_a_large_request_alone_is_answered_however_slow_the_model(slow_server: s
         assert len(answer.json()) == ROWS
 
 
+def model_calls(url: str) -> int:
+    """The predict_batch model calls this (one) worker has started (``/metadata``)."""
+    return httpx.get(f"{url}/metadata", timeout=30).json()["batching"]["model_calls"]
+
+
 def test_overload_is_a_503_with_retry_after(slow_server: str) -> None:
-    """A request queued behind a running model call for longer than the budget is shed: 503,
-    with Retry-After and a readable error."""
+    """Requests queued behind a running model call for longer than the budget are shed: 503,
+    with Retry-After and a readable error. Once the large call has started (``/metadata``
+    counts it), single-record requests are sent one after another until it ends: each waits
+    behind it."""
     body = big_body()
     small = body[:1]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    # BentoML's batcher first trains its latency model on its first requests, and sheds
+    # nothing alone in the queue meanwhile: train it (2 + 6 + 3 one-request calls) first.
+    with httpx.Client(timeout=120) as client:
+        for _ in range(20):
+            assert client.post(f"{slow_server}/predict_batch", json=small).status_code == 200
+    before = model_calls(slow_server)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         big = pool.submit(httpx.post, f"{slow_server}/predict_batch", json=body, timeout=120)
-        time.sleep(0.3)  # the big call is running
-        waiting = [
-            pool.submit(httpx.post, f"{slow_server}/predict_batch", json=small, timeout=120)
-            for _ in range(3)
-        ]
-        shed = [w.result() for w in waiting]
+        deadline = time.monotonic() + 60
+        while model_calls(slow_server) == before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        shed = []
+        with httpx.Client(timeout=120) as client:
+            while not big.done():
+                shed.append(client.post(f"{slow_server}/predict_batch", json=small))
         assert big.result().status_code == 200
     refused = [a for a in shed if a.status_code == 503]
     assert refused, [a.status_code for a in shed]

@@ -458,6 +458,9 @@ def test_sigterm_under_load_cuts_no_request(
         assert probe.get("/readyz").status_code == 200  # its connection stays open
         held = HeldRequest(server.url, "/predict", rows[1])
         time.sleep(2)  # hey is at full speed
+        # Used again just before SIGTERM: an idle kept-alive connection is closed by uvicorn
+        # after 5 s (its keep-alive timeout), which a loaded machine can reach here.
+        assert probe.get("/readyz").status_code == 200
         stopped_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from inference.errors import InputError, ModelRefused
+from inference.strict_json import plain  # noqa: F401  (serving.http imports it from here)
 
 
 @dataclass(frozen=True)
@@ -682,12 +683,3 @@ def _json_values(series: pd.Series, kind: str) -> list[Any]:
         else:
             out.append(v)
     return out
-
-
-def plain(value: Any) -> Any:
-    """A numpy scalar as its JSON-able Python value (a non-finite float as None)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

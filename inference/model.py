@@ -21,9 +21,10 @@ import pandas as pd
 
 from inference import fastpath
 from inference.constants import INPUT_EXAMPLE
-from inference.contract import TYPES, Contract, coerce, plain, read_contract, records_frame
+from inference.contract import TYPES, Contract, coerce, read_contract, records_frame
 from inference.errors import TagserveError, one_line
 from inference.loading import load_pipeline
+from inference.strict_json import plain
 
 logger = logging.getLogger("tagserve.inference")
 # Above this many records a frame is built: per-record Python rows cost about 5 us each, the

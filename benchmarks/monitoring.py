@@ -49,7 +49,7 @@ SETTINGS = {
     "on": {"TAGSERVE_MONITOR": "on"},
     "every1": {"TAGSERVE_MONITOR": "on", "TAGSERVE_MONITOR_EVERY": "1"},
 }
-# The figures the issue sets a target for: (scenario, system, metric, lower is better).
+# The figures the project sets a target for: (scenario, system, metric, lower is better).
 TARGETS = [
     (C1, PREDICT, "p50_ms", True),
     (C32, PREDICT, "rows_per_s", False),

@@ -17,7 +17,7 @@ next one starts, HTTP load from ``hey`` (``benchmarks.hey``: compiled, one core)
    of each whole command, start-up and model load included) on a 200,000-row and a
    1,000,000-row CSV, drawn (seeded) from the shipped diamonds data into the temp folder.
 
-Then the ratios the issue sets targets for (``TARGETS``), each marked met or not. The load
+Then the ratios the project sets targets for (``TARGETS``), each marked met or not. The load
 generator, servers and model share this machine's cores: read the ratios, not the absolute
 numbers. Results go to ``benchmarks/results/latest.{json,md,png}``.
 """
@@ -124,7 +124,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Target:
-    """``metric(numerator) / metric(denominator)``, and the bound the issue sets on it
+    """``metric(numerator) / metric(denominator)``, and the bound the project sets on it
     (``None``: reported, no target)."""
 
     label: str
@@ -227,7 +227,7 @@ NO_ERRORS = "non-200 answers, every scenario"
 
 
 def no_errors_check(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's other target: every request of every scenario answered 200."""
+    """The other target: every request of every scenario answered 200."""
     value = sum(r["non_200"] for r in results) if results else None
     return {
         "ratio": NO_ERRORS,

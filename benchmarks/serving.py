@@ -474,8 +474,9 @@ def prepare(source: str, home: Path | None) -> Setup:
     X = coerce(sample, model.contract)
     bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
     # One worker for every server unless TAGSERVE_WORKERS says: the side-by-side compares
-    # per worker (MLflow's sklearn model with 2 workers on 2 cores fought itself: c=1 p50
-    # 52 ms against 7.8 ms with 1); `python -m benchmarks.workers` measures the worker count.
+    # per worker (with 2 workers on 2 cores, MLflow's sklearn model fights itself for the cores
+    # and is far slower at c=1 than with one); `python -m benchmarks.workers` measures the
+    # worker count.
     workers = env_int("TAGSERVE_WORKERS", 1)
     env["TAGSERVE_WORKERS"] = str(workers)
     fast = load_model(model_dir, fast_folder=Path(imported["path"]) / FASTPATH_FOLDER)

@@ -27,8 +27,9 @@ from inference.loading import load_pipeline
 from inference.strict_json import plain
 
 logger = logging.getLogger("tagserve.inference")
-# Above this many records a frame is built: per-record Python rows cost about 5 us each, the
-# columnar frame path wins from about 256 rows (docs/fast-path-research.md).
+# Above this many records a frame is built: per-record Python rows cost a little per row, a
+# frame a fixed cost that the columnar path wins back past a few hundred rows (measured in
+# docs/fast-path-research.md); the bound stays below that point.
 RECORD_ENTRY_MAX_ROWS = 128
 
 
@@ -113,8 +114,8 @@ class LoadedModel:
 
     def answer_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """:meth:`answers` for records whose values have their column's Python type (the
-        service's pydantic records), with no DataFrame on the fast path: the single-record
-        call costs about 0.05 ms there instead of 3-7 ms."""
+        service's pydantic records), with no DataFrame on the fast path: building one costs far
+        more than the forest's walk of a few records."""
         few = len(records) <= RECORD_ENTRY_MAX_ROWS
         if self.fast is not None and few and self._record_entry_exact():
             got = self.fast.outputs_of_records(records)
@@ -168,7 +169,7 @@ def load_model(
     ``lazy`` (offline scoring): with a fast path, the sklearn Pipeline is loaded only when a
     call needs it (an input the fast path delegates), and the re-check compares the fast
     path with the answers sklearn gave on the input example at import (recorded in the fast
-    path): importing scikit-learn and skops costs seconds of a command's start-up.
+    path): importing scikit-learn and skops is the slow part of a command's start-up.
     """
     folder = Path(folder)
     contract = contract or read_contract(folder)

@@ -499,9 +499,9 @@ def model_alone(setup: Setup, counts: Counts) -> list[Result]:
         best = min(timed(lambda m=model: m.predict(block)) for _ in range(5))
         record = [json_record(one)]
         for _ in range(20):
-            model.answer_records(record)
+            model.predict_records(record)
         entry = [
-            timed(lambda m=model, r=record: m.answer_records(r)) for _ in range(counts.model_calls)
+            timed(lambda m=model, r=record: m.predict_records(r)) for _ in range(counts.model_calls)
         ]
         entry_ms = np.asarray(entry) * 1000
         results += [

@@ -4,7 +4,8 @@
   strict validation (the service) and lenient coercion (the clients) over it.
 - ``inference.loading``: the one loader: skops only, the project's own allow-list of types,
   no code shipped with the model, every ``n_jobs`` 1.
-- ``inference.model``: a loaded model and its contract: ``predict``, ``answers``.
+- ``inference.model``: a loaded model and its contract: ``predict``, ``predict_json``,
+  ``predict_records``.
 - ``inference.bento``: a model in the BentoML model store.
 - ``inference.errors`` and ``inference.cli``: errors worded for the user, the one-line CLI
   boundary.

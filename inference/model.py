@@ -38,8 +38,9 @@ class LoadedModel:
     """The native scikit-learn Pipeline of an exported model, with its contract, and its
     exact fast path when it has one (``fast``; ``fast_report`` says why or why not).
 
-    ``predict``/``answers`` take frames already fitted to the contract
-    (``inference.contract.validate`` or ``coerce``); ``answer_records`` takes records.
+    ``predict``, ``predict_proba``, ``predict_arrays`` and ``predict_json`` take frames already
+    fitted to the contract (``inference.contract.validate`` or ``coerce``); ``predict_records``
+    takes records.
     """
 
     contract: Contract
@@ -77,18 +78,18 @@ class LoadedModel:
         """What computes the predictions (for ``/metadata`` and logs)."""
         return self.fast.engine if self.fast is not None else fastpath.ENGINE_SKLEARN
 
-    def outputs(
+    def predict_arrays(
         self, X: pd.DataFrame, with_proba: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, class probabilities or None) for the rows of ``X``: one model call
         on the fast path, which gives both at once (sklearn is asked for the probabilities
         only ``with_proba``)."""
-        got = self.fast.outputs(X, threads=self.threads) if self.fast is not None else None
+        got = self.fast.predict_arrays(X, threads=self.threads) if self.fast is not None else None
         if got is None:
-            got = self._sklearn_outputs(X, with_proba)
+            got = self._sklearn_predict_arrays(X, with_proba)
         return np.asarray(got[0]).ravel(), got[1]
 
-    def _sklearn_outputs(
+    def _sklearn_predict_arrays(
         self, X: pd.DataFrame, with_proba: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
         with warnings.catch_warnings():
@@ -101,34 +102,37 @@ class LoadedModel:
         return predicted, proba
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.outputs(X, with_proba=False)[0]
+        return self.predict_arrays(X, with_proba=False)[0]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
         """Class probabilities (columns in ``classes`` order), or None for a regressor."""
-        return self.outputs(X)[1]
+        return self.predict_arrays(X)[1]
 
-    def answers(self, X: pd.DataFrame) -> list[dict[str, Any]]:
-        """One JSON-able answer per row: ``{"prediction": ...}``, plus ``"probabilities"``
+    def predict_json(self, X: pd.DataFrame) -> list[dict[str, Any]]:
+        """One JSON-able prediction per row: ``{"prediction": ...}``, plus ``"probabilities"``
         ({class as text: probability}) for a classifier."""
-        return self._as_answers(*self.outputs(X))
+        return self._json_predictions(*self.predict_arrays(X))
 
-    def answer_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """:meth:`answers` for records whose values have their column's Python type (the
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`predict_json` for records whose values have their column's Python type (the
         service's pydantic records), with no DataFrame on the fast path: building one costs far
         more than the forest's walk of a few records."""
         few = len(records) <= RECORD_ENTRY_MAX_ROWS
         if self.fast is not None and few and self._record_entry_exact():
-            got = self.fast.outputs_of_records(records)
+            got = self.fast.predict_arrays_of_records(records)
             if got is not None:
-                return self._as_answers(*got)
-        return self.answers(records_frame(records, self.contract))
+                return self._json_predictions(*got)
+        return self.predict_json(records_frame(records, self.contract))
+
+    # The name serving/ and service.py still call; remove once they call predict_records.
+    answer_records = predict_records
 
     def _record_entry_exact(self) -> bool:
         # The column types the record entry builds exactly as records_frame does (the type
         # table's record_entry): other models answer records through the frame.
         return all(TYPES[c.type].record_entry for c in self.contract.columns)
 
-    def _as_answers(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
+    def _json_predictions(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
         values = [plain(p) for p in np.asarray(predicted).ravel()]
         if proba is None:
             return [{"prediction": p} for p in values]
@@ -226,7 +230,7 @@ def _recorded_fast_path(
     except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
         return None, _not_used(f"cannot load the fast path: {exc}")
     try:
-        exact = fastpath.gives_recorded_answers(fast, example)
+        exact = fastpath.gives_recorded_predictions(fast, example)
     except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
         return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
     if not exact:

@@ -186,13 +186,13 @@ def load_model(
     if fast_folder is None:
         model.fast_report = {"engine": fastpath.ENGINE_SKLEARN, "reason": "no fast path saved"}
         return model
-    model.fast, model.fast_report = _checked_fast_path(model, Path(fast_folder))
+    model.fast, model.fast_report = _exact_fast_path(model, Path(fast_folder))
     if model.fast is None:
         logger.warning("%s: served by scikit-learn: %s", folder, model.fast_report["reason"])
     return model
 
 
-def _checked_fast_path(
+def _exact_fast_path(
     model: LoadedModel, fast_folder: Path
 ) -> tuple[fastpath.FastModel | None, dict[str, Any]]:
     """The saved fast path of ``model`` if it reproduces sklearn on the input example."""

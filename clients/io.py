@@ -230,7 +230,7 @@ def _records_frame(records, first_row, columns):
     return frame
 
 
-def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: Python scalars, missing values as None (never NaN)."""
     obj = frame.astype(object)
     return obj.where(frame.notna(), None).to_dict("records")
@@ -411,7 +411,7 @@ class PartWriter:
             if self.format == "csv":
                 frame.to_csv(text, index=False, header=i == 0)
             else:
-                for record in json_records(frame):
+                for record in _json_rows(frame):
                     text.write(strict_json.dumps(record) + "\n")
         if not parts and self.format == "csv":
             text.write(f"{self.id_name},{PREDICTION}\n")

@@ -4,7 +4,7 @@ In one run, on this machine, each server started alone on 127.0.0.1 and stopped 
 next one starts, HTTP load from ``hey`` (``benchmarks.hey``: compiled, one core):
 
 1. the model alone, in this process: 1-row and 1,000-row ``predict`` (where the time goes),
-   and one record through the record entry ``/predict`` uses (``answer_records``);
+   and one record through the record entry ``/predict`` uses (``predict_records``);
 2. the framework floor (``benchmarks.floor_service``: a BentoML service with the same record
    schema and no model): ``/predict`` at concurrency 1 and under 32 concurrent clients;
 3. our service (``bentoml serve service:Tagserve``): ``/predict`` at concurrency 1, ``/predict``
@@ -61,6 +61,7 @@ C32 = "1 record, 32 concurrent clients"
 ROWS_1000 = "1,000-row requests, concurrency 2"
 ROWS_10000 = "10,000-row requests, concurrency 2"
 MODEL_1 = "1 record"
+# The label keeps the method's former name, so that new results compare with the recorded ones.
 MODEL_RECORD = "1 record, record entry (answer_records)"
 MODEL_1000 = "1,000 rows"
 # system names

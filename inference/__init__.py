@@ -10,6 +10,8 @@
 - ``inference.errors`` and ``inference.cli``: errors worded for the user, the one-line CLI
   boundary.
 - ``inference.constants``: names shared by the pipeline, importer, service, clients, release.
+- ``inference.strict_json`` and ``inference.files``: the one strict-JSON encoder and the one
+  atomic file write (and folder publish) of the project.
 
 It depends on no part of the pipeline, on no Hydra and no W&B: a bento ships it beside
 ``service.py``.

@@ -1,4 +1,4 @@
-"""A candidate beside the live model (issue 17) behind a real ``bentoml serve``: shadow 1.0
+"""A candidate beside the live model behind a real ``bentoml serve``: shadow 1.0
 answers from the live model alone and its metrics equal an offline comparison of the same
 requests; a 10 % canary by request key; refusals at start-up in one line; a slow candidate
 never delays the live answer; SIGTERM under load cuts no request."""

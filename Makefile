@@ -90,7 +90,7 @@ test: spark ## Run the test suite (the docs' strict build included)
 	$(RUN) pytest
 
 docs: install ## Build the docs site strictly into site/ (a broken link or anchor fails)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install ## Check style with ruff (lint + format)
 	$(RUN) ruff check .

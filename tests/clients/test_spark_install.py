@@ -21,8 +21,16 @@ def test_spark_names_make_spark_when_pyspark_is_missing(client_model: dict, tmp_
     diamonds_sample(5).to_csv(rows, index=False)
     out = tmp_path / "scored"
     done = subprocess.run(
-        [PYTHON, "-c", WITHOUT_PYSPARK, "spark", str(rows), str(out), "--model-dir",
-         str(client_model["model_dir"])],
+        [
+            PYTHON,
+            "-c",
+            WITHOUT_PYSPARK,
+            "spark",
+            str(rows),
+            str(out),
+            "--model-dir",
+            str(client_model["model_dir"]),
+        ],
         cwd=PROJECT_ROOT,
         env=client_model["env"],
         capture_output=True,

@@ -27,7 +27,7 @@ help: ## List the targets
 
 $(UV_STAMP):
 	@test -n "$(UV_VERSION)" || { echo "error: uv.lock pins no uv version" >&2; exit 1; }
-	@echo "install: bootstrapping uv $(UV_VERSION) into .tools/ (pip)"
+	@echo "install: bootstrapping uv $(UV_VERSION) into .tools/ (pip)" >&2
 	rm -rf .tools
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --progress-bar on uv==$(UV_VERSION)
@@ -38,15 +38,16 @@ $(UV_STAMP):
 # skops, pandas... from source at start-up.
 # --inexact: add what uv.lock's default groups need and remove nothing, so that the spark group
 # `make spark` added stays (an exact sync would uninstall it before every `make test`).
-# No --quiet: on a real network this is the long step of `make demo`, so uv shows its progress.
+# No --quiet: on a real network this is the long step of `make demo`, so uv shows its progress
+# (on stderr, with the step lines: a target's output stays its own, e.g. `make models`).
 install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock), showing progress
-	@echo "install: .venv from uv.lock (default groups: dev, docs; \`make spark\` adds pyspark)"
-	$(UV) sync --frozen --inexact --compile-bytecode
+	@echo "install: .venv from uv.lock (default groups: dev, docs; \`make spark\` adds pyspark)" >&2
+	@$(UV) sync --frozen --inexact --compile-bytecode
 
 # pyspark is large and only the Spark job (python -m clients spark) needs it: a group of its own.
 spark: install ## Add pyspark to .venv (the Spark job's own dependency group; make test runs it)
-	@echo "spark: adding the spark dependency group (pyspark) to .venv"
-	$(UV) sync --frozen --inexact --compile-bytecode --group spark
+	@echo "spark: adding the spark dependency group (pyspark) to .venv" >&2
+	@$(UV) sync --frozen --inexact --compile-bytecode --group spark
 
 demo: install ## Pipeline end to end (offline), import the prod model, build the bento
 	$(RUN) python -m pipeline

@@ -54,10 +54,10 @@ class Command:
     shown: list[str]
 
 
-def code_blocks(path: Path) -> list[tuple[str, list[str]]]:
-    """(language, lines) of every fenced code block of the Markdown file ``path``."""
+def code_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """(language, lines) of every fenced code block of the Markdown ``text``."""
     blocks, current, language = [], None, ""
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         fence = FENCE.match(line)
         if current is None and fence:
             current, language = [], fence.group(1)
@@ -82,13 +82,16 @@ def joined(lines: list[str]) -> list[str]:
     return out
 
 
-def shell_commands(path: Path) -> list[Command]:
+def shell_commands(path: Path, heading: str | None = None) -> list[Command]:
     """The commands of ``path``'s ``console`` blocks (``$ `` lines, the lines up to the next
     one being their shown output) and ``bash`` blocks (every line that is not a comment; no
-    output shown), in order."""
+    output shown), in order; only those under ``heading`` when given."""
     commands: list[Command] = []
+    text = path.read_text()
     source = str(path.relative_to(PROJECT_ROOT))
-    for number, (language, lines) in enumerate(code_blocks(path)):
+    if heading is not None:
+        text, source = section(text, heading), f"{source}#{heading}"
+    for number, (language, lines) in enumerate(code_blocks(text)):
         if language == "console":
             for line in joined(lines):
                 if line.startswith("$ "):

@@ -152,7 +152,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     elif lines:
         print(table(lines))
     else:
-        print("no model in the BentoML store: import one (`python -m importers`)")
+        which = f"no model {args.name!r}" if args.name else "no model"
+        print(f"{which} in the BentoML store: import one (`python -m importers`)")
     return 0
 
 

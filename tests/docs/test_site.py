@@ -5,6 +5,7 @@ navigation."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.helpers.docs import DOCS
 from tests.helpers.project import PROJECT_ROOT, VENV_BIN
 
 MKDOCS = str(VENV_BIN / "mkdocs")
+ISSUE = re.compile(r"issues? #?[0-9]+", re.I)
 
 
 def build(site: Path, config: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,3 +70,24 @@ def test_the_strict_build_fails_on(case: str, tmp_path: Path):
     done = build(tmp_path / "site", config)
     assert done.returncode != 0, f"{case} built: {done.stderr}"
     assert named in done.stderr
+
+
+def test_the_readme_links_to_files_that_exist():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert "docs/serving.md" in local  # the parse works
+    missing = [t for t in local if not (PROJECT_ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_the_docs_name_no_issue_numbers():
+    """The docs tell what the project does and why, never which ticket asked for it."""
+    pages = [PROJECT_ROOT / "README.md", PROJECT_ROOT / "benchmarks" / "README.md"]
+    pages += sorted(DOCS.rglob("*.md"))
+    found = [
+        f"{page.relative_to(PROJECT_ROOT)}: {match.group(0)}"
+        for page in pages
+        for match in ISSUE.finditer(page.read_text())
+    ]
+    assert not found, found

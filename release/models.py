@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.bento import stage_of
+from inference.constants import PROD_ALIAS
 
 COLUMNS = ("tag", "stage", "artifact", "run", "commit", "data", "created")
 
@@ -57,11 +58,13 @@ def artifact_of(meta: dict[str, Any]) -> str:
 
 
 def store_models(name: str | None = None) -> list[ModelLine]:
-    """Every model of the store (or of ``name``), newest first."""
+    """Every model of the store (or of ``name``): the prod models first (what serve and
+    release ship by default), then by name, newest first."""
     import bentoml
 
     models = [m for m in bentoml.models.list() if name is None or m.tag.name == name]
     models.sort(key=lambda m: m.info.creation_time, reverse=True)
+    models.sort(key=lambda m: (stage_of(m) != PROD_ALIAS, m.tag.name))  # stable: newest first
     return [model_line(m) for m in models]
 
 

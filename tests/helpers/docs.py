@@ -107,13 +107,18 @@ def shell_commands(path: Path, heading: str | None = None) -> list[Command]:
 
 
 def shown_pattern(shown: list[str]) -> re.Pattern[str]:
-    """The output a command shows, as a pattern: ``…`` stands for any text, runs of spaces for
-    any run of spaces (aligned columns), everything else literally."""
-    parts = []
+    """The output a command shows, as a pattern: ``…`` stands for any text, a line of ``…``
+    alone for any lines (none included), runs of spaces for any run of spaces (aligned
+    columns), everything else literally."""
+    pattern, open_line = "", False
     for line in shown:
+        if line.strip() == "…":
+            pattern += "(?:\n.*)?" if open_line else "(?:.*\n)?"
+            continue
         pieces = [re.escape(" ".join(piece.split())) for piece in line.split("…")]
-        parts.append(".*?".join(pieces))
-    return re.compile("\n".join(parts), re.S)
+        pattern += ("\n" if open_line else "") + ".*?".join(pieces)
+        open_line = True
+    return re.compile(pattern, re.S)
 
 
 def normalised(output: str) -> str:

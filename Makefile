@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # The project's own uv, never one from PATH: the version uv.lock pins, bootstrapped with pip
 # into .tools/ (a fresh machine has only python + pip). `uv sync` then installs the same uv into
-# .venv/bin, where bentoml build and `python -m release` find it (README: set-up notes).
+# .venv/bin, where bentoml build and `python -m release` find it (docs/getting-started.md: set-up notes).
 UV_VERSION := $(shell awk -F'"' '/^name = "uv"$$/ {getline; print $$2; exit}' uv.lock)
 UV := $(CURDIR)/.tools/bin/uv
 UV_STAMP := .tools/uv-$(UV_VERSION)

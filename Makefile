@@ -4,11 +4,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # The project's own uv, never one from PATH: the version uv.lock pins, bootstrapped with pip
 # into .tools/ (a fresh machine has only python + pip). `uv sync` then installs the same uv into
-# .venv/bin, where bentoml build and `python -m release` find it (README: set-up notes).
+# .venv/bin, where bentoml build and `python -m release` find it (docs/getting-started.md: set-up notes).
 UV_VERSION := $(shell awk -F'"' '/^name = "uv"$$/ {getline; print $$2; exit}' uv.lock)
 UV := $(CURDIR)/.tools/bin/uv
 UV_STAMP := .tools/uv-$(UV_VERSION)
 RUN := $(UV) run --frozen
+VENV := .venv
 PART ?= patch
 # make serve / make release: the prod model unless MODEL names another (ALLOW_NON_PROD=1).
 MODEL ?=
@@ -19,28 +20,42 @@ BENCH_ARGS ?=
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install demo release cut-release serve container bench bench-load hey test lint format lock clean
+.PHONY: help install spark demo models release cut-release serve container bench bench-load hey test docs lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 $(UV_STAMP):
 	@test -n "$(UV_VERSION)" || { echo "error: uv.lock pins no uv version" >&2; exit 1; }
+	@echo "install: bootstrapping uv $(UV_VERSION) into .tools/ (pip)" >&2
 	rm -rf .tools
 	$(PYTHON) -m venv .tools
-	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+	.tools/bin/pip install --progress-bar on uv==$(UV_VERSION)
 	touch $@
 
 # --compile-bytecode: write the .pyc files once here (uv does not by default, and with
 # PYTHONDONTWRITEBYTECODE Python never does): every command would otherwise compile scikit-learn,
-# skops, pandas... from source at each start-up, a large share of a short command's time.
-install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock)
-	$(UV) sync --frozen --quiet --compile-bytecode
+# skops, pandas... from source at start-up.
+# --inexact: add what uv.lock's default groups need and remove nothing, so that the spark group
+# `make spark` added stays (an exact sync would uninstall it before every `make test`).
+# No --quiet: on a real network this is the long step of `make demo`, so uv shows its progress
+# (on stderr, with the step lines: a target's output stays its own, e.g. `make models`).
+install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock), showing progress
+	@echo "install: .venv from uv.lock (default groups: dev, docs; \`make spark\` adds pyspark)" >&2
+	@$(UV) sync --frozen --inexact --compile-bytecode
+
+# pyspark is large and only the Spark job (python -m clients spark) needs it: a group of its own.
+spark: install ## Add pyspark to .venv (the Spark job's own dependency group; make test runs it)
+	@echo "spark: adding the spark dependency group (pyspark) to .venv" >&2
+	@$(UV) sync --frozen --inexact --compile-bytecode --group spark
 
 demo: install ## Pipeline end to end (offline), import the prod model, build the bento
 	$(RUN) python -m pipeline
 	$(RUN) python -m importers
 	$(RUN) python -m release dev
+
+models: install ## List the store's models: exact tag, stage, artifact and lineage
+	@$(RUN) python -m release models
 
 release: install ## Bento of the prod model, versioned by the git release tag at HEAD (X.Y.Z or vX.Y.Z)
 	$(RUN) python -m release build $(if $(MODEL),--model $(MODEL)) $(if $(ALLOW_NON_PROD),--allow-non-prod)
@@ -72,8 +87,11 @@ bench: install hey ## Serving benchmark on the prod model (after make demo) -> b
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)
 
-test: install ## Run the test suite
+test: spark ## Run the test suite (the docs' strict build included)
 	$(RUN) pytest
+
+docs: install ## Build the docs site strictly into site/ (a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install ## Check style with ruff (lint + format)
 	$(RUN) ruff check .
@@ -85,7 +103,7 @@ format: install ## Format the code with ruff
 
 lock: $(UV_STAMP) ## Refresh uv.lock and the MLflow project's pipeline/requirements.txt
 	$(UV) lock
-	$(UV) export --no-hashes --no-dev --no-emit-project --frozen --quiet -o pipeline/requirements.txt
+	$(UV) export --no-hashes --no-default-groups --no-emit-project --frozen --quiet -o pipeline/requirements.txt
 
-clean: ## Remove local runs, stores and caches (.tagserve/, caches)
-	rm -rf .tagserve .pytest_cache .ruff_cache
+clean: ## Remove local runs, stores and caches (.tagserve/, site/, caches)
+	rm -rf .tagserve site .pytest_cache .ruff_cache

@@ -63,6 +63,17 @@ class SparkSummary:
         )
 
 
+def require_pyspark() -> None:
+    """pyspark is a dependency group of its own (it is large, and only this job needs it)."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise ClientError(
+            "the Spark job needs pyspark, which is not installed: run `make spark` (the "
+            "project's spark dependency group)"
+        ) from exc
+
+
 def java_available() -> bool:
     """Whether a Java runtime is on PATH (or JAVA_HOME): Spark needs one."""
     home = os.environ.get("JAVA_HOME")
@@ -102,6 +113,7 @@ def session(
     cluster, every node needs this project's environment at ``PYSPARK_PYTHON``. ``quiet``
     turns Spark's own console log off: failures still end as one ``error:`` line.
     """
+    require_pyspark()
     if not java_available():
         raise ClientError(
             "Spark needs a Java runtime (17 or 21): install one, e.g. "
@@ -205,6 +217,7 @@ def score_with_spark(
     """
     from clients.io import file_format
 
+    require_pyspark()
     input, output = str(input), str(output)
     fmt = "parquet" if Path(input).is_dir() and not input.endswith(".csv") else file_format(input)
     if fmt not in ("parquet", "csv"):

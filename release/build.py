@@ -59,6 +59,16 @@ BUILD_KEYS = (
 )
 
 
+def bentoml_command() -> str:
+    """How to run this environment's ``bentoml`` from the current folder: a new user's shell
+    has no ``.venv/bin`` on PATH, so a bare ``bentoml`` would not be found."""
+    beside = Path(sys.executable).parent / "bentoml"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """A built (or found) bento."""
@@ -81,7 +91,7 @@ class BuildResult:
             f"{what} {self.tag} ({kind}commit {commit}, model {self.model_tag}"
             + (f" from {self.artifact}" if self.artifact else "")
             + (f", candidate {self.candidate})" if self.candidate else ")"),
-            f"serve it:  bentoml serve {self.tag} --port 3000",
+            f"serve it:  {bentoml_command()} serve {self.tag} --port 3000",
         ]
         if self.example:
             body = json.dumps(self.example, separators=(",", ":"))

@@ -1,4 +1,4 @@
-"""``python -m release COMMAND``: build, dev, model, cut, latest, example-request.
+"""``python -m release COMMAND``: build, dev, model, models, cut, latest, example-request.
 
 A refusal or failure prints one line, ``error: ...``, on stderr and exits with 1 (2 for bad
 usage), never a traceback (set TAGSERVE_DEBUG=1 to see one).
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-non-prod", action="store_true", help="accept an exact tag that is not prod"
     )
+    p = sub.add_parser(
+        "models",
+        help="list the store's models: exact tag, stage, artifact and lineage (make models)",
+    )
+    p.add_argument("name", nargs="?", default=None, help="only the models of this name")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
     p = sub.add_parser("cut", help="tag HEAD with the next release version")
     p.add_argument("part", choices=["major", "minor", "patch"], help="which number to bump")
     p.add_argument("--dry-run", action="store_true", help="print the tag, create nothing")
@@ -132,6 +138,22 @@ def cmd_model(args: argparse.Namespace) -> int:
         config = {}  # no bentofile here: TAGSERVE_MODEL or the default model
     model = resolve_model(wanted_model(config, args.tag), allow_non_prod=args.allow_non_prod)
     print(model.tag)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from release.models import store_models, table
+
+    lines = store_models(args.name)
+    if args.json:
+        print(strict_json.dumps([asdict(line) for line in lines]))
+    elif lines:
+        print(table(lines))
+    else:
+        which = f"no model {args.name!r}" if args.name else "no model"
+        print(f"{which} in the BentoML store: import one (`python -m importers`)")
     return 0
 
 
@@ -209,6 +231,7 @@ COMMANDS = {
     "cut": cmd_cut,
     "latest": cmd_latest,
     "model": cmd_model,
+    "models": cmd_models,
     "example-request": cmd_example_request,
 }
 

@@ -58,7 +58,7 @@ def test_import_prints_one_line_then_already_imported_and_bentoml_shows_lineage(
         f"imported {tag} from local:tagserve-diamonds/model_export:prod (digest {prod.digest})\n"
     )
     # This store holds no drift reference (clean_data:reference), so the importer says, in one
-    # line, that the model will be served unmonitored (README "Monitoring"); nothing else.
+    # line, that the model will be served unmonitored (docs/monitoring.md); nothing else.
     warned = first.stderr.splitlines()
     assert len(warned) == 1 and "served unmonitored: no drift reference" in warned[0], warned
 

@@ -125,7 +125,7 @@ def test_mlproject_requirements_match_the_lock(tmp_path):
             "uv",
             "export",
             "--no-hashes",
-            "--no-dev",
+            "--no-default-groups",
             "--no-emit-project",
             "--frozen",
             "--quiet",

@@ -330,7 +330,7 @@ def test_the_report_page_shows_every_feature_in_chromium(
     assert max(where[n] for n in drifted) < min(steady)  # drifted features first
     assert dom.stdout.count("<svg") == len(FEATURES) + 1
     assert "Astonishing" in dom.stdout
-    # The README's picture: TAGSERVE_REPORT_SCREENSHOT=docs/monitoring-report.png keeps it.
+    # The docs' picture (docs/monitoring.md): TAGSERVE_REPORT_SCREENSHOT=docs/monitoring-report.png.
     screenshot = Path(os.environ.get("TAGSERVE_REPORT_SCREENSHOT") or tmp_path / "report.png")
     shot = chromium(f"--screenshot={screenshot}", "--window-size=1200,2000", url)
     assert shot.returncode == 0, shot.stderr[-2000:]

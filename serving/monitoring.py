@@ -32,15 +32,16 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
-from inference import drift
+from inference import drift, strict_json
+from serving.metrics import monitor_metrics
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
@@ -58,62 +59,7 @@ def shared_folder(configured: str | None) -> Path:
     return Path(base) / f"tagserve-monitor-{os.getppid()}"
 
 
-# --- metrics --------------------------------------------------------------------------------
-
-_METRICS: dict[str, Any] = {}
-
-
-def metrics() -> dict[str, Any]:
-    """The monitoring's Prometheus metrics, made once per worker process (after BentoML set
-    prometheus_client's multiprocess folder)."""
-    if not _METRICS:
-        from prometheus_client import Counter, Gauge
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
-            return Gauge(name, doc, labelnames=list(labels), multiprocess_mode="mostrecent")
-
-        feature = ["feature"]
-        _METRICS.update(
-            p_value=gauge("tagserve_drift_p_value", "Drift test p-value (KS or chi2)", feature),
-            statistic=gauge(
-                "tagserve_drift_statistic", "Drift test statistic (KS D or chi2)", feature
-            ),
-            detected=gauge(
-                "tagserve_drift_detected", "1 if drift is detected after correction", feature
-            ),
-            missing=gauge(
-                "tagserve_input_missing_ratio", "Share of window rows missing it", feature
-            ),
-            unknown=gauge(
-                "tagserve_input_unknown_category_ratio",
-                "Share of its values in the window never seen in the reference",
-                feature,
-            ),
-            out_of_range=gauge(
-                "tagserve_input_out_of_range_ratio",
-                "Share of its values in the window outside the reference's [min, max]",
-                feature,
-            ),
-            prediction_p=gauge(
-                "tagserve_prediction_drift_p_value", "Prediction drift test p-value"
-            ),
-            prediction_statistic=gauge(
-                "tagserve_prediction_drift_statistic", "Prediction drift test statistic"
-            ),
-            prediction_detected=gauge(
-                "tagserve_prediction_drift_detected", "1 if the predictions drifted"
-            ),
-            rows=gauge("tagserve_monitor_window_rows", "Rows in the last tested window"),
-            evaluated=gauge(
-                "tagserve_monitor_last_evaluation_timestamp_seconds",
-                "When the window was last tested (Unix time)",
-            ),
-            dropped=Counter(
-                "tagserve_monitor_dropped_rows",
-                "Rows not monitored because the monitoring queue was full",
-            ),
-        )
-    return _METRICS
+# --- metrics (serving.metrics.MonitorMetrics) ---------------------------------------------
 
 
 def nan_if_none(value: Any) -> float:
@@ -122,23 +68,23 @@ def nan_if_none(value: Any) -> float:
 
 def export(result: Mapping[str, Any]) -> None:
     """Set the gauges from one evaluation."""
-    m = metrics()
+    m = monitor_metrics()
     for name, entry in result["features"].items():
-        m["p_value"].labels(feature=name).set(nan_if_none(entry["p_value"]))
-        m["statistic"].labels(feature=name).set(nan_if_none(entry["statistic"]))
-        m["detected"].labels(feature=name).set(1.0 if entry["detected"] else 0.0)
-        m["missing"].labels(feature=name).set(entry["missing_ratio"])
+        m.p_value.labels(feature=name).set(nan_if_none(entry["p_value"]))
+        m.statistic.labels(feature=name).set(nan_if_none(entry["statistic"]))
+        m.detected.labels(feature=name).set(1.0 if entry["detected"] else 0.0)
+        m.missing.labels(feature=name).set(entry["missing_ratio"])
         if entry.get("unknown_category_ratio") is not None:
-            m["unknown"].labels(feature=name).set(entry["unknown_category_ratio"])
+            m.unknown.labels(feature=name).set(entry["unknown_category_ratio"])
         if "out_of_range_ratio" in entry:
-            m["out_of_range"].labels(feature=name).set(entry["out_of_range_ratio"])
+            m.out_of_range.labels(feature=name).set(entry["out_of_range_ratio"])
     prediction = result.get("prediction")
     if prediction:
-        m["prediction_p"].set(nan_if_none(prediction["p_value"]))
-        m["prediction_statistic"].set(nan_if_none(prediction["statistic"]))
-        m["prediction_detected"].set(1.0 if prediction["detected"] else 0.0)
-    m["rows"].set(result["rows"])
-    m["evaluated"].set(time.time())
+        m.prediction_p.set(nan_if_none(prediction["p_value"]))
+        m.prediction_statistic.set(nan_if_none(prediction["statistic"]))
+        m.prediction_detected.set(1.0 if prediction["detected"] else 0.0)
+    m.rows.set(result["rows"])
+    m.evaluated.set(time.time())
 
 
 # --- the window -----------------------------------------------------------------------------
@@ -251,7 +197,7 @@ class Window:
         return {n: np.concatenate([c[n] for c in self.chunks])[-self.size :] for n in names}
 
 
-def write_atomically(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """``write(file)`` to a temporary file beside ``path``, then rename it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -291,19 +237,6 @@ def merged(
     names = ("v", "m") if prediction_kind == drift.CATEGORY else ("v",)
     joined = {n: np.concatenate([p[f"p_{n}"] for p in parts]) for n in names}
     return columns, decoded(joined, prediction_kind)[order], stamps[order], len(parts)
-
-
-def finite(value: Any) -> Any:
-    """``value`` as strict JSON: numpy numbers as Python's, a NaN or infinity as None."""
-    if isinstance(value, Mapping):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def iso(stamp: float | None) -> str | None:
@@ -399,7 +332,7 @@ class Monitor:
                     self.queued_rows += n
                     self.queue.append((time.time(), rows, answers))
             if full:
-                metrics()["dropped"].inc(n)
+                monitor_metrics().dropped.inc(n)
         except Exception:  # monitoring must never fail a request
             logger.debug("monitoring: a batch was not recorded", exc_info=True)
 
@@ -415,7 +348,7 @@ class Monitor:
             self.reason = f"cannot write the workers' shared folder {self.folder}: {exc}"
             logger.warning("monitoring off: %s", self.reason)
             return
-        metrics()  # the series exist from the start
+        monitor_metrics()  # the series exist from the start
         self.thread = threading.Thread(target=self.run, name="tagserve-monitor", daemon=True)
         self.thread.start()
 
@@ -430,14 +363,14 @@ class Monitor:
         next_cycle = time.monotonic() + self.every_s
         while not self.stopping.wait(min(TICK_S, self.every_s)):
             try:
-                self.drain()
+                self.collect()
                 if time.monotonic() >= next_cycle:
                     next_cycle = time.monotonic() + self.every_s
                     self.cycle()
             except Exception:  # keep monitoring; say what went wrong
                 logger.exception("monitoring: a cycle failed")
 
-    def drain(self) -> None:
+    def collect(self) -> None:
         """Move the queue into the window (encoded once, off the request path)."""
         batches = []
         with self.lock:
@@ -499,7 +432,7 @@ class Monitor:
             **result,
             "reference": self.reference.describe(),
         }
-        body = json.dumps(finite(status), allow_nan=False).encode()
+        body = strict_json.dumps(status).encode()
         write_atomically(self.folder / RESULT_FILE, lambda out: out.write(body))
         return status
 

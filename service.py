@@ -51,12 +51,12 @@ class ServedModel:
     def predict_merged(self, records: list[Any], choice: str) -> list[Any]:
         """The records of merged requests on the model route ``choice``; a failing model call
         is split, so only the request(s) it fails on fail (``serving.batching``)."""
-        state, answer = self.state, self.Prediction
+        state, typed = self.state, self.Prediction
         state.counts.model_calls += 1
         state.counts.rows += len(records)
         rows = [record.model_dump(by_alias=True) for record in records]
         predicted = predict_each(
-            rows, lambda part: [answer(**p) for p in state.models.predict_records(part, choice)]
+            rows, lambda part: [typed(**p) for p in state.models.predict_records(part, choice)]
         )
         state.monitor.record(rows, predicted)
         return predicted

@@ -28,8 +28,7 @@ The drain, in two halves:
   listener carries no filter: the others keep serving) only stops accepting in itself.
 
 A worker killed with SIGKILL drains nothing: the requests it was computing or holding are
-lost (connection reset), at most its in-flight requests; circus starts a new worker (README,
-"Shadow and canary").
+lost (connection reset), at most its in-flight requests; circus starts a new worker.
 """
 
 from __future__ import annotations

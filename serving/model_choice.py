@@ -12,8 +12,8 @@ from serving.routing import CANDIDATE, SHADOWED, route_var
 from serving.shadow import Shadow
 
 
-def _predictions(answers: Sequence[Mapping[str, Any]]) -> list[Any]:
-    return [a["prediction"] for a in answers]
+def _values(predicted: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [p["prediction"] for p in predicted]
 
 
 class ModelChoice:
@@ -60,10 +60,10 @@ class ModelChoice:
             },
         }
 
-    def candidate_predictions(self, rows: Any) -> list[Any]:
+    def candidate_values(self, rows: Any) -> list[Any]:
         """The candidate's predictions of ``rows`` (records, or a frame): the shadow's."""
         if isinstance(rows, list):
-            return _predictions(self.candidate.answer_records(rows))
+            return _values(self.candidate.answer_records(rows))
         return list(self.candidate.predict(rows))
 
     def _timed(self, tag: str, call: Callable[[], Any]) -> Any:
@@ -84,7 +84,7 @@ class ModelChoice:
             return self._timed(self.candidate_tag, lambda: model.answer_records(rows))
         predicted = self._timed(self.live_tag, lambda: self.live.answer_records(rows))
         if route == SHADOWED and self.shadow is not None:
-            self.shadow.offer(rows, _predictions(predicted))
+            self.shadow.offer(rows, _values(predicted))
         return predicted
 
     def predict_frame(self, frame: Any, route: str | None = None) -> Any:

@@ -2,7 +2,7 @@
 check_data's tests (``inference.drift``), exported to Prometheus and to ``GET /monitoring``.
 
 On the request path a route calls :meth:`Monitor.record` with the validated rows and their
-answers: one append to a bounded queue, never blocking, never raising (rows arriving while the
+predictions: one append to a bounded queue, never blocking, never raising (rows arriving while the
 queue is full are dropped and counted, ``tagserve_monitor_dropped_rows_total``). Everything
 else runs in one daemon thread per worker:
 
@@ -90,24 +90,24 @@ def export(result: Mapping[str, Any]) -> None:
 # --- the window -----------------------------------------------------------------------------
 
 
-def prediction_of(answer: Any) -> Any:
-    """The prediction in one answer: a value, ``{"prediction": v}``, a Prediction object, or
-    None for a record that failed."""
-    if isinstance(answer, Mapping):
-        return answer.get("prediction")
-    if hasattr(answer, "prediction"):
-        return answer.prediction
-    if isinstance(answer, BaseException):
+def prediction_of(item: Any) -> Any:
+    """The predicted value in one item of a route's predictions: a value,
+    ``{"prediction": v}``, a Prediction object, or None for a record that failed."""
+    if isinstance(item, Mapping):
+        return item.get("prediction")
+    if hasattr(item, "prediction"):
+        return item.prediction
+    if isinstance(item, BaseException):
         return None
-    return answer
+    return item
 
 
 def batch_columns(
-    rows: Any, answers: Any, features: Sequence[str]
+    rows: Any, predictions: Any, features: Sequence[str]
 ) -> tuple[dict[str, list[Any]], list[Any]]:
-    """One recorded batch (records or a DataFrame, and their answers) as columns, without the
-    rows whose answer failed."""
-    predicted = [prediction_of(a) for a in answers]
+    """One recorded batch (records or a DataFrame, and their predictions) as columns, without
+    the rows whose prediction failed."""
+    predicted = [prediction_of(p) for p in predictions]
     keep = [i for i, p in enumerate(predicted) if p is not None]
     if isinstance(rows, pd.DataFrame):
         frame = rows.iloc[keep] if len(keep) != len(rows) else rows
@@ -149,7 +149,7 @@ class Window:
         self.changed = False
 
     def add(self, batches: Sequence[tuple[float, Any, Any]]) -> None:
-        """Encode recorded batches (time, rows, answers) into one chunk, in time order; drop
+        """Encode recorded batches (time, rows, predictions) into one chunk, in time order; drop
         the chunks the window no longer needs."""
         stamps: list[float] = []
         records: list[Mapping[str, Any]] = []  # /predict, /predict_batch: one pass for all
@@ -157,16 +157,16 @@ class Window:
         predictions: list[Any] = []
         frame_stamps: list[float] = []
         frame_predictions: list[Any] = []
-        for stamp, rows, answers in batches:
+        for stamp, rows, predictions in batches:
             if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
-                got, predicted = batch_columns(rows, answers, list(self.kinds))
+                got, predicted = batch_columns(rows, predictions, list(self.kinds))
                 for f in self.kinds:
                     columns[f] += got[f]
                 frame_predictions += predicted
                 frame_stamps += [stamp] * len(predicted)
                 continue
-            for row, answer in zip(rows, answers, strict=True):
-                predicted = prediction_of(answer)
+            for row, item in zip(rows, predictions, strict=True):
+                predicted = prediction_of(item)
                 if predicted is not None:  # a record that failed is not monitored
                     records.append(row)
                     predictions.append(predicted)
@@ -319,9 +319,9 @@ class Monitor:
 
     # -- the request path ------------------------------------------------------------------
 
-    def record(self, rows: Any, answers: Any) -> None:
-        """Queue validated ``rows`` (records or a DataFrame) and their ``answers`` (answer
-        objects, or the predictions) for the window. Never blocks on work, never raises."""
+    def record(self, rows: Any, predictions: Any) -> None:
+        """Queue validated ``rows`` (records or a DataFrame) and their ``predictions``
+        (prediction objects, or the values) for the window. Never blocks on work, never raises."""
         if not self.enabled:
             return
         try:
@@ -330,7 +330,7 @@ class Monitor:
                 full = self.queued_rows + n > self.capacity
                 if not full:
                     self.queued_rows += n
-                    self.queue.append((time.time(), rows, answers))
+                    self.queue.append((time.time(), rows, predictions))
             if full:
                 monitor_metrics().dropped.inc(n)
         except Exception:  # monitoring must never fail a request

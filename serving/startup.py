@@ -98,7 +98,7 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
         plan.candidate_tag,
         shadow_fraction=plan.settings.shadow_fraction,
     )
-    # Live monitoring (serving.monitoring): every route records its rows and answers.
+    # Live monitoring (serving.monitoring): every route records its rows and predictions.
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)
     monitor.start()
     return ServiceState(

@@ -60,7 +60,7 @@ class ModelChoice:
             },
         }
 
-    def candidate_values(self, rows: Any) -> list[Any]:
+    def candidate_predictions(self, rows: Any) -> list[Any]:
         """The candidate's predictions of ``rows`` (records, or a frame): the shadow's."""
         if isinstance(rows, list):
             return _values(self.candidate.answer_records(rows))

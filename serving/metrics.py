@@ -68,7 +68,7 @@ class ShadowMetrics:
         )
         self._agreement: Any = None
 
-    def agreement(self) -> Any:
+    def agreement_of_worker(self) -> Any:
         """The classifiers' agreement gauge, made on first use so that a regressor's service
         exports no such series. A ratio cannot be summed over workers: one series per worker
         (pid label); the service's ratio is agreed_rows_total / rows_total."""

@@ -120,7 +120,7 @@ class Shadow:
         m.rows.inc(len(per_row))
         if self.comparison.task == "classification":
             m.agreed.inc(int(per_row.sum()))
-            m.agreement().set(self.comparison.agreed / self.comparison.rows)
+            m.agreement_of_worker().set(self.comparison.agreed / self.comparison.rows)
         else:
             for diff in per_row:
                 m.abs_diff.observe(float(diff))

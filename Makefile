@@ -33,7 +33,7 @@ $(UV_STAMP):
 
 # --compile-bytecode: write the .pyc files once here (uv does not by default, and with
 # PYTHONDONTWRITEBYTECODE Python never does): every command would otherwise compile scikit-learn,
-# skops, pandas... from source at start-up, ~3.5 s of a 9 s `clients score`.
+# skops, pandas... from source at each start-up, a large share of a short command's time.
 install: $(UV_STAMP) ## Create .venv with the locked dependencies (uv.lock)
 	$(UV) sync --frozen --quiet --compile-bytecode
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 
 from inference.errors import TagserveError
+from inference.files import flush_folder, move_folder_into_place, write_atomically
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -217,10 +218,10 @@ class LocalArtifactStore:
                     manifest = _Manifest(
                         name, version, type, digest, dict(metadata or {}), run_id, _now()
                     )
-                    write_durably(staging / MANIFEST, json.dumps(asdict(manifest), indent=2))
+                    text = json.dumps(asdict(manifest), indent=2)
+                    write_atomically(staging / MANIFEST, lambda out: out.write(text.encode()))
                     _make_read_only(files)
-                    os.rename(staging, artifact_dir / version)
-                    fsync_dir(artifact_dir)
+                    move_folder_into_place(staging, artifact_dir / version)
                 else:
                     version = existing
                 for alias in ("latest", *aliases):
@@ -248,7 +249,8 @@ class LocalArtifactStore:
             version_dir = self.root / parsed.name / self._resolve(parsed)
             manifest = _read_manifest(version_dir / MANIFEST)
             manifest["metadata"].update(metadata)
-            write_durably(version_dir / MANIFEST, json.dumps(manifest, indent=2))
+            text = json.dumps(manifest, indent=2)
+            write_atomically(version_dir / MANIFEST, lambda out: out.write(text.encode()))
         return self.get(ref)
 
     def promote(
@@ -372,8 +374,8 @@ class LocalArtifactStore:
         alias_dir = self.root / name / "aliases"
         if not alias_dir.is_dir():
             alias_dir.mkdir(parents=True, exist_ok=True)
-            fsync_dir(alias_dir.parent)
-        write_durably(alias_dir / alias, version + "\n")
+            flush_folder(alias_dir.parent)
+        write_atomically(alias_dir / alias, lambda out: out.write(f"{version}\n".encode()))
 
     def _record(self, run_id: str | None, event: str, qualified_name: str) -> None:
         line = json.dumps({"run": run_id, "event": event, "artifact": qualified_name})
@@ -386,7 +388,7 @@ class LocalArtifactStore:
                 f.flush()
                 os.fsync(f.fileno())
             if created:
-                fsync_dir(self.root)
+                flush_folder(self.root)
 
 
 class WandbArtifactStore:
@@ -486,35 +488,6 @@ class WandbArtifactStore:
             return False
         self.set_alias(candidate.qualified_name, alias)
         return True
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename or a new file in it) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace ``path`` with ``text`` atomically and durably: a temporary file beside it,
-    flushed to disk, renamed over it, and the folder flushed, so that neither a crash nor a
-    concurrent reader ever sees a missing, empty or half-written file. Temporary files are
-    named ``.<name>.<hex>`` (readers skip names starting with a dot)."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            tmp.chmod(mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

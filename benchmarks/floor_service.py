@@ -41,7 +41,7 @@ def create_floor_service(settings: Settings | None = None) -> Any:
         raise bentoml.exceptions.NotFound(str(exc)) from None
     Record = build_record_model(contract)
     Prediction = build_prediction_model(contract)
-    answer = constant_prediction(contract, Prediction)
+    constant = constant_prediction(contract, Prediction)
 
     @bentoml.service(name="tagserve-floor", workers=settings.workers, traffic={"timeout": 60})
     class Floor:
@@ -49,7 +49,7 @@ def create_floor_service(settings: Settings | None = None) -> Any:
 
         @bentoml.api
         def predict(self, record: Record, /) -> Prediction:
-            return answer
+            return constant
 
     return Floor
 

@@ -54,11 +54,6 @@ class Load:
         return self.statuses.get(200, 0)
 
     @property
-    def unanswered(self) -> int:
-        """Requests with no HTTP answer (connection error or timeout)."""
-        return self.requests - sum(self.statuses.values())
-
-    @property
     def non_200(self) -> int:
         """Every request that did not get a 200: other statuses and no answer at all."""
         return self.requests - self.ok

@@ -4,7 +4,7 @@ In one run, on this machine, each server started alone on 127.0.0.1 and stopped 
 next one starts, HTTP load from ``hey`` (``benchmarks.hey``: compiled, one core):
 
 1. the model alone, in this process: 1-row and 1,000-row ``predict`` (where the time goes),
-   and one record through the record entry ``/predict`` uses (``answer_records``);
+   and one record through the record entry ``/predict`` uses (``predict_records``);
 2. the framework floor (``benchmarks.floor_service``: a BentoML service with the same record
    schema and no model): ``/predict`` at concurrency 1 and under 32 concurrent clients;
 3. our service (``bentoml serve service:Tagserve``): ``/predict`` at concurrency 1, ``/predict``
@@ -17,7 +17,7 @@ next one starts, HTTP load from ``hey`` (``benchmarks.hey``: compiled, one core)
    of each whole command, start-up and model load included) on a 200,000-row and a
    1,000,000-row CSV, drawn (seeded) from the shipped diamonds data into the temp folder.
 
-Then the ratios the issue sets targets for (``TARGETS``), each marked met or not. The load
+Then the ratios the project sets targets for (``TARGETS``), each marked met or not. The load
 generator, servers and model share this machine's cores: read the ratios, not the absolute
 numbers. Results go to ``benchmarks/results/latest.{json,md,png}``.
 """
@@ -61,6 +61,7 @@ C32 = "1 record, 32 concurrent clients"
 ROWS_1000 = "1,000-row requests, concurrency 2"
 ROWS_10000 = "10,000-row requests, concurrency 2"
 MODEL_1 = "1 record"
+# The label keeps the method's former name, so that new results compare with the recorded ones.
 MODEL_RECORD = "1 record, record entry (answer_records)"
 MODEL_1000 = "1,000 rows"
 # system names
@@ -124,7 +125,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Target:
-    """``metric(numerator) / metric(denominator)``, and the bound the issue sets on it
+    """``metric(numerator) / metric(denominator)``, and the bound the project sets on it
     (``None``: reported, no target)."""
 
     label: str
@@ -227,7 +228,7 @@ NO_ERRORS = "non-200 answers, every scenario"
 
 
 def no_errors_check(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's other target: every request of every scenario answered 200."""
+    """The other target: every request of every scenario answered 200."""
     value = sum(r["non_200"] for r in results) if results else None
     return {
         "ratio": NO_ERRORS,
@@ -474,8 +475,9 @@ def prepare(source: str, home: Path | None) -> Setup:
     X = coerce(sample, model.contract)
     bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
     # One worker for every server unless TAGSERVE_WORKERS says: the side-by-side compares
-    # per worker (MLflow's sklearn model with 2 workers on 2 cores fought itself: c=1 p50
-    # 52 ms against 7.8 ms with 1); `python -m benchmarks.workers` measures the worker count.
+    # per worker (with 2 workers on 2 cores, MLflow's sklearn model fights itself for the cores
+    # and is far slower at c=1 than with one); `python -m benchmarks.workers` measures the
+    # worker count.
     workers = env_int("TAGSERVE_WORKERS", 1)
     env["TAGSERVE_WORKERS"] = str(workers)
     fast = load_model(model_dir, fast_folder=Path(imported["path"]) / FASTPATH_FOLDER)
@@ -498,9 +500,9 @@ def model_alone(setup: Setup, counts: Counts) -> list[Result]:
         best = min(timed(lambda m=model: m.predict(block)) for _ in range(5))
         record = [json_record(one)]
         for _ in range(20):
-            model.answer_records(record)
+            model.predict_records(record)
         entry = [
-            timed(lambda m=model, r=record: m.answer_records(r)) for _ in range(counts.model_calls)
+            timed(lambda m=model, r=record: m.predict_records(r)) for _ in range(counts.model_calls)
         ]
         entry_ms = np.asarray(entry) * 1000
         results += [

@@ -118,7 +118,7 @@ def live_path_cost(setup: Any, candidate: str, calls: int) -> list[dict[str, Any
     records = json_records(setup.X.head(200), setup.fast.contract)
     choice = ModelChoice(setup.fast, setup.tag, shadow, candidate, shadow_fraction=1.0)
     configs = (
-        ("live model alone", setup.fast.answer_records),
+        ("live model alone", setup.fast.predict_records),
         ("shadow 1.0 (ModelChoice, thread running)", lambda r: choice.predict_records(r, SHADOWED)),
     )
     out = []

@@ -18,6 +18,7 @@ from inference.cli import OneLineArgumentParser, run_command
 from inference.envvars import usable_cores
 
 DEFAULT_URL = os.environ.get("TAGSERVE_URL", "http://127.0.0.1:3000")
+SubParsers = argparse._SubParsersAction  # what ``add_subparsers`` returns
 
 
 def whole(text: str, least: int) -> int:
@@ -104,7 +105,17 @@ def build_parser() -> OneLineArgumentParser:
         "(score) and the same job on Spark (spark). Progress bars show on a terminal.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_predict(sub)
+    add_stream(sub)
+    add_score(sub)
+    add_spark(sub)
+    add_compare(sub)
+    add_drift(sub)
+    return parser
 
+
+def add_predict(sub: SubParsers) -> None:
+    """``predict``: one record to the service (a JSON object or ``-f`` fields)."""
     p = sub.add_parser("predict", help="send one record to the service, print the prediction")
     p.add_argument(
         "record",
@@ -123,6 +134,9 @@ def build_parser() -> OneLineArgumentParser:
     add_http(p)
     p.set_defaults(func=cmd_predict)
 
+
+def add_stream(sub: SubParsers) -> None:
+    """``stream``: a file to the service's predict_batch, resumably."""
     p = sub.add_parser(
         "stream",
         help="stream a file to the service's predict_batch, resumably",
@@ -147,6 +161,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_stream)
 
+
+def add_score(sub: SubParsers) -> None:
+    """``score``: a file scored offline in chunks."""
     p = sub.add_parser("score", help="score a file offline with the model, in chunks")
     add_output(p)
     add_model(p)
@@ -166,6 +183,9 @@ def build_parser() -> OneLineArgumentParser:
     )
     p.set_defaults(func=cmd_score)
 
+
+def add_spark(sub: SubParsers) -> None:
+    """``spark``: a file scored with Spark."""
     p = sub.add_parser("spark", help="score a file with Spark (mlflow.pyfunc.spark_udf)")
     p.add_argument("input", metavar="INPUT", help=".parquet or .csv file or folder")
     p.add_argument("output", metavar="OUTPUT", help="output folder of Parquet (or .csv) parts")
@@ -197,6 +217,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT")
     p.set_defaults(func=cmd_spark)
 
+
+def add_compare(sub: SubParsers) -> None:
+    """``compare``: the model and a candidate on the same file."""
     p = sub.add_parser(
         "compare",
         help="score a file with the model and a candidate; print their agreement "
@@ -214,6 +237,9 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_compare)
 
+
+def add_drift(sub: SubParsers) -> None:
+    """``drift``: a file's rows tested against the model's drift reference."""
     p = sub.add_parser(
         "drift",
         help="test a file's rows for drift against the model's reference (as the service)",
@@ -223,7 +249,6 @@ def build_parser() -> OneLineArgumentParser:
     p.add_argument("--report", metavar="HTML", help="also write the report page there")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_drift)
-    return parser
 
 
 def cmd_drift(args: argparse.Namespace) -> int:

@@ -10,8 +10,6 @@ the importer saved in the BentoML model, with the same code as the service
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from clients.io import iter_chunks
 from clients.model import ModelInfo, OfflineModel, coerced, resolve
 from inference import drift
 from inference.drift_report import render
+from inference.files import write_atomically
 
 CHUNK_ROWS = 100_000
 
@@ -64,19 +63,12 @@ def drift_of_file(path: str, tag: str) -> dict[str, Any]:
 
 
 def write_report(status: dict[str, Any], output: str) -> None:
-    """The report page, written whole or not at all (a temporary file renamed into place)."""
+    """The report page, written whole or not at all (``inference.files.write_atomically``)."""
     target = Path(output)
     if not target.parent.is_dir():
         raise ClientError(f"cannot write {output}: folder {target.parent} does not exist")
     page = render(status, model=str(status.get("model", "")))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(page)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda out: out.write(page.encode("utf-8")))
 
 
 def summary_line(status: dict[str, Any]) -> str:

@@ -14,14 +14,14 @@ suffix) and renames it into place: OUTPUT exists only when every row has been wr
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import os
 import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from clients.errors import ClientError
 from inference import strict_json
+from inference.files import write_atomically
 
 FORMATS = {
     ".parquet": "parquet",
@@ -229,7 +230,7 @@ def _records_frame(records, first_row, columns):
     return frame
 
 
-def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: Python scalars, missing values as None (never NaN)."""
     obj = frame.astype(object)
     return obj.where(frame.notna(), None).to_dict("records")
@@ -293,7 +294,8 @@ class PartWriter:
         else:
             shutil.rmtree(self.partial, ignore_errors=True)
             self.partial.mkdir()
-            _write_atomic(manifest_file, json.dumps(self.manifest.__dict__, indent=1).encode())
+            manifest = json.dumps(self.manifest.__dict__, indent=1).encode()
+            write_atomically(manifest_file, lambda out: out.write(manifest))
 
     def _resume(self, manifest_file: Path) -> None:
         try:
@@ -383,12 +385,9 @@ class PartWriter:
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # ids of mixed types: keep them as text
             frame[self.id_name] = [None if pd.isna(v) else str(v) for v in frame[self.id_name]]
             table = pa.Table.from_pandas(frame, preserve_index=False)
-        target = self.partial / _part_name(self.parts)
-        tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, target)
-        _fsync_dir(self.partial)
+        write_atomically(
+            self.partial / _part_name(self.parts), lambda out: pq.write_table(table, out)
+        )
         self.parts += 1
         self.rows_done += len(frame)
         self.last_id = table.column(0)[-1].as_py()
@@ -397,27 +396,33 @@ class PartWriter:
         """Assemble the parts into OUTPUT (atomically) and remove the partial folder."""
         parts = self.part_files()
         schema = _unified_schema([pq.read_schema(p) for p in parts], self.id_name)
-        tmp = self.output.with_name(f".{self.output.name}.tmp")
         if self.format == "parquet":
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for part in parts:
-                    writer.write_table(_cast(pq.read_table(part), schema))
+            write_atomically(self.output, lambda out: _write_parquet(out, parts, schema))
         else:
-            with open(tmp, "w", encoding="utf-8", newline="") as out:
-                for i, part in enumerate(parts):
-                    frame = _cast(pq.read_table(part), schema).to_pandas()
-                    if self.format == "csv":
-                        frame.to_csv(out, index=False, header=i == 0)
-                    else:
-                        for record in json_records(frame):
-                            out.write(strict_json.dumps(record) + "\n")
-                if not parts and self.format == "csv":
-                    out.write(f"{self.id_name},{PREDICTION}\n")
-        _fsync(tmp)
-        os.replace(tmp, self.output)
-        _fsync_dir(self.output.parent)
+            write_atomically(self.output, lambda out: self._write_text(out, parts, schema))
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.output
+
+    def _write_text(self, out: IO[bytes], parts: list[Path], schema: pa.Schema) -> None:
+        """The parts as CSV (one header line) or JSON lines, in UTF-8."""
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+        for i, part in enumerate(parts):
+            frame = _cast(pq.read_table(part), schema).to_pandas()
+            if self.format == "csv":
+                frame.to_csv(text, index=False, header=i == 0)
+            else:
+                for record in _json_rows(frame):
+                    text.write(strict_json.dumps(record) + "\n")
+        if not parts and self.format == "csv":
+            text.write(f"{self.id_name},{PREDICTION}\n")
+        text.flush()
+        text.detach()  # the caller flushes and closes ``out``
+
+
+def _write_parquet(out: IO[bytes], parts: list[Path], schema: pa.Schema) -> None:
+    with pq.ParquetWriter(out, schema) as writer:
+        for part in parts:
+            writer.write_table(_cast(pq.read_table(part), schema))
 
 
 def _part_name(i: int) -> str:
@@ -451,24 +456,3 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
             )
         columns.append(column.cast(target))
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system syncs folders
-        _fsync(path)

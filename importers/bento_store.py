@@ -27,10 +27,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from artifacts.store import directory_digest, write_durably
+from artifacts.store import directory_digest
 from importers.errors import ModelImportError
 from inference.bento import ARCHIVED_STAGE, STAGE_LABEL
 from inference.constants import MLFLOW_FOLDER, PROD_ALIAS
+from inference.files import move_folder_into_place, write_atomically
 
 STAGING_DIRNAME = ".tagserve-import"
 LOCK_TIMEOUT_SECONDS = 600
@@ -199,7 +200,7 @@ def _publish(tag: str, staged: Path, ws: Path) -> bool:
             # shows a half-deleted folder.
             os.rename(existing.path, ws / "replaced-partial")
         target_parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, existing.path)
+        move_folder_into_place(staged, existing.path)
         _write_latest(target_parent, version)
     return True
 
@@ -211,7 +212,7 @@ def _write_latest(model_dir: Path, version: str) -> None:
     current = _read_latest(model_dir)
     if current and current != version and _stage(model_dir / current) == PROD_ALIAS:
         return
-    write_durably(model_dir / "latest", version)
+    write_atomically(model_dir / "latest", lambda out: out.write(version.encode()))
 
 
 def _read_latest(model_dir: Path) -> str:
@@ -242,7 +243,10 @@ def _set_stage(version_dir: Path, stage: str) -> None:
     path = version_dir / "model.yaml"
     info = yaml.safe_load(path.read_text())
     info["labels"] = {**(info.get("labels") or {}), STAGE_LABEL: stage}
-    write_durably(path, yaml.safe_dump(info, sort_keys=False), stat.S_IMODE(path.stat().st_mode))
+    text = yaml.safe_dump(info, sort_keys=False)
+    write_atomically(
+        path, lambda out: out.write(text.encode()), mode=stat.S_IMODE(path.stat().st_mode)
+    )
 
 
 def promote(tag: str) -> list[str]:
@@ -264,7 +268,7 @@ def promote(tag: str) -> list[str]:
             elif _stage(version_dir) == PROD_ALIAS:
                 _set_stage(version_dir, ARCHIVED_STAGE)
                 archived.append(f"{name}:{version_dir.name}")
-        write_durably(model_dir / "latest", version)
+        write_atomically(model_dir / "latest", lambda out: out.write(version.encode()))
     return archived
 
 

@@ -188,19 +188,21 @@ def check_exact(
     checked, delegated, exact = 0, 0, True
     checked_on = {}
     for name, frame in frames.items():
-        want = fastpath.sklearn_outputs(pipeline, frame, fast.task)
-        exact &= fastpath.matches(fast.outputs(frame), want)
-        exact &= fastpath.matches(fast.outputs(frame, threads=2), want)
+        want = fastpath.sklearn_predict_arrays(pipeline, frame, fast.task)
+        exact &= fastpath.matches(fast.predict_arrays(frame), want)
+        exact &= fastpath.matches(fast.predict_arrays(frame, threads=2), want)
         as_served = fastpath.service_frame(frame)
-        got = fast.outputs_of_records(as_served.to_dict("records"))
-        exact &= fastpath.matches(got, fastpath.sklearn_outputs(pipeline, as_served, fast.task))
+        got = fast.predict_arrays_of_records(as_served.to_dict("records"))
+        exact &= fastpath.matches(
+            got, fastpath.sklearn_predict_arrays(pipeline, as_served, fast.task)
+        )
         delegated += len(frame) if got is None or fast.transform(frame) is None else 0
         checked += len(frame)
         checked_on[name] = len(frame)
     if forest_rows is not None and len(forest_rows):
         forest = pipeline.steps[-1][1]
         rows = _rows_sklearn_takes(forest, forest_rows)
-        want = fastpath.sklearn_outputs(forest, rows, fast.task)
+        want = fastpath.sklearn_predict_arrays(forest, rows, fast.task)
         exact &= fastpath.matches(fast.finish(fast.forest_output(rows)), want)
         checked += len(rows)
         checked_on["forest_edge_rows"] = len(rows)
@@ -284,7 +286,7 @@ def prepare_fast_path(
         logger.warning("no fast path: %s; scikit-learn serves this model", report["reason"])
         return None, report
     # The answers a consumer that does not load sklearn re-checks the fast path against.
-    fast.spec["expected"] = fastpath.recorded_answers(verified.pipeline, example, verified.task)
+    fast.spec["expected"] = fastpath.recorded_predictions(verified.pipeline, example, verified.task)
     folder = scratch / FASTPATH_FOLDER
     save(fast, folder)
     return folder, report

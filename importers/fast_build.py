@@ -183,8 +183,8 @@ def build(pipeline: Any, task: str) -> FastModel | str:
 def forest_arrays(forest: Any) -> dict[str, np.ndarray]:
     """A fitted RandomForestRegressor or RandomForestClassifier as ``inference.forest``'s
     arrays: its trees in order, each tree's nodes in breadth-first order (the top levels,
-    which every row visits, share cache lines: 1.7-2x faster in bulk than sklearn's
-    depth-first order, docs/fast-path-research.md), leaves pointing to themselves,
+    which every row visits, share cache lines: faster in bulk than sklearn's depth-first
+    order, docs/fast-path-research.md), leaves pointing to themselves,
     thresholds rounded down to float32."""
     classifier = hasattr(forest, "classes_")
     outputs = int(forest.n_classes_) if classifier else 1

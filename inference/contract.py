@@ -341,7 +341,7 @@ def type_error(col: Column, value: Any, row: int) -> InputError:
     )
 
 
-def _missing(values: np.ndarray) -> np.ndarray:
+def missing_mask(values: np.ndarray) -> np.ndarray:
     """Where ``values`` holds a missing value (None, NaN; NaN only in float arrays)."""
     if values.dtype == object:
         return pd.isna(values)
@@ -391,7 +391,7 @@ def validate_columns(
         if values is None:
             out[col.name] = _all_missing(col, rows)
         else:
-            out[col.name] = _checked(_one_dimensional(values), col)
+            out[col.name] = _validated_column(_one_dimensional(values), col)
     return pd.DataFrame(out)
 
 
@@ -409,10 +409,10 @@ def _all_missing(col: Column, rows: int) -> np.ndarray:
     return np.full(rows, np.nan, dtype=object)
 
 
-def _checked(values: np.ndarray, col: Column) -> np.ndarray:
+def _validated_column(values: np.ndarray, col: Column) -> np.ndarray:
     """``values`` (one column of a request) in the column's dtype, or InputError naming the
     column and row."""
-    missing = _missing(values)
+    missing = missing_mask(values)
     any_missing = bool(missing.any())
     if any_missing and col.required:
         rows = np.flatnonzero(missing)[:5].tolist()
@@ -448,11 +448,11 @@ def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np
             return present.astype(bool)
         if column.number and all(_is_number_type(k) for k in kinds):
             if column.whole and kinds <= {int}:
-                return _checked_integers(_int_array(present, col, positions), col, positions)
+                return _validated_integers(_int_array(present, col, positions), col, positions)
             if column.whole:  # ints and floats mixed: each exactly (big ints stay exact)
-                return _checked_mixed_integers(present, col, positions)
+                return _validated_mixed_integers(present, col, positions)
             numbers = _float_array(present, col, positions)
-            return _checked_numbers(numbers, present, col, positions)
+            return _validated_numbers(numbers, present, col, positions)
         for index, value in enumerate(present):
             try:
                 strict_value(col.type, value)
@@ -465,11 +465,11 @@ def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np
     elif kind in "iu":
         if column.number:
             if column.whole:
-                return _checked_integers(present, col, positions)
-            return _checked_numbers(present.astype(np.float64), present, col, positions)
+                return _validated_integers(present, col, positions)
+            return _validated_numbers(present.astype(np.float64), present, col, positions)
     elif kind == "f":
         if column.number:
-            return _checked_numbers(present.astype(np.float64), present, col, positions)
+            return _validated_numbers(present.astype(np.float64), present, col, positions)
     elif kind in "US" and column.python is str:
         return present.astype(object)
     raise type_error(
@@ -477,7 +477,7 @@ def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np
     )
 
 
-def _checked_mixed_integers(
+def _validated_mixed_integers(
     present: np.ndarray, col: Column, positions: np.ndarray | None
 ) -> np.ndarray:
     """An integer column whose JSON values mix integers and floats, value by value: every
@@ -525,7 +525,9 @@ def _raise_first_problem(values: Any, col: Column, positions: np.ndarray | None)
             raise InputError(f"column {col.name!r} in row {_row(positions, index)}: {problem}")
 
 
-def _checked_integers(values: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
+def _validated_integers(
+    values: np.ndarray, col: Column, positions: np.ndarray | None
+) -> np.ndarray:
     """Integers within the column's bounds, in its dtype."""
     low, high = TYPES[col.type].bounds
     unsigned = values.dtype.kind == "u"  # compared as such: no negative bound, no overflow
@@ -540,7 +542,7 @@ def _positions_of(bad: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
     return where if positions is None else positions[where]
 
 
-def _checked_numbers(
+def _validated_numbers(
     numbers: np.ndarray, original: np.ndarray, col: Column, positions: np.ndarray | None
 ) -> np.ndarray:
     """Float64 ``numbers`` (read from ``original``) that are finite, within the column's
@@ -578,11 +580,11 @@ def check_values(present: pd.Series, col: Column) -> None:
     labels = present.index.to_numpy()
     values = present.to_numpy()
     if values.dtype.kind in "iu" and TYPES[col.type].whole:
-        _checked_integers(values, col, labels)
+        _validated_integers(values, col, labels)
     elif values.dtype.kind in "iuf":
-        _checked_numbers(values.astype(np.float64), values, col, labels)
+        _validated_numbers(values.astype(np.float64), values, col, labels)
     else:
-        _checked_numbers(_float_array(values, col, labels), values, col, labels)
+        _validated_numbers(_float_array(values, col, labels), values, col, labels)
 
 
 def records_frame(rows: Sequence[Mapping[str, Any]], contract: Contract) -> pd.DataFrame:
@@ -682,12 +684,3 @@ def _json_values(series: pd.Series, kind: str) -> list[Any]:
         else:
             out.append(v)
     return out
-
-
-def plain(value: Any) -> Any:
-    """A numpy scalar as its JSON-able Python value (a non-finite float as None)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inference.contract import missing_mask
+
 NUMBER, CATEGORY = "number", "category"
 CORRECTIONS = ("bonferroni", "holm")
 DEFAULT_ALPHA, DEFAULT_CORRECTION = 0.05, "bonferroni"
@@ -306,10 +308,6 @@ def reference_size(folder: Path) -> int:
 # --- testing a window against the reference -------------------------------------------------
 
 
-def _missing(values: np.ndarray) -> np.ndarray:
-    return np.asarray(pd.isna(values), dtype=bool)
-
-
 def histogram(dist: Distribution, present: np.ndarray) -> dict[str, Any]:
     """Reference and live shares per bin. Numbers: equal bins between the reference's 0.5 %
     and 99.5 % quantiles, plus a bin below and one above them (first and last); categories:
@@ -360,7 +358,7 @@ def column_report(dist: Distribution, values: Any) -> dict[str, Any]:
     """One column of a window against its reference: the drift test and the data quality."""
     values = np.asarray(values)
     rows = len(values)
-    missing = _missing(values)
+    missing = missing_mask(values)
     present = values[~missing]
     out: dict[str, Any] = {
         "kind": dist.kind,

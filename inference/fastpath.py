@@ -14,7 +14,7 @@ this module is what a bento ships to run it: no scikit-learn, no build code.
 - **Forest: ``inference.forest``**, a compiled exact tree walk, for every batch size.
 
 An input the fast path cannot reproduce (a float32 column, where sklearn computes in float32;
-a non-string category; pd.NA) makes :meth:`FastModel.outputs` return None: the caller lets
+a non-string category; pd.NA) makes :meth:`FastModel.predict_arrays` return None: the caller lets
 sklearn answer that call.
 
 Saved form (in the BentoML model folder, :data:`FILES`): ``fastpath.json`` (version, blocks,
@@ -139,7 +139,7 @@ class FastModel:
         # RandomForestClassifier.predict: the class of the first highest probability.
         return self.classes.take(np.argmax(raw, axis=1), axis=0), raw
 
-    def outputs(
+    def predict_arrays(
         self, frame: pd.DataFrame, threads: int = 1
     ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """(predictions, class probabilities or None) for a frame fitted to the contract, or
@@ -147,10 +147,10 @@ class FastModel:
         X = self.transform(frame)
         return None if X is None else self.finish(self.forest_output(X, threads))
 
-    def outputs_of_records(
+    def predict_arrays_of_records(
         self, records: Sequence[Mapping[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """:meth:`outputs` for records (dicts), without pandas: the single-record path."""
+        """:meth:`predict_arrays` for records (dicts), without pandas: the single-record path."""
         rows = [self.row(r) for r in records]
         if not rows or any(r is None for r in rows):
             return None
@@ -275,7 +275,8 @@ def _encoded_row(block: dict[str, Any], tables: list[dict[Any, int]], values: li
 
 
 def _numeric_matrix(block: dict[str, Any], frame: pd.DataFrame) -> np.ndarray | None:
-    # One column at a time: frame[list_of_columns] alone costs about 0.1 ms.
+    # One column at a time: frame[list_of_columns] builds a new frame first, which costs more than
+    # the forest's walk of a single record.
     columns = [frame[c].to_numpy() for c in block["columns"]]
     if not all(c.dtype.kind in "iub" or c.dtype == np.float64 for c in columns):
         return None  # float32, object...: sklearn would compute in another precision
@@ -351,7 +352,7 @@ def same_bits(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def sklearn_outputs(pipeline: Any, frame: Any, task: str):
+def sklearn_predict_arrays(pipeline: Any, frame: Any, task: str):
     """(predictions, probabilities or None) of the sklearn model (or of its forest, for a
     matrix): the reference."""
     # np.errstate: sklearn's finiteness check sums the input, overflowing on huge values.
@@ -381,18 +382,18 @@ def matches(got: tuple[Any, Any] | None, want: tuple[Any, Any]) -> bool:
     return same_bits(got[0], want[0]) and got[1] is not None and same_bits(got[1], want[1])
 
 
-def recorded_answers(pipeline: Any, frame: pd.DataFrame, task: str) -> dict[str, Any]:
+def recorded_predictions(pipeline: Any, frame: pd.DataFrame, task: str) -> dict[str, Any]:
     """sklearn's answers on ``frame`` (the input example) as JSON values (floats round-trip
     exactly): for the frame entry, and for the record entry (the frame as the service makes
     it from records)."""
     return {
-        "frame": _as_json(sklearn_outputs(pipeline, frame, task)),
-        "records": _as_json(sklearn_outputs(pipeline, service_frame(frame), task)),
+        "frame": _as_json(sklearn_predict_arrays(pipeline, frame, task)),
+        "records": _as_json(sklearn_predict_arrays(pipeline, service_frame(frame), task)),
     }
 
 
-def _as_json(answers: tuple[Any, Any]) -> dict[str, Any]:
-    predictions, proba = answers
+def _as_json(predicted: tuple[Any, Any]) -> dict[str, Any]:
+    predictions, proba = predicted
     values = [v.item() if hasattr(v, "item") else v for v in np.asarray(predictions).ravel()]
     return {
         "predictions": values,
@@ -400,34 +401,35 @@ def _as_json(answers: tuple[Any, Any]) -> dict[str, Any]:
     }
 
 
-def _from_json(answers: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _from_json(recorded: Any, task: str) -> tuple[np.ndarray, np.ndarray | None]:
     dtype = object if task == "classification" else np.float64
-    proba = answers["probabilities"]
+    proba = recorded["probabilities"]
     return (
-        np.array(answers["predictions"], dtype=dtype),
+        np.array(recorded["predictions"], dtype=dtype),
         None if proba is None else np.array(proba, dtype=np.float64),
     )
 
 
-def gives_recorded_answers(fast: FastModel, frame: pd.DataFrame) -> bool:
+def gives_recorded_predictions(fast: FastModel, frame: pd.DataFrame) -> bool:
     """Whether ``fast`` gives, on ``frame`` (the input example), the answers sklearn gave at
-    import (``spec["expected"]``, :func:`recorded_answers`), through both entries. Also
+    import (``spec["expected"]``, :func:`recorded_predictions`), through both entries. Also
     compiles (or loads from numba's cache) the forest's kernel."""
     expected = fast.spec.get("expected")
     if not isinstance(expected, dict):
         return False
     served = service_frame(frame).to_dict("records")
-    return matches(fast.outputs(frame), _from_json(expected["frame"], fast.task)) and matches(
-        fast.outputs_of_records(served), _from_json(expected["records"], fast.task)
-    )
+    if not matches(fast.predict_arrays(frame), _from_json(expected["frame"], fast.task)):
+        return False
+    got = fast.predict_arrays_of_records(served)
+    return matches(got, _from_json(expected["records"], fast.task))
 
 
 def reproduces(fast: FastModel, pipeline: Any, frame: pd.DataFrame) -> bool:
     """Whether ``fast`` gives sklearn's answers for ``frame`` through both entries (frame and
     records). Also compiles (or loads from numba's cache) the forest's kernel: the service
     runs it at start-up on the input example."""
-    if not matches(fast.outputs(frame), sklearn_outputs(pipeline, frame, fast.task)):
+    if not matches(fast.predict_arrays(frame), sklearn_predict_arrays(pipeline, frame, fast.task)):
         return False
     served = service_frame(frame)
-    got = fast.outputs_of_records(served.to_dict("records"))
-    return matches(got, sklearn_outputs(pipeline, served, fast.task))
+    got = fast.predict_arrays_of_records(served.to_dict("records"))
+    return matches(got, sklearn_predict_arrays(pipeline, served, fast.task))

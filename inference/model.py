@@ -21,13 +21,15 @@ import pandas as pd
 
 from inference import fastpath
 from inference.constants import INPUT_EXAMPLE
-from inference.contract import TYPES, Contract, coerce, plain, read_contract, records_frame
+from inference.contract import TYPES, Contract, coerce, read_contract, records_frame
 from inference.errors import TagserveError, one_line
 from inference.loading import load_pipeline
+from inference.strict_json import plain
 
 logger = logging.getLogger("tagserve.inference")
-# Above this many records a frame is built: per-record Python rows cost about 5 us each, the
-# columnar frame path wins from about 256 rows (docs/fast-path-research.md).
+# Above this many records a frame is built: per-record Python rows cost a little per row, a
+# frame a fixed cost that the columnar path wins back past a few hundred rows (measured in
+# docs/fast-path-research.md); the bound stays below that point.
 RECORD_ENTRY_MAX_ROWS = 128
 
 
@@ -36,8 +38,9 @@ class LoadedModel:
     """The native scikit-learn Pipeline of an exported model, with its contract, and its
     exact fast path when it has one (``fast``; ``fast_report`` says why or why not).
 
-    ``predict``/``answers`` take frames already fitted to the contract
-    (``inference.contract.validate`` or ``coerce``); ``answer_records`` takes records.
+    ``predict``, ``predict_proba``, ``predict_arrays`` and ``predict_json`` take frames already
+    fitted to the contract (``inference.contract.validate`` or ``coerce``); ``predict_records``
+    takes records.
     """
 
     contract: Contract
@@ -75,18 +78,18 @@ class LoadedModel:
         """What computes the predictions (for ``/metadata`` and logs)."""
         return self.fast.engine if self.fast is not None else fastpath.ENGINE_SKLEARN
 
-    def outputs(
+    def predict_arrays(
         self, X: pd.DataFrame, with_proba: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, class probabilities or None) for the rows of ``X``: one model call
         on the fast path, which gives both at once (sklearn is asked for the probabilities
         only ``with_proba``)."""
-        got = self.fast.outputs(X, threads=self.threads) if self.fast is not None else None
+        got = self.fast.predict_arrays(X, threads=self.threads) if self.fast is not None else None
         if got is None:
-            got = self._sklearn_outputs(X, with_proba)
+            got = self._sklearn_predict_arrays(X, with_proba)
         return np.asarray(got[0]).ravel(), got[1]
 
-    def _sklearn_outputs(
+    def _sklearn_predict_arrays(
         self, X: pd.DataFrame, with_proba: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
         with warnings.catch_warnings():
@@ -99,34 +102,34 @@ class LoadedModel:
         return predicted, proba
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.outputs(X, with_proba=False)[0]
+        return self.predict_arrays(X, with_proba=False)[0]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray | None:
         """Class probabilities (columns in ``classes`` order), or None for a regressor."""
-        return self.outputs(X)[1]
+        return self.predict_arrays(X)[1]
 
-    def answers(self, X: pd.DataFrame) -> list[dict[str, Any]]:
-        """One JSON-able answer per row: ``{"prediction": ...}``, plus ``"probabilities"``
+    def predict_json(self, X: pd.DataFrame) -> list[dict[str, Any]]:
+        """One JSON-able prediction per row: ``{"prediction": ...}``, plus ``"probabilities"``
         ({class as text: probability}) for a classifier."""
-        return self._as_answers(*self.outputs(X))
+        return self._json_predictions(*self.predict_arrays(X))
 
-    def answer_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """:meth:`answers` for records whose values have their column's Python type (the
-        service's pydantic records), with no DataFrame on the fast path: the single-record
-        call costs about 0.05 ms there instead of 3-7 ms."""
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`predict_json` for records whose values have their column's Python type (the
+        service's pydantic records), with no DataFrame on the fast path: building one costs far
+        more than the forest's walk of a few records."""
         few = len(records) <= RECORD_ENTRY_MAX_ROWS
         if self.fast is not None and few and self._record_entry_exact():
-            got = self.fast.outputs_of_records(records)
+            got = self.fast.predict_arrays_of_records(records)
             if got is not None:
-                return self._as_answers(*got)
-        return self.answers(records_frame(records, self.contract))
+                return self._json_predictions(*got)
+        return self.predict_json(records_frame(records, self.contract))
 
     def _record_entry_exact(self) -> bool:
         # The column types the record entry builds exactly as records_frame does (the type
         # table's record_entry): other models answer records through the frame.
         return all(TYPES[c.type].record_entry for c in self.contract.columns)
 
-    def _as_answers(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
+    def _json_predictions(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
         values = [plain(p) for p in np.asarray(predicted).ravel()]
         if proba is None:
             return [{"prediction": p} for p in values]
@@ -167,7 +170,7 @@ def load_model(
     ``lazy`` (offline scoring): with a fast path, the sklearn Pipeline is loaded only when a
     call needs it (an input the fast path delegates), and the re-check compares the fast
     path with the answers sklearn gave on the input example at import (recorded in the fast
-    path): importing scikit-learn and skops costs seconds of a command's start-up.
+    path): importing scikit-learn and skops is the slow part of a command's start-up.
     """
     folder = Path(folder)
     contract = contract or read_contract(folder)
@@ -180,13 +183,13 @@ def load_model(
     if fast_folder is None:
         model.fast_report = {"engine": fastpath.ENGINE_SKLEARN, "reason": "no fast path saved"}
         return model
-    model.fast, model.fast_report = _checked_fast_path(model, Path(fast_folder))
+    model.fast, model.fast_report = _exact_fast_path(model, Path(fast_folder))
     if model.fast is None:
         logger.warning("%s: served by scikit-learn: %s", folder, model.fast_report["reason"])
     return model
 
 
-def _checked_fast_path(
+def _exact_fast_path(
     model: LoadedModel, fast_folder: Path
 ) -> tuple[fastpath.FastModel | None, dict[str, Any]]:
     """The saved fast path of ``model`` if it reproduces sklearn on the input example."""
@@ -224,7 +227,7 @@ def _recorded_fast_path(
     except (OSError, ValueError, KeyError, TypeError, AttributeError, TagserveError) as exc:
         return None, _not_used(f"cannot load the fast path: {exc}")
     try:
-        exact = fastpath.gives_recorded_answers(fast, example)
+        exact = fastpath.gives_recorded_predictions(fast, example)
     except Exception as exc:  # a damaged saved spec may fail in any way: sklearn serves
         return None, _not_used(f"the fast path fails on the input example: {one_line(exc)}")
     if not exact:

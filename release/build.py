@@ -161,7 +161,7 @@ def resolve_candidate(tag: str | None, live: Any) -> Any | None:
         raise ReleaseError(str(exc).replace("TAGSERVE_CANDIDATE=", "--candidate ")) from None
 
 
-def model_requirements(model: Any) -> list[str]:
+def requirements_of(model: Any) -> list[str]:
     """The model's pinned requirements, as the importer reads them."""
     from importers import model_requirements as importer_requirements
 
@@ -314,10 +314,10 @@ def _build(
     if base_image:
         docker["base_image"] = base_image
     locked = locked_requirements(root)
-    check_model_agrees(model_tag, model_requirements(model), locked)
+    check_model_agrees(model_tag, requirements_of(model), locked)
     candidate_tag = str(candidate.tag) if candidate is not None else ""
     if candidate is not None:
-        check_model_agrees(candidate_tag, model_requirements(candidate), locked)
+        check_model_agrees(candidate_tag, requirements_of(candidate), locked)
     # Exactly the lock's pins, installed as they are (no resolution at build time).
     python = {**(config.get("python") or {}), "packages": locked, "lock_packages": False}
     python.pop("requirements_txt", None)

@@ -63,7 +63,7 @@ class ModelChoice:
     def candidate_predictions(self, rows: Any) -> list[Any]:
         """The candidate's predictions of ``rows`` (records, or a frame): the shadow's."""
         if isinstance(rows, list):
-            return _values(self.candidate.answer_records(rows))
+            return _values(self.candidate.predict_records(rows))
         return list(self.candidate.predict(rows))
 
     def _timed(self, tag: str, call: Callable[[], Any]) -> Any:
@@ -81,8 +81,8 @@ class ModelChoice:
         route = route or route_var.get()
         if route == CANDIDATE and self.candidate is not None:
             model = self.candidate
-            return self._timed(self.candidate_tag, lambda: model.answer_records(rows))
-        predicted = self._timed(self.live_tag, lambda: self.live.answer_records(rows))
+            return self._timed(self.candidate_tag, lambda: model.predict_records(rows))
+        predicted = self._timed(self.live_tag, lambda: self.live.predict_records(rows))
         if route == SHADOWED and self.shadow is not None:
             self.shadow.offer(rows, _values(predicted))
         return predicted

@@ -32,15 +32,16 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from inference import drift, strict_json
+from inference.files import write_atomically
 from serving.metrics import monitor_metrics
 
 logger = logging.getLogger("bentoml.service.tagserve")
@@ -195,19 +196,6 @@ class Window:
         ``p_v``/``p_m``: the prediction), its newest ``size`` rows."""
         names = self.chunks[0].keys() if self.chunks else ()
         return {n: np.concatenate([c[n] for c in self.chunks])[-self.size :] for n in names}
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """``write(file)`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def merged(

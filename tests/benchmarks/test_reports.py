@@ -1,4 +1,4 @@
-"""The benchmark's ratios against the issue's targets, and the worker sweep's medians."""
+"""The benchmark's ratios against the project's targets, and the worker sweep's medians."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ pytestmark = [
     ),
 ]
 
-# One Spark session for two jobs (a session takes ~15 s to start on 2 cores).
+# One Spark session for two jobs: starting a session (a JVM) is the slow part of a job.
 DRIVER = textwrap.dedent(
     """
     import json, sys

@@ -1,4 +1,4 @@
-"""Helpers for the candidate tests (issue 17): a candidate regressor trained with other
+"""Helpers for the candidate tests: a candidate regressor trained with other
 settings and imported non-prod beside the session's models; a hostile copy of a model in a
 BentoML store; shadow metrics read from ``/metrics``; ``hey`` runs classified by their
 errors."""

@@ -27,7 +27,7 @@ def bits(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
 
 
-def assert_same_outputs(got: tuple, pipeline, frame: pd.DataFrame, task: str) -> None:
+def assert_same_predictions(got: tuple, pipeline, frame: pd.DataFrame, task: str) -> None:
     """``got`` (predictions, probabilities) equals sklearn's answer for ``frame``, bit for bit."""
     assert got is not None, "the fast path handed these rows to sklearn"
     predicted, proba = got
@@ -60,12 +60,14 @@ def test_exact_on_both_shipped_data_sets(shipped: Shipped) -> None:
     assert np.array_equal(bits(fast.transform(edge)), bits(dense))
     for size in (1, 7, 64, 65, len(shipped.test)):
         rows = edge.head(size)
-        assert_same_outputs(fast.outputs(rows), pipeline, rows, shipped.task)
-    assert_same_outputs(fast.outputs(edge, threads=2), pipeline, edge, shipped.task)
+        assert_same_predictions(fast.predict_arrays(rows), pipeline, rows, shipped.task)
+    assert_same_predictions(fast.predict_arrays(edge, threads=2), pipeline, edge, shipped.task)
     served = fastpath.service_frame(edge.head(50))
     for i, record in enumerate(served.to_dict("records")):
         one = served.iloc[[i]]
-        assert_same_outputs(fast.outputs_of_records([record]), pipeline, one, shipped.task)
+        assert_same_predictions(
+            fast.predict_arrays_of_records([record]), pipeline, one, shipped.task
+        )
 
 
 def test_the_forest_alone_on_threshold_nan_and_special_rows(shipped: Shipped) -> None:
@@ -78,7 +80,7 @@ def test_the_forest_alone_on_threshold_nan_and_special_rows(shipped: Shipped) ->
     assert np.isnan(rows).any() and (np.signbit(rows) & (rows == 0)).any()
     got = fast.forest_output(rows)
     with np.errstate(over="ignore", invalid="ignore"):  # sklearn's check sums 3.4e38s
-        want = fastpath.sklearn_outputs(forest, rows, shipped.task)
+        want = fastpath.sklearn_predict_arrays(forest, rows, shipped.task)
     want = want[1] if shipped.task == "classification" else want[0]
     assert np.array_equal(bits(got), bits(want))
 
@@ -117,7 +119,7 @@ def test_saved_fast_path_loads_and_serves_every_entry(exported: Path, tmp_path: 
     frame = example_of(exported)
     assert np.array_equal(bits(model.predict(frame)), bits(pipeline.predict(frame)))
     records = frame.to_dict("records")
-    answers = model.answer_records(records)
+    answers = model.predict_records(records)
     expected = pipeline.predict(records_frame(records, contract))
     assert [a["prediction"] for a in answers] == expected.tolist()
 
@@ -133,7 +135,7 @@ def test_the_saved_form_is_plain_arrays_and_json(exported: Path, tmp_path: Path)
     again = fastpath.load(tmp_path / "copy")
     assert again.spec == fast.spec
     frame = example_of(exported)
-    assert np.array_equal(bits(again.outputs(frame)[0]), bits(fast.outputs(frame)[0]))
+    assert np.array_equal(bits(again.predict_arrays(frame)[0]), bits(fast.predict_arrays(frame)[0]))
 
 
 def test_a_fast_path_that_differs_at_start_up_is_not_used(exported: Path, tmp_path: Path) -> None:
@@ -207,15 +209,15 @@ def test_inputs_it_cannot_reproduce_go_to_sklearn(exported: Path, tmp_path: Path
     odd = example_of(exported)
     number = next(c for c in odd.columns if odd[c].dtype == np.float64)
     odd[number] = odd[number].astype(np.float32)  # sklearn imputes and scales in float32
-    assert fast.outputs(odd) is None
+    assert fast.predict_arrays(odd) is None
     assert np.array_equal(bits(model.predict(odd)), bits(pipeline.predict(odd)))
     text = next(c for c in odd.columns if odd[c].dtype == object)
-    assert fast.outputs_of_records([{**odd.iloc[0].to_dict(), text: 7}]) is None
+    assert fast.predict_arrays_of_records([{**odd.iloc[0].to_dict(), text: 7}]) is None
     frame = example_of(exported)
     for value in (7, b"Ideal", pd.NA):  # not a string, not NaN or None: sklearn answers
         values = frame[text].to_numpy(dtype=object).copy()
         values[-1] = value
-        assert fast.outputs(frame.assign(**{text: pd.Series(values, dtype=object)})) is None
+        assert fast.predict_arrays(frame.assign(**{text: pd.Series(values, dtype=object)})) is None
 
 
 def test_a_model_it_cannot_reproduce_is_served_by_sklearn(exported: Path) -> None:
@@ -296,7 +298,7 @@ def test_concurrent_calls_agree(exported: Path) -> None:
     rows = [frame.iloc[[i]] for i in range(len(frame))]
     want = [bits(pipeline.predict(r)) for r in rows]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        got = list(pool.map(lambda r: bits(fast.outputs(r)[0]), rows * 5))
+        got = list(pool.map(lambda r: bits(fast.predict_arrays(r)[0]), rows * 5))
     assert all(np.array_equal(g, w) for g, w in zip(got, want * 5, strict=True))
 
 
@@ -328,7 +330,7 @@ def test_offline_loads_sklearn_only_when_a_call_needs_it(exported: Path, tmp_pat
     contract = read_contract(exported)
     fast = build(pipeline, contract.task)
     example = example_of(exported)
-    fast.spec["expected"] = fastpath.recorded_answers(pipeline, example, contract.task)
+    fast.spec["expected"] = fastpath.recorded_predictions(pipeline, example, contract.task)
     save(fast, tmp_path / "fp")
 
     done = subprocess.run(
@@ -401,4 +403,4 @@ def test_exact_on_generated_data_of_other_shapes(shape: dict[str, int], task: st
     model[-1].set_params(n_jobs=1)
     fast, report = prepare(model, task, {"data": frame})
     assert fast is not None and report["exact"], report.get("reason")
-    assert_same_outputs(fast.outputs(frame), model, frame, task)
+    assert_same_predictions(fast.predict_arrays(frame), model, frame, task)

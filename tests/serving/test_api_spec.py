@@ -52,8 +52,9 @@ def test_every_route_of_the_service_is_documented(models: Models, document: dict
 
 
 def test_documented_answers_are_the_ones_given(server: str, document: dict[str, Any]) -> None:
-    """The mismatches the issue found: 400's ``detail`` is a list, ``/metadata``'s nullable
-    fields may be null, GET /metadata is listed, a 405 names the documented methods."""
+    """Where the document and the answers once differed: 400's ``detail`` is a list,
+    ``/metadata``'s nullable fields may be null, GET /metadata is listed, a 405 names the
+    documented methods."""
     schemas = document["components"]["schemas"]
     assert schemas["Error"]["properties"]["detail"]["type"] == "array"
     bad = httpx.post(f"{server}/predict", json={"carat": 0.3})

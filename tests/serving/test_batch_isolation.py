@@ -13,7 +13,9 @@ import pytest
 
 from tests.helpers.service_models import FRAGILE_DEPTH, Models, diamonds_sample
 
-GOOD_REQUESTS = 40  # with the bad one: 41 concurrent single-record requests, as in issue 10
+# With the bad one, 41 concurrent single-record requests: enough that the batcher merges the
+# bad record into a model call with good ones.
+GOOD_REQUESTS = 40
 ROUNDS = 3
 
 

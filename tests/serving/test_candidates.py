@@ -1,4 +1,4 @@
-"""A candidate beside the live model (issue 17) behind a real ``bentoml serve``: shadow 1.0
+"""A candidate beside the live model behind a real ``bentoml serve``: shadow 1.0
 answers from the live model alone and its metrics equal an offline comparison of the same
 requests; a 10 % canary by request key; refusals at start-up in one line; a slow candidate
 never delays the live answer; SIGTERM under load cuts no request."""
@@ -81,8 +81,8 @@ def rows() -> list[dict[str, Any]]:
 def both(models: Models, candidate: str, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The live model's and the candidate's predictions of ``rows``, in-process."""
     return {
-        "live": [a["prediction"] for a in loaded(models, models.regressor).answer_records(rows)],
-        "candidate": [a["prediction"] for a in loaded(models, candidate).answer_records(rows)],
+        "live": [a["prediction"] for a in loaded(models, models.regressor).predict_records(rows)],
+        "candidate": [a["prediction"] for a in loaded(models, candidate).predict_records(rows)],
     }
 
 
@@ -195,7 +195,7 @@ def test_shadow_answers_from_the_live_model_and_its_metrics_equal_an_offline_com
     figures = json.loads(done.stdout)
     offline = Comparison("regression")
     diffs = offline.add(
-        live_answers, [a["prediction"] for a in loaded(models, candidate).answer_records(rows)]
+        live_answers, [a["prediction"] for a in loaded(models, candidate).predict_records(rows)]
     )
     requests = settled(paired, "tagserve_shadow_requests_total", requests_before + len(calls))
     assert requests - requests_before == len(calls)
@@ -352,10 +352,10 @@ class BlockedCandidate:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def answer_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.entered.set()
         assert self.release.wait(60)
-        return self.live.answer_records(rows)
+        return self.live.predict_records(rows)
 
 
 def test_a_slow_candidate_never_delays_the_live_answer_and_drops_are_counted(
@@ -413,12 +413,12 @@ def test_a_classifier_candidate_is_compared_by_agreement(
     )
     agreed_before, rows_before = metrics.agreed._value.get(), metrics.rows._value.get()
     answers = [choice.predict_records([row], SHADOWED)[0] for row in rows]
-    assert answers == live.answer_records(rows)  # probabilities included
+    assert answers == live.predict_records(rows)  # probabilities included
     assert shadow.wait()
     offline = Comparison("classification")
     offline.add(
         [a["prediction"] for a in answers],
-        [a["prediction"] for a in candidate.answer_records(rows)],
+        [a["prediction"] for a in candidate.predict_records(rows)],
     )
     assert shadow.comparison.figures() == offline.figures()
     assert metrics.rows._value.get() - rows_before == len(rows)

@@ -32,7 +32,7 @@ def constant_prediction(contract: Contract, prediction_model: type[BaseModel]) -
 
 def create_floor_service(settings: Settings | None = None) -> Any:
     """The floor service for ``settings.model``'s contract (default: from the environment)."""
-    from service import model_contract  # the service's own reading of an imported model
+    from serving.loading import model_contract  # the service's own reading of a model
 
     settings = settings or Settings.from_env()
     try:

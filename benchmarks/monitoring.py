@@ -154,7 +154,7 @@ def in_process_costs(setup: Any, window: int = 5_000) -> dict[str, float]:
         monitor.record([records[i]], [answers[i]])
     record_us = (time.perf_counter() - began) / calls * 1e6
     began = time.perf_counter()
-    monitor.drain()
+    monitor.collect()
     encode_ms = (time.perf_counter() - began) / calls * 1000 * 1000
     cycles = []
     for _ in range(5):

@@ -100,7 +100,8 @@ def live_path_cost(setup: Any, candidate: str, calls: int) -> list[dict[str, Any
     from inference.bento import fastpath_folder, mlflow_folder
     from inference.contract import json_records
     from inference.model import load_model
-    from serving.candidates import SHADOWED, ModelChoice
+    from serving.model_choice import ModelChoice
+    from serving.routing import SHADOWED
 
     os_env = {k: setup.env[k] for k in ("BENTOML_HOME",)}
     previous = {k: os.environ.get(k) for k in os_env}
@@ -118,7 +119,7 @@ def live_path_cost(setup: Any, candidate: str, calls: int) -> list[dict[str, Any
     choice = ModelChoice(setup.fast, setup.tag, shadow, candidate, shadow_fraction=1.0)
     configs = (
         ("live model alone", setup.fast.predict_records),
-        ("shadow 1.0 (ModelChoice, thread running)", lambda r: choice.answer_records(r, SHADOWED)),
+        ("shadow 1.0 (ModelChoice, thread running)", lambda r: choice.predict_records(r, SHADOWED)),
     )
     out = []
     for config, call in configs:

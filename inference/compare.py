@@ -1,5 +1,5 @@
 """How a candidate model's predictions compare with the live model's, row by row: the
-figures the service's shadow (``serving.candidates``) exports and ``python -m clients
+figures the service's shadow (``serving.shadow``) exports and ``python -m clients
 compare`` prints, computed the same way in both places."""
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from inference.errors import InputError, ModelRefused
-from inference.strict_json import plain  # noqa: F401  (serving.http imports it from here)
 
 
 @dataclass(frozen=True)

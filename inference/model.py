@@ -124,9 +124,6 @@ class LoadedModel:
                 return self._json_predictions(*got)
         return self.predict_json(records_frame(records, self.contract))
 
-    # The name serving/ and service.py still call; remove once they call predict_records.
-    answer_records = predict_records
-
     def _record_entry_exact(self) -> bool:
         # The column types the record entry builds exactly as records_frame does (the type
         # table's record_entry): other models answer records through the frame.

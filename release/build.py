@@ -162,8 +162,8 @@ def resolve_candidate(tag: str | None, live: Any) -> Any | None:
     service checks it at start-up (exact tag, trust rules, same task and input contract)."""
     if not tag:
         return None
-    from service import model_contract
     from serving.candidates import check_candidate
+    from serving.loading import model_contract
 
     try:
         return check_candidate(tag, str(live.tag), model_contract(live), model_contract)

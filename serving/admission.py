@@ -1,7 +1,7 @@
 """Load shedding on the latency API: at most a budget of ``/predict`` requests in flight.
 
 ``/predict`` runs one model call at a time per worker; without a bound every extra client
-waits in line, so under 400 concurrent clients everyone waited seconds (issue 10). Past the
+waits in line, so under many concurrent clients everyone waits in line for seconds. Past the
 budget (the request computing + those allowed to wait, per worker) the service answers at once
 ``503 {"error": ...}`` with ``Retry-After``, before reading the body and before BentoML's own
 middleware (metrics, tracing, access log): a refusal costs little, and the requests it
@@ -15,8 +15,6 @@ queue, and answers ``429 {"error": "Too many requests"}`` without ``Retry-After`
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 
 class InFlight:
@@ -47,23 +45,3 @@ def shed_message(path: str, budget: int, retry_after: int) -> str:
         f"(TAGSERVE_PREDICT_QUEUE); retry after {retry_after} s, or send rows in bulk "
         f"to /predict_batch"
     )
-
-
-SHED_METRIC = "tagserve_shed_requests"  # /metrics: tagserve_shed_requests_total{endpoint}
-_shed_counter: Any = None
-
-
-def shed_counter() -> Any:
-    """The Prometheus counter of refused requests, by endpoint; made on first use, in the
-    worker (BentoML sets prometheus_client's multiprocess folder when a worker starts, after
-    the service module is imported), and once per process."""
-    global _shed_counter
-    if _shed_counter is None:
-        import prometheus_client  # BentoML's own metrics library
-
-        _shed_counter = prometheus_client.Counter(
-            SHED_METRIC,
-            "Requests refused with 503 by tagserve's load shedding",
-            labelnames=["endpoint"],
-        )
-    return _shed_counter

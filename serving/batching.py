@@ -1,12 +1,12 @@
 """Adaptive batching without shared failure: a model call over the records of several merged
 requests that fails is split, so that only the request(s) holding the record(s) it fails on
-fail, and every other gets its answers.
+fail, and every other gets its predictions.
 
 BentoML 1.4 merges concurrent ``predict_batch`` requests into one list, calls the API once,
 and cuts the returned list back into one slice per request (``DefaultContainer``); an
 exception fails every merged request alike (``CorkDispatcher.outbound_call``). So the API
-answers every record it can, puts a :class:`RecordFailed` where it cannot, and the API's
-output spec (:func:`build_answers_output`) turns a slice holding one into that request's own
+predicts every record it can, puts a :class:`RecordFailed` where it cannot, and the API's
+output spec (:func:`build_predictions_output`) turns a slice holding one into that request's own
 error.
 """
 
@@ -23,7 +23,7 @@ from serving.bentoml_private import IORootModel
 logger = logging.getLogger("bentoml.service.tagserve")
 
 Row = TypeVar("Row")
-Answer = TypeVar("Answer")
+Prediction = TypeVar("Prediction")
 
 # What a model raises on an input it cannot take (scikit-learn's input checks raise
 # ValueError; a cast out of range OverflowError): the record's fault, answered 400.
@@ -36,21 +36,23 @@ def described(error: BaseException) -> str:
 
 
 class RecordFailed(Exception):
-    """Where a record's answer would be: the model failed on this record on its own."""
+    """Where a record's prediction would be: the model failed on this record on its own."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(described(error))
+        self.error = error
         self.client_fault = isinstance(error, INPUT_FAULTS)
 
 
-def answer_each(
-    rows: Sequence[Row], answer: Callable[[Sequence[Row]], list[Answer]]
-) -> list[Answer | RecordFailed]:
-    """``answer(rows)``, one answer per row; if it raises, the rows split in halves and
-    answered again, down to single rows: a row that fails alone gets a :class:`RecordFailed`,
-    every other row its answer. One failing row among n costs about 2·log2(n) more calls."""
+def predict_each(
+    rows: Sequence[Row], predict: Callable[[Sequence[Row]], list[Prediction]]
+) -> list[Prediction | RecordFailed]:
+    """``predict(rows)``, one prediction per row; if it raises, the rows split in halves and
+    predicted again, down to single rows: a row that fails alone gets a :class:`RecordFailed`,
+    every other row its prediction. One failing row among n costs about 2·log2(n) more
+    calls."""
     try:
-        answers = answer(rows)
+        predictions = predict(rows)
     except Exception as exc:
         if len(rows) == 1:
             return [RecordFailed(exc)]
@@ -59,38 +61,38 @@ def answer_each(
             len(rows),
             described(exc),
         )
-        return _in_halves(rows, answer)
-    return _checked(rows, answers)
+        return _in_halves(rows, predict)
+    return _one_per_row(rows, predictions)
 
 
 def _in_halves(
-    rows: Sequence[Row], answer: Callable[[Sequence[Row]], list[Answer]]
-) -> list[Answer | RecordFailed]:
+    rows: Sequence[Row], predict: Callable[[Sequence[Row]], list[Prediction]]
+) -> list[Prediction | RecordFailed]:
     middle = len(rows) // 2
-    out: list[Answer | RecordFailed] = []
+    out: list[Prediction | RecordFailed] = []
     for half in (rows[:middle], rows[middle:]):
         try:
-            answers = answer(half)
+            predictions = predict(half)
         except Exception as exc:
-            out += [RecordFailed(exc)] if len(half) == 1 else _in_halves(half, answer)
+            out += [RecordFailed(exc)] if len(half) == 1 else _in_halves(half, predict)
         else:
-            out += _checked(half, answers)
+            out += _one_per_row(half, predictions)
     return out
 
 
-def _checked(rows: Sequence[Any], answers: Sequence[Answer]) -> list[Answer]:
-    if len(answers) != len(rows):  # a bug, not a record's fault: fails the whole call
-        raise RuntimeError(f"{len(rows)} records got {len(answers)} answers")
-    return list(answers)
+def _one_per_row(rows: Sequence[Any], predictions: Sequence[Prediction]) -> list[Prediction]:
+    if len(predictions) != len(rows):  # a bug, not a record's fault: fails the whole call
+        raise RuntimeError(f"{len(rows)} records got {len(predictions)} answers")
+    return list(predictions)
 
 
 def request_error(
-    answers: Sequence[Any], indexed: bool = True
+    predictions: Sequence[Any], indexed: bool = True
 ) -> bentoml.exceptions.BentoMLException | None:
-    """The error of a request whose answers hold a :class:`RecordFailed` (the first one,
+    """The error of a request whose predictions hold a :class:`RecordFailed` (the first one,
     named by its index in the request unless not ``indexed``): 400 if the record is at fault,
     else 500; or None."""
-    for index, item in enumerate(answers):
+    for index, item in enumerate(predictions):
         if isinstance(item, RecordFailed):
             where = f"[{index}]: " if indexed else ""
             if item.client_fault:
@@ -102,12 +104,12 @@ def request_error(
     return None
 
 
-def build_answers_output(answers: Any) -> type[IORootModel]:
-    """The output spec of a batchable API returning ``answers`` (e.g. ``list[Prediction]``):
-    BentoML's own, except that a request whose slice of the merged answers holds a
-    :class:`RecordFailed` is answered with :func:`request_error`."""
+def build_predictions_output(predictions: Any) -> type[IORootModel]:
+    """The output spec of a batchable API returning ``predictions`` (e.g.
+    ``list[Prediction]``): BentoML's own, except that a request whose slice of the merged
+    predictions holds a :class:`RecordFailed` is answered with :func:`request_error`."""
 
-    class AnswersOutput(IORootModel[answers]):
+    class PredictionsOutput(IORootModel[predictions]):
         @classmethod
         async def to_http_response(cls, obj: Any, serde: Any) -> Any:
             error = request_error(obj) if isinstance(obj, list) else None
@@ -115,4 +117,29 @@ def build_answers_output(answers: Any) -> type[IORootModel]:
                 raise error
             return await super().to_http_response(obj, serde)
 
-    return AnswersOutput
+    return PredictionsOutput
+
+
+def batchable_api(
+    path: str, choice: str, doc: str, records_type: Any, prediction_type: Any, *, settings: Any
+) -> Any:
+    """The batchable API on ``path``: ``records_type`` (the API's body, a bounded list of
+    records) -> ``list[prediction_type]``, predicted by ``self.predict_merged(records, choice)``
+    (``choice``: the model route, ``serving.routing``); named for the last part of ``path``.
+    Every batchable API of the service is made here, with the settings' batching bounds and
+    the output spec that fails only the request a record belongs to."""
+    from serving.schema import build_records_input
+
+    def api(self: Any, records: records_type, /) -> list[prediction_type]:  # type: ignore[valid-type]
+        return self.predict_merged(records, choice)
+
+    api.__name__ = api.__qualname__ = path.rsplit("/", 1)[-1]
+    api.__doc__ = doc
+    return bentoml.api(
+        route=path,
+        batchable=True,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+        input_spec=build_records_input(records_type),
+        output_spec=build_predictions_output(list[prediction_type]),
+    )(api)

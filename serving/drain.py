@@ -18,8 +18,8 @@ The drain, in two halves:
   connections already queued and those mid-handshake still complete. Clients retry their SYN
   (after 1 s on Linux), and are refused once the listener is shut down: "connection refused",
   nothing sent, nothing lost. The filter also tells the workers that the whole service stops.
-- **Each worker** (:class:`Drain`, wired by :class:`DrainMiddleware`): on SIGTERM it turns
-  ``/readyz`` to 503 at once, answers every request it receives from then on with
+- **Each worker** (:class:`Drain`, wired by ``serving.middleware.DrainMiddleware``): on
+  SIGTERM it turns ``/readyz`` to 503 at once, answers every request it receives from then on with
   ``Connection: close`` (keep-alive clients get their answer, then reconnect elsewhere),
   keeps accepting for a moment so that the accept queue empties, then shuts the listener down
   for every process (``shutdown()`` acts on the socket, not on one descriptor: nothing is left
@@ -28,8 +28,7 @@ The drain, in two halves:
   listener carries no filter: the others keep serving) only stops accepting in itself.
 
 A worker killed with SIGKILL drains nothing: the requests it was computing or holding are
-lost (connection reset), at most its in-flight requests; circus starts a new worker (README,
-"Shadow and canary").
+lost (connection reset), at most its in-flight requests; circus starts a new worker.
 """
 
 from __future__ import annotations
@@ -47,13 +46,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
-from starlette.responses import JSONResponse
-
 logger = logging.getLogger("bentoml.service.tagserve")
 
 DRAIN_ENV = "TAGSERVE_DRAIN_SECONDS"
-READY_PATH = "/readyz"
 # Time for the connections already queued (or mid-handshake) when the filter went on to be
 # accepted by the workers before the listener is shut down: loopback handshakes take
 # microseconds, a worker's event loop answers within milliseconds unless a model call holds it.
@@ -204,42 +199,3 @@ class Drain:
         )
         self.server.config.timeout_graceful_shutdown = max(0.1, deadline - time.monotonic() - 0.2)
         self.exit_handler(signal.SIGTERM, None)
-
-
-CLOSE = {"connection": "close"}
-
-
-class DrainMiddleware:
-    """ASGI middleware: takes SIGTERM over at start-up; while draining, ``/readyz`` answers
-    503 and every answer carries ``Connection: close``; counts the requests in flight."""
-
-    # Before BentoML's middleware (serving.bentoml_private.put_outermost_first): it counts and
-    # marks every request, those another middleware refuses included.
-    bentoml_outermost = True
-
-    def __init__(self, app: Any, *, seconds: float) -> None:
-        self.app = app
-        self.drain = Drain(seconds)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            self.drain.install()
-            return await self.app(scope, receive, send)
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        drain = self.drain
-        if drain.draining and scope.get("path") == READY_PATH:
-            answer = JSONResponse({"status": "draining"}, status_code=503, headers=CLOSE)
-            return await answer(scope, receive, send)
-
-        async def marked(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and drain.draining:
-                message = {**message, "headers": list(message.get("headers") or [])}
-                MutableHeaders(scope=message).update(CLOSE)
-            await send(message)
-
-        drain.in_flight += 1
-        try:
-            await self.app(scope, receive, marked)
-        finally:
-            drain.in_flight -= 1

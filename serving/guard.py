@@ -9,8 +9,6 @@ from collections.abc import Mapping
 
 from serving.protocol import media_type
 
-MLFLOW_PATHS = ("/invocations",)  # answer errors in MLflow's form there
-
 
 def body_too_large(max_body_bytes: int) -> str:
     return (

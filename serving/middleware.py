@@ -4,34 +4,37 @@ them, written as Starlette's own middleware is (plain ASGI classes over Starlett
 
 A request to the service passes, outermost first:
 
-0. ``serving.drain.DrainMiddleware`` (issue 17): after SIGTERM, ``/readyz`` answers 503 and
-   every answer carries ``Connection: close``; counts the requests in flight for the drain.
-   Then ``serving.candidates.ModelRouting``: each prediction request's model (live, canary,
-   shadowed), chosen before adaptive batching merges requests (a ``/predict_batch`` request
-   for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model`` on the
-   answer.
-1. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
+1. :class:`DrainMiddleware`: after SIGTERM, ``/readyz`` answers 503 and every answer carries
+   ``Connection: close``; counts the requests in flight for the graceful drain
+   (``serving.drain``).
+2. :class:`ModelRouting`: each prediction request's model (live, canary, shadowed,
+   ``serving.routing``), chosen before adaptive batching merges requests (a ``/predict_batch``
+   request for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model``
+   on the answer.
+3. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
    with ``Retry-After`` at once, before the body is read and before BentoML's own middleware
    (metrics, tracing, access log, timeout), which it is moved ahead of
    (``serving.bentoml_private.put_outermost_first``): a refusal must cost next to nothing.
-2. BentoML's own middleware.
-3. :class:`ErrorAnswers`: every client error answered and logged in one readable line. BentoML's
-   4xx bodies name each field and its problem (``serving.http.readable_error``); a 503 of the
+4. BentoML's own middleware.
+5. :class:`ErrorAnswers`: every client error answered and logged in one readable line. BentoML's
+   4xx bodies name each field and its problem (:func:`readable_error`); a 503 of the
    adaptive batcher (overloaded: a request waited past ``TAGSERVE_MAX_LATENCY_MS``) gets
    ``Retry-After``; a 405 names the documented methods in ``Allow``.
-4. :class:`RequestGuard`: the body cap (413, from Content-Length or as the body streams past
+6. :class:`RequestGuard`: the body cap (413, from Content-Length or as the body streams past
    it, never read whole) and content types no route parses (multipart: 415, or 400 without a
    boundary); the body is read once here and handed on whole.
 
 Then the routes: BentoML's APIs (``/predict``, ``/predict_batch``, ``POST /metadata``) and
-``serving.http``'s (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health routes).
+``serving.routes``' (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health
+routes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Mapping
+import random
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -40,15 +43,32 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving import bentoml_private
-from serving.admission import InFlight, shed_counter, shed_message
-from serving.candidates import ModelRouting
-from serving.drain import DrainMiddleware
-from serving.guard import MLFLOW_PATHS, body_too_large, content_type_problem, declared_length
-from serving.http import readable_error
+from serving.admission import InFlight, shed_message
+from serving.drain import Drain
+from serving.guard import body_too_large, content_type_problem, declared_length
+from serving.metrics import shedding_metrics
+from serving.routes import (
+    BATCH_ROUTES,
+    HIDDEN_PREFIX,
+    MLFLOW_PATHS,
+    PREDICT_BATCH,
+    PREDICTION_PATHS,
+    READYZ,
+    SHED_PATHS,
+)
+from serving.routing import (
+    CANDIDATE,
+    LIVE,
+    MODEL_HEADER,
+    REQUEST_KEY_HEADER,
+    SHADOWED,
+    choose,
+    route_var,
+)
 from serving.settings import Settings
 
 logger = logging.getLogger("bentoml.service.tagserve")
-SHED_PATHS = ("/predict",)
+CLOSE = {"connection": "close"}
 
 
 def stack(
@@ -96,6 +116,88 @@ def error_response(path: str, status: int, message: str, **headers: str) -> JSON
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+class DrainMiddleware:
+    """Takes SIGTERM over at start-up (``serving.drain.Drain``); while draining, ``/readyz``
+    answers 503 and every answer carries ``Connection: close``; counts the requests in
+    flight."""
+
+    # Before BentoML's middleware (serving.bentoml_private.put_outermost_first): it counts and
+    # marks every request, those another middleware refuses included.
+    bentoml_outermost = True
+
+    def __init__(self, app: Any, *, seconds: float) -> None:
+        self.app = app
+        self.drain = Drain(seconds)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            self.drain.install()
+            return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        drain = self.drain
+        if drain.draining and scope.get("path") == READYZ:
+            refusal = JSONResponse({"status": "draining"}, status_code=503, headers=CLOSE)
+            return await refusal(scope, receive, send)
+
+        async def marked(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and drain.draining:
+                message = {**message, "headers": list(message.get("headers") or [])}
+                MutableHeaders(scope=message).update(CLOSE)
+            await send(message)
+
+        drain.in_flight += 1
+        try:
+            await self.app(scope, receive, marked)
+        finally:
+            drain.in_flight -= 1
+
+
+class ModelRouting:
+    """The route of each prediction request (``serving.routing.choose``), the hidden
+    ``/predict_batch`` API it goes to, and ``X-Tagserve-Model`` on its answer."""
+
+    bentoml_outermost = True  # before BentoML's router sees the path
+
+    def __init__(
+        self, app: Any, *, live: str, candidate: str = "", percent: float, fraction: float
+    ) -> None:
+        self.app = app
+        self.tags = {LIVE: live, SHADOWED: live, CANDIDATE: candidate}
+        self.percent = percent if candidate else 0.0
+        self.fraction = fraction if candidate else 0.0
+        self.rng = random.Random()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.startswith(HIDDEN_PREFIX):
+            not_found = JSONResponse({"error": "not found"}, status_code=404)
+            return await not_found(scope, receive, send)
+        if path not in PREDICTION_PATHS:
+            return await self.app(scope, receive, send)
+        route = LIVE
+        if self.percent or self.fraction:
+            key = Headers(scope=scope).get(REQUEST_KEY_HEADER)
+            route = choose(self.percent, self.fraction, key and key.encode(), self.rng)
+        if path == PREDICT_BATCH and route in BATCH_ROUTES:
+            scope = {**scope, "path": BATCH_ROUTES[route], "raw_path": BATCH_ROUTES[route].encode()}
+        tag = self.tags[route]
+
+        async def tagged(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers") or [])}
+                MutableHeaders(scope=message).append(MODEL_HEADER, tag)
+            await send(message)
+
+        token = route_var.set(route)
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            route_var.reset(token)
+
+
 class LoadShedding:
     """Admits at most ``budget`` concurrent POSTs to ``paths`` per worker; answers the others
     503 with ``Retry-After: retry_after`` without waiting (``serving.admission``)."""
@@ -107,8 +209,7 @@ class LoadShedding:
         self.in_flight = InFlight(budget)
         self.retry_after = retry_after
         self.paths = frozenset(paths)
-        # BentoML's request metrics never see a refusal (it happens before them): count here.
-        self.refused = shed_counter()
+        self.refused = shedding_metrics().refused
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
@@ -142,7 +243,7 @@ class ErrorAnswers:
         held: dict[str, Any] = {}
         chunks: list[bytes] = []
 
-        async def answer(message: dict[str, Any]) -> None:
+        async def held_errors(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if 400 <= status < 500 or status == 503:
@@ -156,7 +257,7 @@ class ErrorAnswers:
                 return await self.send_error(scope, send, start, b"".join(chunks))
             await send(message)
 
-        await self.app(scope, receive, answer)
+        await self.app(scope, receive, held_errors)
 
     async def send_error(self, scope: Any, send: Any, start: dict, body: bytes) -> None:
         status = start["status"]
@@ -167,7 +268,7 @@ class ErrorAnswers:
         if status == 503:
             headers.setdefault("retry-after", str(self.retry_after))
         if status == 405 and scope["path"] in self.allowed:
-            # Two routers share some paths (BentoML's POST /metadata, serving.http's GET):
+            # Two routers share some paths (BentoML's POST /metadata, serving.routes' GET):
             # the document lists what the path answers.
             headers["allow"] = self.allowed[scope["path"]]
         headers["content-length"] = str(len(body))
@@ -232,3 +333,45 @@ class RequestGuard:
             return await receive()  # after the body: the disconnect, when it comes
 
         await self.app(scope, replay, send)
+
+
+# --- readable 4xx answers (ErrorAnswers) -----------------------------------------------
+
+
+def _where(loc: Sequence[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] == "root":  # the body of a list / root input
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def readable_error(body: Any, status: int = 400) -> Any:
+    """BentoML's 4xx bodies, with an ``error`` line that names each field and its problem.
+
+    A pydantic error comes as ``{"error": "2 validation errors for X", "detail": [...]}``;
+    other 4xx as ``[{"error": ...}]``. Both become ``{"error": "carat: Field required; ...",
+    "detail": [...]}``. A 503 (the adaptive batcher shedding a request that waited past its
+    latency budget) says so, instead of BentoML's "unexpected error".
+    """
+    if isinstance(body, list) and len(body) == 1 and isinstance(body[0], dict):
+        body = body[0]
+    if not isinstance(body, dict):
+        return body
+    if status == 503 and "error" in body and "error_code" not in body:
+        return {
+            "error": "overloaded: this request waited longer than the adaptive batcher's "
+            "latency budget (TAGSERVE_MAX_LATENCY_MS) before its model call could start; "
+            "retry after Retry-After seconds"
+        }
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        problems = [f"{_where(d.get('loc', ()))}: {d.get('msg', 'invalid')}" for d in detail]
+        shown = "; ".join(problems[:10]) + (
+            f"; ... ({len(problems)} in all)" if len(problems) > 10 else ""
+        )
+        detail = [{k: v for k, v in d.items() if k != "url"} for d in detail]
+        body = {"error": f"invalid input: {shown}", "detail": detail}
+    return body

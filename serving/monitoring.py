@@ -2,7 +2,7 @@
 check_data's tests (``inference.drift``), exported to Prometheus and to ``GET /monitoring``.
 
 On the request path a route calls :meth:`Monitor.record` with the validated rows and their
-answers: one append to a bounded queue, never blocking, never raising (rows arriving while the
+predictions: one append to a bounded queue, never blocking, never raising (rows arriving while the
 queue is full are dropped and counted, ``tagserve_monitor_dropped_rows_total``). Everything
 else runs in one daemon thread per worker:
 
@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inference import drift
+from inference import drift, strict_json
+from inference.files import write_atomically
+from serving.metrics import monitor_metrics
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
@@ -58,62 +60,7 @@ def shared_folder(configured: str | None) -> Path:
     return Path(base) / f"tagserve-monitor-{os.getppid()}"
 
 
-# --- metrics --------------------------------------------------------------------------------
-
-_METRICS: dict[str, Any] = {}
-
-
-def metrics() -> dict[str, Any]:
-    """The monitoring's Prometheus metrics, made once per worker process (after BentoML set
-    prometheus_client's multiprocess folder)."""
-    if not _METRICS:
-        from prometheus_client import Counter, Gauge
-
-        def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
-            return Gauge(name, doc, labelnames=list(labels), multiprocess_mode="mostrecent")
-
-        feature = ["feature"]
-        _METRICS.update(
-            p_value=gauge("tagserve_drift_p_value", "Drift test p-value (KS or chi2)", feature),
-            statistic=gauge(
-                "tagserve_drift_statistic", "Drift test statistic (KS D or chi2)", feature
-            ),
-            detected=gauge(
-                "tagserve_drift_detected", "1 if drift is detected after correction", feature
-            ),
-            missing=gauge(
-                "tagserve_input_missing_ratio", "Share of window rows missing it", feature
-            ),
-            unknown=gauge(
-                "tagserve_input_unknown_category_ratio",
-                "Share of its values in the window never seen in the reference",
-                feature,
-            ),
-            out_of_range=gauge(
-                "tagserve_input_out_of_range_ratio",
-                "Share of its values in the window outside the reference's [min, max]",
-                feature,
-            ),
-            prediction_p=gauge(
-                "tagserve_prediction_drift_p_value", "Prediction drift test p-value"
-            ),
-            prediction_statistic=gauge(
-                "tagserve_prediction_drift_statistic", "Prediction drift test statistic"
-            ),
-            prediction_detected=gauge(
-                "tagserve_prediction_drift_detected", "1 if the predictions drifted"
-            ),
-            rows=gauge("tagserve_monitor_window_rows", "Rows in the last tested window"),
-            evaluated=gauge(
-                "tagserve_monitor_last_evaluation_timestamp_seconds",
-                "When the window was last tested (Unix time)",
-            ),
-            dropped=Counter(
-                "tagserve_monitor_dropped_rows",
-                "Rows not monitored because the monitoring queue was full",
-            ),
-        )
-    return _METRICS
+# --- metrics (serving.metrics.MonitorMetrics) ---------------------------------------------
 
 
 def nan_if_none(value: Any) -> float:
@@ -122,46 +69,46 @@ def nan_if_none(value: Any) -> float:
 
 def export(result: Mapping[str, Any]) -> None:
     """Set the gauges from one evaluation."""
-    m = metrics()
+    m = monitor_metrics()
     for name, entry in result["features"].items():
-        m["p_value"].labels(feature=name).set(nan_if_none(entry["p_value"]))
-        m["statistic"].labels(feature=name).set(nan_if_none(entry["statistic"]))
-        m["detected"].labels(feature=name).set(1.0 if entry["detected"] else 0.0)
-        m["missing"].labels(feature=name).set(entry["missing_ratio"])
+        m.p_value.labels(feature=name).set(nan_if_none(entry["p_value"]))
+        m.statistic.labels(feature=name).set(nan_if_none(entry["statistic"]))
+        m.detected.labels(feature=name).set(1.0 if entry["detected"] else 0.0)
+        m.missing.labels(feature=name).set(entry["missing_ratio"])
         if entry.get("unknown_category_ratio") is not None:
-            m["unknown"].labels(feature=name).set(entry["unknown_category_ratio"])
+            m.unknown.labels(feature=name).set(entry["unknown_category_ratio"])
         if "out_of_range_ratio" in entry:
-            m["out_of_range"].labels(feature=name).set(entry["out_of_range_ratio"])
+            m.out_of_range.labels(feature=name).set(entry["out_of_range_ratio"])
     prediction = result.get("prediction")
     if prediction:
-        m["prediction_p"].set(nan_if_none(prediction["p_value"]))
-        m["prediction_statistic"].set(nan_if_none(prediction["statistic"]))
-        m["prediction_detected"].set(1.0 if prediction["detected"] else 0.0)
-    m["rows"].set(result["rows"])
-    m["evaluated"].set(time.time())
+        m.prediction_p.set(nan_if_none(prediction["p_value"]))
+        m.prediction_statistic.set(nan_if_none(prediction["statistic"]))
+        m.prediction_detected.set(1.0 if prediction["detected"] else 0.0)
+    m.rows.set(result["rows"])
+    m.evaluated.set(time.time())
 
 
 # --- the window -----------------------------------------------------------------------------
 
 
-def prediction_of(answer: Any) -> Any:
-    """The prediction in one answer: a value, ``{"prediction": v}``, a Prediction object, or
-    None for a record that failed."""
-    if isinstance(answer, Mapping):
-        return answer.get("prediction")
-    if hasattr(answer, "prediction"):
-        return answer.prediction
-    if isinstance(answer, BaseException):
+def prediction_of(item: Any) -> Any:
+    """The predicted value in one item of a route's predictions: a value,
+    ``{"prediction": v}``, a Prediction object, or None for a record that failed."""
+    if isinstance(item, Mapping):
+        return item.get("prediction")
+    if hasattr(item, "prediction"):
+        return item.prediction
+    if isinstance(item, BaseException):
         return None
-    return answer
+    return item
 
 
 def batch_columns(
-    rows: Any, answers: Any, features: Sequence[str]
+    rows: Any, predictions: Any, features: Sequence[str]
 ) -> tuple[dict[str, list[Any]], list[Any]]:
-    """One recorded batch (records or a DataFrame, and their answers) as columns, without the
-    rows whose answer failed."""
-    predicted = [prediction_of(a) for a in answers]
+    """One recorded batch (records or a DataFrame, and their predictions) as columns, without
+    the rows whose prediction failed."""
+    predicted = [prediction_of(p) for p in predictions]
     keep = [i for i, p in enumerate(predicted) if p is not None]
     if isinstance(rows, pd.DataFrame):
         frame = rows.iloc[keep] if len(keep) != len(rows) else rows
@@ -203,7 +150,7 @@ class Window:
         self.changed = False
 
     def add(self, batches: Sequence[tuple[float, Any, Any]]) -> None:
-        """Encode recorded batches (time, rows, answers) into one chunk, in time order; drop
+        """Encode recorded batches (time, rows, predictions) into one chunk, in time order; drop
         the chunks the window no longer needs."""
         stamps: list[float] = []
         records: list[Mapping[str, Any]] = []  # /predict, /predict_batch: one pass for all
@@ -211,16 +158,16 @@ class Window:
         predictions: list[Any] = []
         frame_stamps: list[float] = []
         frame_predictions: list[Any] = []
-        for stamp, rows, answers in batches:
+        for stamp, rows, predictions in batches:
             if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
-                got, predicted = batch_columns(rows, answers, list(self.kinds))
+                got, predicted = batch_columns(rows, predictions, list(self.kinds))
                 for f in self.kinds:
                     columns[f] += got[f]
                 frame_predictions += predicted
                 frame_stamps += [stamp] * len(predicted)
                 continue
-            for row, answer in zip(rows, answers, strict=True):
-                predicted = prediction_of(answer)
+            for row, item in zip(rows, predictions, strict=True):
+                predicted = prediction_of(item)
                 if predicted is not None:  # a record that failed is not monitored
                     records.append(row)
                     predictions.append(predicted)
@@ -251,19 +198,6 @@ class Window:
         return {n: np.concatenate([c[n] for c in self.chunks])[-self.size :] for n in names}
 
 
-def write_atomically(path: Path, write: Any) -> None:
-    """``write(file)`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def merged(
     folder: Path, kinds: Mapping[str, str], prediction_kind: str, size: int, max_age_s: float
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
@@ -291,19 +225,6 @@ def merged(
     names = ("v", "m") if prediction_kind == drift.CATEGORY else ("v",)
     joined = {n: np.concatenate([p[f"p_{n}"] for p in parts]) for n in names}
     return columns, decoded(joined, prediction_kind)[order], stamps[order], len(parts)
-
-
-def finite(value: Any) -> Any:
-    """``value`` as strict JSON: numpy numbers as Python's, a NaN or infinity as None."""
-    if isinstance(value, Mapping):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def iso(stamp: float | None) -> str | None:
@@ -386,9 +307,9 @@ class Monitor:
 
     # -- the request path ------------------------------------------------------------------
 
-    def record(self, rows: Any, answers: Any) -> None:
-        """Queue validated ``rows`` (records or a DataFrame) and their ``answers`` (answer
-        objects, or the predictions) for the window. Never blocks on work, never raises."""
+    def record(self, rows: Any, predictions: Any) -> None:
+        """Queue validated ``rows`` (records or a DataFrame) and their ``predictions``
+        (prediction objects, or the values) for the window. Never blocks on work, never raises."""
         if not self.enabled:
             return
         try:
@@ -397,9 +318,9 @@ class Monitor:
                 full = self.queued_rows + n > self.capacity
                 if not full:
                     self.queued_rows += n
-                    self.queue.append((time.time(), rows, answers))
+                    self.queue.append((time.time(), rows, predictions))
             if full:
-                metrics()["dropped"].inc(n)
+                monitor_metrics().dropped.inc(n)
         except Exception:  # monitoring must never fail a request
             logger.debug("monitoring: a batch was not recorded", exc_info=True)
 
@@ -415,7 +336,7 @@ class Monitor:
             self.reason = f"cannot write the workers' shared folder {self.folder}: {exc}"
             logger.warning("monitoring off: %s", self.reason)
             return
-        metrics()  # the series exist from the start
+        monitor_metrics()  # the series exist from the start
         self.thread = threading.Thread(target=self.run, name="tagserve-monitor", daemon=True)
         self.thread.start()
 
@@ -430,14 +351,14 @@ class Monitor:
         next_cycle = time.monotonic() + self.every_s
         while not self.stopping.wait(min(TICK_S, self.every_s)):
             try:
-                self.drain()
+                self.collect()
                 if time.monotonic() >= next_cycle:
                     next_cycle = time.monotonic() + self.every_s
                     self.cycle()
             except Exception:  # keep monitoring; say what went wrong
                 logger.exception("monitoring: a cycle failed")
 
-    def drain(self) -> None:
+    def collect(self) -> None:
         """Move the queue into the window (encoded once, off the request path)."""
         batches = []
         with self.lock:
@@ -499,7 +420,7 @@ class Monitor:
             **result,
             "reference": self.reference.describe(),
         }
-        body = json.dumps(finite(status), allow_nan=False).encode()
+        body = strict_json.dumps(status).encode()
         write_atomically(self.folder / RESULT_FILE, lambda out: out.write(body))
         return status
 

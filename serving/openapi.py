@@ -2,11 +2,11 @@
 each route gives, built from the model's contract.
 
 BentoML 1.4.39 documents only its own APIs, and not as they answer: its 400 body says
-``detail`` is a string (tagserve's is a list, ``serving.http.readable_error``), its inline
+``detail`` is a string (tagserve's is a list, ``serving.middleware.readable_error``), its inline
 schemas drop ``null`` from optional fields (``/metadata`` answers ``"bento": null``), and the
-routes mounted beside them (``serving.http.protocol_app``: ``/invocations``, ``GET /metadata``,
+routes mounted beside them (``serving.routes.protocol_app``: ``/invocations``, ``GET /metadata``,
 ``/ping``, ``/health``, ``/version``) are absent. So the service serves this document instead,
-as a route of its own (``serving.http``, matched before BentoML's), and BentoML's generator is
+as a route of its own (``serving.routes``, matched before BentoML's), and BentoML's generator is
 not used at all; a 405 names the methods this document lists for its path
 (``serving.middleware.ErrorAnswers``).
 
@@ -24,12 +24,27 @@ from typing import Any
 from pydantic import BaseModel
 
 from inference.contract import TYPES, Contract
-from serving.candidates import HIDDEN_PREFIX
 from serving.protocol import CSV, JSON
+from serving.routes import (
+    DOCUMENT,
+    HEALTH,
+    HEALTHZ,
+    HIDDEN_PREFIX,
+    INVOCATIONS,
+    LIVEZ,
+    METADATA,
+    METRICS,
+    MONITORING,
+    MONITORING_REPORT,
+    PING,
+    READYZ,
+    SHED_PATHS,
+    VERSION,
+)
 from serving.schema import Metadata
 
 OPENAPI_VERSION = "3.1.0"
-DOCUMENT_PATH = "/docs.json"
+DOCUMENT_PATH = DOCUMENT
 REF = "#/components/schemas/{model}"
 SCALAR_TYPES = ["string", "number", "boolean", "null"]
 
@@ -61,7 +76,7 @@ def text_answer(description: str, media_type: str = "text/plain") -> dict[str, A
 
 
 def error_components() -> dict[str, dict[str, Any]]:
-    """The error bodies: tagserve's (``serving.http.readable_error``, BentoML's 4xx and 5xx)
+    """The error bodies: tagserve's (``serving.middleware.readable_error``, BentoML's 4xx and 5xx)
     and MLflow's (``/invocations``, as ``mlflow models serve`` answers)."""
     return {
         "Error": {
@@ -177,25 +192,28 @@ def api_body(spec: type[BaseModel], components: dict[str, Any], *, mode: str) ->
 
 
 def bentoml_operations(
-    service: Any, components: dict[str, Any], overloads: Mapping[str, dict[str, Any]]
+    name: str,
+    apis: Mapping[str, Any],
+    components: dict[str, Any],
+    overloads: Mapping[str, dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
-    """``POST`` of each API of the BentoML ``service`` (``@bentoml.api``), its request and
-    answers from the API's own input and output types."""
+    """``POST`` of each BentoML API (``@bentoml.api``, by attribute name) of the service
+    ``name``, its request and answers from the API's own input and output types."""
     paths: dict[str, dict[str, Any]] = {}
-    for name, api in service.apis.items():
+    for api_name, api in apis.items():
         if api.route.startswith(HIDDEN_PREFIX):  # the canary's and shadow's own batchers
             continue
         request = api_body(api.input_spec, components, mode="validation")
         has_fields = bool(request.get("properties")) or "$ref" in request or "items" in request
         operation = {
-            "operationId": f"{service.name}__{name}",
-            "x-bentoml-name": name,
+            "operationId": f"{name}__{api_name}",
+            "x-bentoml-name": api_name,
             "tags": ["Service APIs"],
             "description": " ".join((api.doc or "").split()),
             "requestBody": {"required": has_fields, "content": json_content(request)},
             "responses": {
                 "200": answer(
-                    f"{name}: its answer",
+                    f"{api_name}: its answer",
                     api_body(api.output_spec, components, mode="serialization"),
                 ),
                 **error_answers("Error", overload=overloads.get(api.route)),
@@ -407,23 +425,21 @@ def get(description: str, responses: dict[str, Any], tag: str = "Infrastructure"
 
 
 def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``serving.http.protocol_app``'s routes other than ``/invocations``."""
+    """``serving.routes.protocol_app``'s routes other than ``/invocations``."""
     ping = {
         "200": {"description": "the model is loaded", "content": {JSON: {}}},
         "503": {"description": "the model is not loaded yet", "content": {JSON: {}}},
     }
     return {
-        "/metadata": get(
+        METADATA: get(
             "The model and the code this service runs (as POST /metadata).",
             {"200": answer("what this service runs", metadata)},
             tag="Service APIs",
         ),
         **monitoring_operations(),
-        "/ping": get(
-            "MLflow's health check: 200 once the model is loaded (body: a newline).", ping
-        ),
-        "/health": get("As /ping.", ping),
-        "/version": get(
+        PING: get("MLflow's health check: 200 once the model is loaded (body: a newline).", ping),
+        HEALTH: get("As /ping.", ping),
+        VERSION: get(
             "The MLflow version, as `mlflow models serve` answers it.",
             {"200": text_answer("the MLflow version, e.g. 3.17.2")},
         ),
@@ -456,13 +472,13 @@ def monitoring_operations() -> dict[str, dict[str, Any]]:
         },
     }
     return {
-        "/monitoring": get(
+        MONITORING: get(
             "Drift and data quality of the served traffic against the model's reference "
             "(check_data's tests), as last evaluated; the same in every worker.",
             {"200": answer("the monitoring status", status)},
             tag="Service APIs",
         ),
-        "/monitoring/report": get(
+        MONITORING_REPORT: get(
             "The same as an HTML page: reference against live distribution per feature "
             "(inline SVG, no script), drifted features first.",
             {"200": text_answer("the report page", "text/html")},
@@ -476,9 +492,9 @@ def infrastructure_operations() -> dict[str, dict[str, Any]]:
     dependencies: a worker that answers is live and ready)."""
     alive = {"200": text_answer("yes (body: a newline)")}
     return {
-        "/livez": get("Liveness (Kubernetes).", alive),
-        "/healthz": get("Liveness; deprecated, as /livez.", alive),
-        "/readyz": get(
+        LIVEZ: get("Liveness (Kubernetes).", alive),
+        HEALTHZ: get("Liveness; deprecated, as /livez.", alive),
+        READYZ: get(
             "Readiness (Kubernetes): ready to take traffic; 503 once the service drains "
             "(SIGTERM, serving.drain).",
             {
@@ -489,7 +505,7 @@ def infrastructure_operations() -> dict[str, dict[str, Any]]:
                 ),
             },
         ),
-        "/metrics": get(
+        METRICS: get(
             "Prometheus metrics (text exposition format).",
             {"200": text_answer("the metrics")},
         ),
@@ -500,16 +516,18 @@ def infrastructure_operations() -> dict[str, dict[str, Any]]:
 
 
 def service_document(
-    service: Any,
+    name: str,
+    apis: Mapping[str, Any],
     contract: Contract,
     record: type[BaseModel],
     prediction: type[BaseModel],
     *,
     max_rows: int,
     version: str,
-    shed_paths: Iterable[str] = ("/predict",),
+    shed_paths: Iterable[str] = SHED_PATHS,
 ) -> dict[str, Any]:
-    """The OpenAPI document of the tagserve BentoML ``service`` serving a model of
+    """The OpenAPI document of the BentoML service ``name`` with the APIs ``apis`` (by
+    attribute name) serving a model of
     ``contract`` (``record``: one input row; ``prediction``: one answer); ``version``: the
     document's version (the model tag: the schema changes with the model)."""
     components: dict[str, Any] = error_components()
@@ -518,13 +536,13 @@ def service_document(
     metadata = model_schema(Metadata, "Metadata", components)
     overloads = {
         api.route: batcher_overload_answer()
-        for api in service.apis.values()
+        for api in apis.values()
         if api.batchable and not api.route.startswith(HIDDEN_PREFIX)
     }
     overloads.update({path: shed_answer() for path in shed_paths})
-    paths = bentoml_operations(service, components, overloads)
+    paths = bentoml_operations(name, apis, components, overloads)
     others = {
-        "/invocations": {"post": invocations_operation(contract, record, prediction, max_rows)},
+        INVOCATIONS: {"post": invocations_operation(contract, record, prediction, max_rows)},
         **mounted_operations(metadata),
         **infrastructure_operations(),
     }
@@ -533,7 +551,7 @@ def service_document(
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
-            "title": service.name,
+            "title": name,
             "version": version,
             "description": f"The model {version} (artifact "
             f"{contract.metadata.get('artifact') or 'unknown'}) behind typed, validated APIs: "

@@ -14,9 +14,9 @@ from inference.envvars import usable_cores
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# The default body cap, per row of a request: a diamonds record is ~150 bytes of JSON (~300
-# pretty-printed), so 64 bytes a row and 128 a value leave room for indentation, long names
-# and text, and still refuse (413) a body many times larger than max_rows rows.
+# The default body cap, per row of a request: 64 bytes a row and 128 a value leave room for
+# indentation, long names and text in any accepted format, and still refuse (413) a body many
+# times larger than max_rows rows.
 ROW_BYTES, VALUE_BYTES, BODY_SLACK_BYTES = 64, 128, 65_536
 
 
@@ -50,41 +50,38 @@ def env_fraction(name: str, default: float, most: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """``TAGSERVE_*`` settings; see the README's "Serving" section."""
+    """``TAGSERVE_*`` settings (the docs' serving page lists them)."""
 
     model: str = DEFAULT_MODEL
     max_rows: int = 10_000
-    # Measured on 2 cores with 32 concurrent single-row clients (README, "Serving"): the
-    # model costs ~3 ms per call whatever the rows, so batches are cheap to grow; the latency
-    # budget must cover several model calls plus queueing or the batcher sheds load (503).
+    # Adaptive batching: one model call costs about the same whatever its rows, so batches
+    # may grow large; the latency budget must cover several model calls plus queueing, or
+    # the batcher sheds load (503). Figures: benchmarks/results/.
     max_batch_size: int = 256
     max_latency_ms: int = 2_000
-    # One worker per usable core (TAGSERVE_WORKERS to choose), measured with
-    # `python -m benchmarks.workers` (benchmarks/results/workers.md): with the fast path, on
-    # 2 cores shared with the load generator, 2 workers served 1.23x the rows/s of 1 on
-    # /predict and 1.37x on /predict_batch under 32 clients, with the same c=1 p50 (1.0 ms);
-    # the floor (no model) gained nothing (0.98x). Each worker loads its own copy of the
-    # model, batches only its own requests and has its own /predict budget.
+    # One worker per usable core (TAGSERVE_WORKERS to choose): each worker loads its own copy
+    # of the model, batches only its own requests and has its own /predict budget
+    # (benchmarks/workers.py measures the choice).
     workers: int = field(default_factory=usable_cores)
     # The largest request body; None: bounded by max_rows (with_body_cap).
     max_body_bytes: int | None = None
     # /predict load shedding (serving.admission), per worker: one request computes (on the
     # worker's event loop), at most `predict_queue` wait behind it; the rest get 503 +
-    # Retry-After at once. 64 in all, measured with the fast path (`make bench-load`, README
-    # "Load shedding"): 400 greedy clients got accepted p99 423 ms (732 ms unbounded, 347 ms
-    # with 32) and 400 paced ones (400 requests/s, half of what a worker serves) lost 2 % to
-    # 503s (21 % with 32, none with 128, whose greedy p99 was 541 ms).
+    # Retry-After at once, so the requests accepted keep a bounded latency. The default
+    # trades the latency of accepted requests against refusals of paced clients
+    # (`make bench-load` measures both).
     predict_queue: int = 63
     retry_after_s: int = 1
-    # --- candidate, shadow, canary, drain (issue 17; README "Shadow and canary") ---
+    # --- a candidate model beside the live one: shadow and canary (serving.routing) ---
     # A second model (a BentoML tag) loaded beside the live one; none: "".
     candidate: str = ""
     shadow_fraction: float = 0.0  # the share of requests also scored by the candidate
     canary_percent: float = 0.0  # the share (%) of requests answered by the candidate
-    # On SIGTERM: the bound on the drain (serving.drain); below Kubernetes' default grace
-    # period (30 s), so the pod's own SIGKILL never cuts a drain.
+    # --- graceful drain (serving.drain) ---
+    # On SIGTERM: the bound on the drain; below Kubernetes' default grace period (30 s), so
+    # the pod's own SIGKILL never cuts a drain.
     drain_seconds: int = 20
-    # --- live monitoring (serving.monitoring; README "Monitoring") ---
+    # --- live monitoring (serving.monitoring) ---
     monitor: bool = True
     monitor_every_s: float = 30.0
     monitor_window: int = 5_000
@@ -127,7 +124,7 @@ class Settings:
         return 1 + self.predict_queue
 
     def shedding(self, paths: list[str]) -> dict[str, Any]:
-        """The options of ``serving.admission.LoadShedding`` for ``paths``."""
+        """The options of ``serving.middleware.LoadShedding`` for ``paths``."""
         return {"budget": self.predict_budget, "retry_after": self.retry_after_s, "paths": paths}
 
     def limits(self) -> dict[str, int]:

@@ -65,7 +65,7 @@ def test_the_floor_serves_the_services_record_schema(models: Models, floor_url: 
 
 def test_a_classifier_floor_answers_its_first_class(models: Models) -> None:
     from inference.bento import get_model
-    from service import model_contract
+    from serving.loading import model_contract
     from serving.schema import build_prediction_model
 
     with bentoml_home(models.bentoml_home):

@@ -38,8 +38,8 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
 def test_every_route_of_the_service_is_documented(models: Models, document: dict[str, Any]) -> None:
     """BentoML's APIs, the routes mounted beside them (MLflow's and GET /metadata) and
     BentoML's infrastructure routes, each with its methods."""
-    from serving.http import protocol_app
     from serving.openapi import DOCUMENT_PATH
+    from serving.routes import protocol_app
 
     with bentoml_home(models.bentoml_home):
         service = load_service(models.regressor).Tagserve

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import bentoml
 import pytest
 
-from serving.batching import RecordFailed, answer_each, request_error
+from serving.batching import RecordFailed, predict_each, request_error
 
 
 class Doubler:
@@ -28,7 +28,7 @@ class Doubler:
 
 def test_a_call_that_succeeds_is_made_once() -> None:
     model = Doubler()
-    assert answer_each([1.0, 2.0, 3.0], model) == [2.0, 4.0, 6.0]
+    assert predict_each([1.0, 2.0, 3.0], model) == [2.0, 4.0, 6.0]
     assert model.calls == 1
 
 
@@ -36,7 +36,7 @@ def test_a_call_that_succeeds_is_made_once() -> None:
 def test_only_the_failing_records_fail(bad: list[int]) -> None:
     rows = [-1.0 if i in bad else float(i) for i in range(256)]
     model = Doubler()
-    answers = answer_each(rows, model)
+    answers = predict_each(rows, model)
     failed = [i for i, a in enumerate(answers) if isinstance(a, RecordFailed)]
     assert failed == bad
     assert [a for a in answers if not isinstance(a, RecordFailed)] == [
@@ -48,16 +48,16 @@ def test_only_the_failing_records_fail(bad: list[int]) -> None:
 
 
 def test_a_record_at_fault_is_a_400_naming_it_else_its_own_500() -> None:
-    answers = answer_each([1.0, -1.0], Doubler())
+    answers = predict_each([1.0, -1.0], Doubler())
     error = request_error(answers)
     assert isinstance(error, bentoml.exceptions.InvalidArgument)
     assert "[1]: the model cannot take this record (ValueError: negative input)" in str(error)
-    assert request_error(answer_each([1.0, 2.0], Doubler())) is None
-    error = request_error(answer_each([-1.0], Doubler(KeyError)))
+    assert request_error(predict_each([1.0, 2.0], Doubler())) is None
+    error = request_error(predict_each([-1.0], Doubler(KeyError)))
     assert isinstance(error, bentoml.exceptions.InternalServerError)
     assert "record 0" in str(error)
 
 
 def test_a_wrong_number_of_answers_is_a_bug_not_a_record_failure() -> None:
     with pytest.raises(RuntimeError, match="2 records got 1 answers"):
-        answer_each([1.0, 2.0], lambda rows: [0.0])
+        predict_each([1.0, 2.0], lambda rows: [0.0])

@@ -23,18 +23,12 @@ import pandas as pd
 import pytest
 
 from inference.compare import ABS_DIFF_BUCKETS, Comparison
-from serving.candidates import (
-    CANDIDATE,
-    SHADOWED,
-    CandidateRefused,
-    ModelChoice,
-    Shadow,
-    canary_share,
-    check_candidate,
-    choose,
-    shadow_metrics,
-)
+from serving.candidates import CandidateRefused, check_candidate
+from serving.metrics import shadow_metrics
+from serving.model_choice import ModelChoice
+from serving.routing import CANDIDATE, SHADOWED, canary_share, choose
 from serving.settings import Settings
+from serving.shadow import Shadow
 from tests.helpers.admission import HeldRequest
 from tests.helpers.candidates import (
     hey_errors,
@@ -71,7 +65,7 @@ def loaded(models: Models, tag: str) -> Any:
 
     from inference.bento import fastpath_folder, mlflow_folder
     from inference.model import load_model
-    from service import model_contract
+    from serving.loading import model_contract
 
     with bentoml_home(models.bentoml_home):
         model = bentoml.models.get(tag)
@@ -87,8 +81,8 @@ def rows() -> list[dict[str, Any]]:
 def both(models: Models, candidate: str, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The live model's and the candidate's predictions of ``rows``, in-process."""
     return {
-        "live": [a["prediction"] for a in loaded(models, models.regressor).answer_records(rows)],
-        "candidate": [a["prediction"] for a in loaded(models, candidate).answer_records(rows)],
+        "live": [a["prediction"] for a in loaded(models, models.regressor).predict_records(rows)],
+        "candidate": [a["prediction"] for a in loaded(models, candidate).predict_records(rows)],
     }
 
 
@@ -201,7 +195,7 @@ def test_shadow_answers_from_the_live_model_and_its_metrics_equal_an_offline_com
     figures = json.loads(done.stdout)
     offline = Comparison("regression")
     diffs = offline.add(
-        live_answers, [a["prediction"] for a in loaded(models, candidate).answer_records(rows)]
+        live_answers, [a["prediction"] for a in loaded(models, candidate).predict_records(rows)]
     )
     requests = settled(paired, "tagserve_shadow_requests_total", requests_before + len(calls))
     assert requests - requests_before == len(calls)
@@ -290,7 +284,7 @@ def test_a_hostile_candidate_is_refused_at_start_up_in_one_line(
 def test_an_inexact_or_mismatched_candidate_is_refused(models: Models, candidate: str) -> None:
     import bentoml
 
-    from service import model_contract
+    from serving.loading import model_contract
 
     with bentoml_home(models.bentoml_home):
         live = model_contract(bentoml.models.get(models.regressor))
@@ -358,10 +352,10 @@ class BlockedCandidate:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def answer_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         self.entered.set()
         assert self.release.wait(60)
-        return self.live.answer_records(rows)
+        return self.live.predict_records(rows)
 
 
 def test_a_slow_candidate_never_delays_the_live_answer_and_drops_are_counted(
@@ -372,17 +366,17 @@ def test_a_slow_candidate_never_delays_the_live_answer_and_drops_are_counted(
     choice = ModelChoice(live, models.regressor, slow, "slow:v1", shadow_fraction=1.0)
     # A small queue, so that the drops are seen with a few calls.
     choice.shadow = shadow = Shadow(
-        choice._candidate_scores, "regression", shadow_metrics(), tag="slow:v1", maxsize=4
+        choice.candidate_predictions, "regression", shadow_metrics(), tag="slow:v1", maxsize=4
     )
     dropped_metric = shadow_metrics().dropped.labels(reason="queue_full")
     dropped_before = dropped_metric._value.get()
     answers: list[Any] = []
 
     def serve() -> None:
-        answers.append(choice.answer_records(rows[:1], SHADOWED))
+        answers.append(choice.predict_records(rows[:1], SHADOWED))
         assert slow.entered.wait(60)  # the candidate is now stuck on the first call
         for row in rows[1:11]:
-            answers.append(choice.answer_records([row], SHADOWED))
+            answers.append(choice.predict_records([row], SHADOWED))
 
     worker = threading.Thread(target=serve)
     worker.start()
@@ -411,16 +405,20 @@ def test_a_classifier_candidate_is_compared_by_agreement(
     metrics = shadow_metrics()
     choice = ModelChoice(live, models.classifier, candidate, classifier_candidate)
     choice.shadow = shadow = Shadow(
-        choice._candidate_scores, "classification", metrics, tag=classifier_candidate, gather_s=0
+        choice.candidate_predictions,
+        "classification",
+        metrics,
+        tag=classifier_candidate,
+        gather_s=0,
     )
     agreed_before, rows_before = metrics.agreed._value.get(), metrics.rows._value.get()
-    answers = [choice.answer_records([row], SHADOWED)[0] for row in rows]
-    assert answers == live.answer_records(rows)  # probabilities included
+    answers = [choice.predict_records([row], SHADOWED)[0] for row in rows]
+    assert answers == live.predict_records(rows)  # probabilities included
     assert shadow.wait()
     offline = Comparison("classification")
     offline.add(
         [a["prediction"] for a in answers],
-        [a["prediction"] for a in candidate.answer_records(rows)],
+        [a["prediction"] for a in candidate.predict_records(rows)],
     )
     assert shadow.comparison.figures() == offline.figures()
     assert metrics.rows._value.get() - rows_before == len(rows)

@@ -22,6 +22,7 @@ import yaml
 
 from inference import drift
 from serving import monitoring
+from serving.metrics import monitor_metrics
 from tests.helpers.monitoring import (
     FEATURES,
     MonitoredModel,
@@ -68,7 +69,7 @@ def test_workers_windows_merge_under_one_leader(tmp_path: Path) -> None:
     frame = data[FEATURES].iloc[300:]  # /invocations records a frame and an array
     workers[1].record(frame, data["price"].to_numpy()[300:])
     for worker in workers:
-        worker.drain()
+        worker.collect()
         worker.window.changed = True
     # Distinct window files per worker (the pid names them): write them as two workers would.
     for i, worker in enumerate(workers):
@@ -101,7 +102,7 @@ def test_workers_windows_merge_under_one_leader(tmp_path: Path) -> None:
 def test_recording_never_fails_and_counts_what_it_drops(tmp_path: Path) -> None:
     monitor = monitoring.Monitor(small_reference(), enabled=True, window=10, folder=tmp_path)
     monitor.capacity = 5
-    dropped = monitoring.metrics()["dropped"]
+    dropped = monitor_metrics().dropped
     before = dropped._value.get()
     monitor.record([{"carat": 1.0}] * 4, [1.0] * 4)
     monitor.record([{"carat": 1.0}] * 3, [1.0] * 3)  # 7 > 5: dropped, counted

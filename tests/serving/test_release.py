@@ -200,7 +200,7 @@ def test_release_build_versions_the_bento_by_the_tag(
     top = sorted({name.split("/")[0] for name in shipped})
     assert top == ["bentofile.yaml", "inference", "service.py", "serving"]
     assert not [name for name in shipped if "__pycache__" in name or name.endswith(".pyc")]
-    assert "inference/contract.py" in shipped and "serving/http.py" in shipped
+    assert "inference/contract.py" in shipped and "serving/routes.py" in shipped
 
 
 def locked_serve_pins() -> list[str]:

@@ -151,8 +151,8 @@ def test_predict_and_predict_batch_match_the_native_model(home: Models, regresso
     assert [p.prediction for p in service.predict_batch(rows)] == expected
     assert [p.prediction for p in service.predict_batch(rows[::-1])] == expected[::-1]
     # the forest predicts on one core in the service, as the native sklearn Pipeline
-    assert service.model.pipeline.get_params()["model__n_jobs"] == 1
-    assert isinstance(service.model.pipeline, Pipeline)
+    assert service.state.models.live.pipeline.get_params()["model__n_jobs"] == 1
+    assert isinstance(service.state.models.live.pipeline, Pipeline)
 
 
 def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> None:
@@ -168,7 +168,7 @@ def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> 
         assert list(answer.probabilities.values()) == pytest.approx(proba.tolist())
     one = asyncio.run(service.predict(classifier.Record(**rows[-1])))
     assert one == answers[-1]
-    assert service.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert service.state.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
 
 
 def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
@@ -179,13 +179,13 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     from inference.contract import records_frame
 
     service = classifier.Tagserve()
-    assert service.model.fast is not None
-    meta = service.describe()
+    assert service.state.models.live.fast is not None
+    meta = service.state.describe()
     assert meta.engine.startswith("numpy+numba-forest")
     assert meta.fast_path["import"]["exact"] and meta.fast_path["startup"]["exact"]
     rows = records(home.example(home.classifier))
     rows += [{**rows[0], "sex": None}, {**rows[1], "island": "Atlantis", "body_mass_g": None}]
-    frame = records_frame(rows, service.contract)  # what the service hands the model
+    frame = records_frame(rows, service.state.contract)  # what the service hands the model
     reference = native(home, home.classifier)
     labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
     batch = service.predict_batch([classifier.Record(**r) for r in rows])
@@ -218,12 +218,12 @@ def test_a_fast_path_that_fails_the_start_up_check_is_not_served(
     np.savez(saved, **damaged)
     with bentoml_home(copy):
         service = load_service(home.regressor).Tagserve.inner()
-    meta = service.describe()
+    meta = service.state.describe()
     assert meta.engine == "sklearn" and meta.fast_path["import"]["exact"]
     assert "differs from scikit-learn" in meta.fast_path["startup"]["reason"]
     frame = example_frame(home, home.regressor)
     assert (
-        service.model.predict(frame).tolist()
+        service.state.models.live.predict(frame).tolist()
         == native(home, home.regressor).predict(frame).tolist()
     )
 
@@ -357,7 +357,7 @@ def test_a_long_beyond_int64_is_refused_by_record_and_frame(home: Models, classi
     row = records(home.example(home.classifier))[0]
     with pytest.raises(ValidationError, match=r"year\n  9223372036854775808 is outside the range"):
         classifier.Record(**{**row, "year": 2**63})
-    contract = classifier.Tagserve().contract
+    contract = classifier.Tagserve().state.contract
     body = json.dumps({"instances": [row, {**row, "year": 2**64}]}).encode()
     with pytest.raises(InputError, match="column 'year' in row 1: .* outside the range"):
         parse_invocation(body, "application/json", contract)

@@ -1,0 +1,149 @@
+"""Every Prometheus metric the service declares, in one place and one style: a class per
+concern whose metrics are made together by one accessor, once per process, on first use.
+
+First use is in the worker, never at import: BentoML points prometheus_client at its
+multiprocess folder when a worker starts, after the service module is imported, and
+``/metrics`` sums every worker's files. A gauge therefore names its multiprocess mode.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from inference.compare import ABS_DIFF_BUCKETS
+
+
+def _prom() -> Any:
+    # Imported in the worker only: prometheus_client picks its value store (multiprocess or
+    # not) when first imported, and BentoML sets the multiprocess folder when a worker starts.
+    import prometheus_client  # BentoML's own metrics library
+
+    return prometheus_client
+
+
+SHED_METRIC = "tagserve_shed_requests"  # /metrics: tagserve_shed_requests_total{endpoint}
+
+
+class SheddingMetrics:
+    """``/predict``'s load shedding: BentoML's request metrics never see a refusal (it
+    happens before them), so it is counted here."""
+
+    def __init__(self) -> None:
+        prom = _prom()
+        self.refused = prom.Counter(
+            SHED_METRIC,
+            "Requests refused with 503 by tagserve's load shedding",
+            labelnames=["endpoint"],
+        )
+
+
+class ShadowMetrics:
+    """The shadow's comparison of the candidate with the live model, and each model's
+    latency."""
+
+    def __init__(self) -> None:
+        prom = _prom()
+        self.requests = prom.Counter(
+            "tagserve_shadow_requests", "Requests the candidate scored in the shadow"
+        )
+        self.dropped = prom.Counter(
+            "tagserve_shadow_dropped",
+            "Shadow calls dropped: the queue was full (shed first) or the candidate failed",
+            labelnames=["reason"],
+        )
+        self.rows = prom.Counter("tagserve_shadow_rows", "Rows the candidate scored in the shadow")
+        self.abs_diff = prom.Histogram(
+            "tagserve_shadow_abs_diff",
+            "|candidate - live| per row (regressors)",
+            buckets=ABS_DIFF_BUCKETS,
+        )
+        self.agreed = prom.Counter(
+            "tagserve_shadow_agreed_rows", "Rows where the candidate predicts the live class"
+        )
+        self.latency = prom.Histogram(
+            "tagserve_model_latency_seconds",
+            "Time of one model call, by model tag",
+            labelnames=["model"],
+        )
+        self._agreement: Any = None
+
+    def agreement_of_worker(self) -> Any:
+        """The classifiers' agreement gauge, made on first use so that a regressor's service
+        exports no such series. A ratio cannot be summed over workers: one series per worker
+        (pid label); the service's ratio is agreed_rows_total / rows_total."""
+        if self._agreement is None:
+            self._agreement = _prom().Gauge(
+                "tagserve_shadow_agreement_ratio",
+                "This worker's share of shadow rows where the candidate agrees (classifiers)",
+                multiprocess_mode="liveall",
+            )
+        return self._agreement
+
+
+def _latest(name: str, doc: str, *labels: str) -> Any:
+    # Only the monitoring leader sets these; "mostrecent" exports the newest value written by
+    # any process, so a former leader's older values lose.
+    return _prom().Gauge(name, doc, labelnames=list(labels), multiprocess_mode="mostrecent")
+
+
+class MonitorMetrics:
+    """The live monitoring's test of the traffic (``serving.monitoring``)."""
+
+    def __init__(self) -> None:
+        prom = _prom()
+        self.p_value = _latest(
+            "tagserve_drift_p_value", "Drift test p-value (KS or chi2)", "feature"
+        )
+        self.statistic = _latest(
+            "tagserve_drift_statistic", "Drift test statistic (KS D or chi2)", "feature"
+        )
+        self.detected = _latest(
+            "tagserve_drift_detected", "1 if drift is detected after correction", "feature"
+        )
+        self.missing = _latest(
+            "tagserve_input_missing_ratio", "Share of window rows missing it", "feature"
+        )
+        self.unknown = _latest(
+            "tagserve_input_unknown_category_ratio",
+            "Share of its values in the window never seen in the reference",
+            "feature",
+        )
+        self.out_of_range = _latest(
+            "tagserve_input_out_of_range_ratio",
+            "Share of its values in the window outside the reference's [min, max]",
+            "feature",
+        )
+        self.prediction_p = _latest(
+            "tagserve_prediction_drift_p_value", "Prediction drift test p-value"
+        )
+        self.prediction_statistic = _latest(
+            "tagserve_prediction_drift_statistic", "Prediction drift test statistic"
+        )
+        self.prediction_detected = _latest(
+            "tagserve_prediction_drift_detected", "1 if the predictions drifted"
+        )
+        self.rows = _latest("tagserve_monitor_window_rows", "Rows in the last tested window")
+        self.evaluated = _latest(
+            "tagserve_monitor_last_evaluation_timestamp_seconds",
+            "When the window was last tested (Unix time)",
+        )
+        self.dropped = prom.Counter(
+            "tagserve_monitor_dropped_rows",
+            "Rows not monitored because the monitoring queue was full",
+        )
+
+
+@cache
+def shedding_metrics() -> SheddingMetrics:
+    return SheddingMetrics()
+
+
+@cache
+def shadow_metrics() -> ShadowMetrics:
+    return ShadowMetrics()
+
+
+@cache
+def monitor_metrics() -> MonitorMetrics:
+    return MonitorMetrics()

@@ -1,0 +1,99 @@
+"""What every prediction route predicts with: the live model, or the candidate beside it, on
+the route the request was given (``serving.routing``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from serving.metrics import ShadowMetrics, shadow_metrics
+from serving.routing import CANDIDATE, SHADOWED, route_var
+from serving.shadow import Shadow
+
+
+def _values(predicted: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [p["prediction"] for p in predicted]
+
+
+class ModelChoice:
+    """The live model, and the candidate when there is one: every prediction route predicts
+    through :meth:`predict_records` (records) or :meth:`predict_frame` (a frame), on the route
+    the request was given (:data:`serving.routing.route_var`, or ``route``)."""
+
+    def __init__(
+        self,
+        live: Any,
+        live_tag: str,
+        candidate: Any = None,
+        candidate_tag: str = "",
+        *,
+        shadow_fraction: float = 0.0,
+    ) -> None:
+        self.live, self.live_tag = live, live_tag
+        self.candidate, self.candidate_tag = candidate, candidate_tag
+        self.metrics: ShadowMetrics | None = shadow_metrics() if candidate is not None else None
+        self.shadow: Shadow | None = None
+        if self.metrics is not None and shadow_fraction > 0:
+            self.shadow = Shadow(
+                self.candidate_predictions, live.task, self.metrics, tag=candidate_tag
+            )
+
+    def comparison(self) -> dict[str, Any] | None:
+        """``/monitoring``'s ``candidate`` section: the candidate's shadow comparison with the
+        live model in this worker (each worker shadows its own requests; ``/metrics`` sums
+        them over workers), or None without a candidate."""
+        if self.candidate is None:
+            return None
+        out: dict[str, Any] = {"model": self.candidate_tag, "live": self.live_tag}
+        if self.shadow is None:
+            return {**out, "shadow": None, "reason": "not shadowing (TAGSERVE_SHADOW_FRACTION 0)"}
+        shadow = self.shadow
+        return {
+            **out,
+            "scope": "this worker",
+            "shadow": {
+                "calls_offered": shadow.offered,
+                "calls_scored": shadow.scored,
+                "calls_dropped": shadow.dropped,
+                **shadow.comparison.figures(),
+            },
+        }
+
+    def candidate_predictions(self, rows: Any) -> list[Any]:
+        """The candidate's predictions of ``rows`` (records, or a frame): the shadow's."""
+        if isinstance(rows, list):
+            return _values(self.candidate.predict_records(rows))
+        return list(self.candidate.predict(rows))
+
+    def _timed(self, tag: str, call: Callable[[], Any]) -> Any:
+        if self.metrics is None:
+            return call()
+        began = time.perf_counter()
+        out = call()
+        self.metrics.latency.labels(model=tag).observe(time.perf_counter() - began)
+        return out
+
+    def predict_records(
+        self, rows: list[dict[str, Any]], route: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One ``{"prediction": ..., "probabilities": ...}`` per record."""
+        route = route or route_var.get()
+        if route == CANDIDATE and self.candidate is not None:
+            model = self.candidate
+            return self._timed(self.candidate_tag, lambda: model.predict_records(rows))
+        predicted = self._timed(self.live_tag, lambda: self.live.predict_records(rows))
+        if route == SHADOWED and self.shadow is not None:
+            self.shadow.offer(rows, _values(predicted))
+        return predicted
+
+    def predict_frame(self, frame: Any, route: str | None = None) -> Any:
+        """The predictions of a frame's rows, as an array."""
+        route = route or route_var.get()
+        if route == CANDIDATE and self.candidate is not None:
+            model = self.candidate
+            return self._timed(self.candidate_tag, lambda: model.predict(frame))
+        predicted = self._timed(self.live_tag, lambda: self.live.predict(frame))
+        if route == SHADOWED and self.shadow is not None:
+            self.shadow.offer(frame, list(predicted))
+        return predicted

@@ -1,0 +1,112 @@
+"""The service's start: what it serves, settled once in ``bentoml serve`` before any worker
+starts (:func:`plan_service`), and each worker's start (:func:`start_worker`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel
+
+from inference.bento import get_model
+from inference.contract import Contract
+from inference.errors import TagserveError
+from serving import bentoml_private
+from serving.candidates import checked_candidate
+from serving.loading import load_served, model_contract
+from serving.model_choice import ModelChoice
+from serving.monitoring import Monitor
+from serving.schema import build_prediction_model, build_record_model
+from serving.settings import Settings, source_revision
+from serving.state import ServiceState
+
+logger = logging.getLogger("bentoml.service.tagserve")
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What a service serves: the live model (exact tag, contract), the candidate's model of
+    the store (None without one), the settings, the code's revision, the record and answer
+    types made from the contract, and the ``/docs.json`` body."""
+
+    settings: Settings
+    model_tag: str
+    contract: Contract
+    revision: Mapping[str, str]
+    candidate: Any
+    record_type: type[BaseModel]
+    prediction_type: type[BaseModel]
+    openapi_body: bytes = b""
+
+    @property
+    def candidate_tag(self) -> str:
+        return str(self.candidate.tag) if self.candidate is not None else ""
+
+    def labels(self) -> dict[str, str]:
+        """The service's BentoML labels: the model's exact tag, artifact and the code's."""
+        meta = self.contract.metadata
+        artifact = meta.get("artifact_qualified_name") or meta.get("artifact") or ""
+        return {"model_tag": self.model_tag, "artifact": str(artifact), **self.revision}
+
+
+def plan_service(settings: Settings | None = None) -> ServicePlan:
+    """The plan for ``settings.model`` (default: from the environment and the bento
+    arguments); its exact tags and code revision are recorded as bento arguments."""
+    args = bentoml_private.arguments()
+    settings = settings or Settings.from_env(args)
+    try:
+        live = get_model(settings.model)
+    except TagserveError as exc:
+        raise bentoml.exceptions.NotFound(str(exc)) from None
+    model_tag, contract = str(live.tag), model_contract(live)
+    settings = settings.with_body_cap(len(contract.columns))
+    revision = source_revision(args)
+    # Checked here, in `bentoml serve` itself, before any worker starts: refused in one line.
+    candidate = checked_candidate(settings.candidate, model_tag, contract, model_contract)
+    plan = ServicePlan(
+        settings,
+        model_tag,
+        contract,
+        revision,
+        candidate,
+        build_record_model(contract),
+        build_prediction_model(contract),
+    )
+    bentoml_private.record_arguments(
+        {"model": model_tag, "candidate": plan.candidate_tag or None, **revision}
+    )
+    return plan
+
+
+def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> ServiceState:
+    """Load the models (``live_model``, ``candidate_model``: the service's BentoML models)
+    and start the background parts in this worker: its :class:`ServiceState`."""
+    live = load_served(live_model, plan.contract)
+    logger.info("serving %s (%s) on %s", plan.model_tag, plan.contract.task, live.engine)
+    candidate = None
+    if candidate_model is not None:
+        candidate = load_served(candidate_model, model_contract(plan.candidate))
+        logger.info("candidate %s on %s", plan.candidate_tag, candidate.engine)
+    models = ModelChoice(
+        live,
+        plan.model_tag,
+        candidate,
+        plan.candidate_tag,
+        shadow_fraction=plan.settings.shadow_fraction,
+    )
+    # Live monitoring (serving.monitoring): every route records its rows and predictions.
+    monitor = Monitor.for_model(Path(live_model.path), plan.settings)
+    monitor.start()
+    return ServiceState(
+        plan.settings,
+        plan.contract,
+        models,
+        monitor,
+        plan.revision,
+        plan.openapi_body,
+        candidate_meta=dict(plan.candidate.info.metadata) if candidate is not None else None,
+    )

@@ -19,7 +19,7 @@ BENCH_ARGS ?=
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install demo release cut-release serve container bench bench-load hey test lint format lock clean
+.PHONY: help install demo release cut-release serve container bench bench-load hey test test-fast lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -72,8 +72,13 @@ bench: install hey ## Serving benchmark on the prod model (after make demo) -> b
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)
 
-test: install ## Run the test suite
+test: install ## Run the test suite (all of it)
 	$(RUN) pytest
+
+# The server tests (marked `server`: they start bentoml serve, Spark, buildah, chromium,
+# Prometheus or hey) are left out: tests/helpers/marks.py.
+test-fast: install ## The tests that start no server, JVM, container, browser, Prometheus or hey
+	$(RUN) pytest -m "not server"
 
 lint: install ## Check style with ruff (lint + format)
 	$(RUN) ruff check .

@@ -75,10 +75,10 @@ bench-load: install hey ## /predict under 400 clients (hey), with and without lo
 test: install ## Run the test suite (all of it)
 	$(RUN) pytest
 
-# The server tests (marked `server`: they start bentoml serve, Spark, buildah, chromium,
-# Prometheus or hey) are left out: tests/helpers/marks.py.
+# Left out: the tests marked `server` (they start bentoml serve, Spark, buildah, chromium,
+# Prometheus or hey: tests/helpers/marks.py) and `slow` (the whole pipeline in subprocesses).
 test-fast: install ## The tests that start no server, JVM, container, browser, Prometheus or hey
-	$(RUN) pytest -m "not server"
+	$(RUN) pytest -m "not server and not slow"
 
 lint: install ## Check style with ruff (lint + format)
 	$(RUN) ruff check .

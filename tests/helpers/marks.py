@@ -1,9 +1,10 @@
 """The fast loop and its guard: which tests start a server, and the check that they say so.
 
-A test is a *server* test when it starts a process the fast loop (``make test-fast``, that is
-``pytest -m "not server"``) leaves out: ``bentoml serve`` or ``mlflow models serve``, a JVM
-(Spark), a container (buildah), a browser (chromium), Prometheus or hey. tests/conftest.py marks
-such a test ``server`` when it uses a fixture decorated with :func:`starts_server`; a module of
+A test is a *server* test when it starts a process the fast loop leaves out (``make
+test-fast``: ``pytest -m "not server and not slow"``, ``slow`` being the whole pipeline run in
+subprocesses): ``bentoml serve`` or ``mlflow models serve``, a JVM (Spark), a container
+(buildah), a browser (chromium), Prometheus or hey. tests/conftest.py marks such a test
+``server`` when it uses a fixture decorated with :func:`starts_server`; a module of
 server tests only says ``pytestmark = pytest.mark.server``. The helpers that start those
 processes call :func:`assert_server_marked`, so a test that starts one unmarked fails, naming
 the mark, instead of silently slowing the fast loop.

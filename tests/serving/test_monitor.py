@@ -1,5 +1,6 @@
 """The monitor in-process: workers' windows merged under one leader, recording that never fails
-nor blocks, an unwritable shared folder; promtool on the shipped Prometheus files."""
+and counts what it drops, an unwritable shared folder; promtool on the shipped Prometheus
+files."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def drawn(train: pd.DataFrame, seed: int, rows: int = 1_200) -> pd.DataFrame:
     return train.sample(rows, random_state=seed).reset_index(drop=True)
 
 
-# --- the window, the leader and the queue, in-process ------------------------------------------
+# --- a service without monitoring -----------------------------------------------------------
 
 
 def test_an_unmonitored_service_says_why(server: str, models: Models) -> None:

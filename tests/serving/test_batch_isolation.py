@@ -35,6 +35,11 @@ def sample(models: Models) -> tuple[list[dict[str, Any]], list[float], Any]:
     return served_sample(models, models.regressor)
 
 
+@pytest.fixture(scope="module")
+def fragile_sample(models: Models, fragile: str) -> tuple[list[dict[str, Any]], list[float], Any]:
+    return served_sample(models, fragile)
+
+
 def concurrently(server: str, bodies: list[Any]) -> list[httpx.Response]:
     """POST every body to /predict_batch at once."""
 
@@ -96,14 +101,14 @@ def test_a_bad_record_among_good_ones_fails_its_own_request(
 
 
 def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(
-    home: Models, fragile: str, fragile_server: str
+    models: Models, fragile: str, fragile_server: str
 ) -> None:
     """A depth within every bound that the fragile model's scaler pushes past float32:
     validation takes it, the model raises; the request gets a 400 naming the record, never
     a 500. (Served by bentoml serve: a second service in this process would register
     BentoML's metrics twice.)"""
     fragile_client = httpx.Client(base_url=fragile_server, timeout=60)
-    rows = records(home.example(fragile))
+    rows = records(models.example(fragile))
     bad = {**rows[0], "depth": FRAGILE_DEPTH}
     answer = fragile_client.post("/predict", json=bad)
     assert answer.status_code == 400, answer.text

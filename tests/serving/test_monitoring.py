@@ -261,9 +261,10 @@ def test_another_worker_leads_when_the_leader_dies(
     (last: the server restarts the killed worker)."""
     import signal
 
-    before = httpx.get(f"{monitored_server}/monitoring", timeout=10).json()
-    os.kill(before["leader_pid"], signal.SIGKILL)
     rows = drawn(monitored.train, 400)
+    # A window tested since this test began: its leader is alive and known.
+    before = window_since(monitored_server, replay(monitored_server, as_records(rows)), WINDOW)
+    os.kill(before["leader_pid"], signal.SIGKILL)
     deadline, status = time.monotonic() + 90, before
     while status["leader_pid"] == before["leader_pid"] and time.monotonic() < deadline:
         # A connection to the killed worker breaks until the server restarts it: send again.

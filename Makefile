@@ -20,7 +20,7 @@ BENCH_ARGS ?=
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install spark demo models release cut-release serve container bench bench-load hey test docs lint format lock clean
+.PHONY: help install spark demo models release cut-release serve container bench bench-load hey test test-fast docs lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -87,8 +87,13 @@ bench: install hey ## Serving benchmark on the prod model (after make demo) -> b
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)
 
-test: spark ## Run the test suite (the docs' strict build included)
+test: spark ## Run the test suite (all of it; the docs' strict build included)
 	$(RUN) pytest
+
+# Left out: the tests marked `server` (they start bentoml serve, Spark, buildah, chromium,
+# Prometheus or hey: tests/helpers/marks.py) and `slow` (the whole pipeline in subprocesses).
+test-fast: install ## The tests that start no server, JVM, container, browser, Prometheus or hey
+	$(RUN) pytest -m "not server and not slow"
 
 docs: install ## Build the docs site strictly into site/ (a broken link or anchor fails)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Hydra config, composed and shrunk for tests."""
+"""Shared fixtures (the real Hydra config, composed and shrunk for tests; the session's models)
+and the ``server`` mark of the tests the fast loop leaves out (``tests.helpers.marks``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,29 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from tests.helpers import marks
 from tests.helpers.client_models import build_client_model
 from tests.helpers.project import CONFIG_DIR, SMALL_FOREST, VENV_BIN
 from tests.helpers.service_models import Models, build_models
+
+
+# tryfirst: before pytest's own hook deselects by `-m`, which must see these marks.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``server`` every test that uses a fixture starting a server."""
+    for item in items:
+        if item.get_closest_marker(marks.SERVER) is None and marks.uses_server_fixture(item):
+            item.add_marker(marks.SERVER)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Name the running test for ``marks.assert_server_marked`` (its fixtures' setup too)."""
+    marks.current = item
+    try:
+        return (yield)
+    finally:
+        marks.current = None
 
 
 @pytest.fixture
@@ -90,3 +111,21 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("monitored")
     return monitored_model(root / "tagserve", root / "bentoml")
+
+
+@pytest.fixture(scope="session")
+def candidate(models: Models) -> str:
+    """The BentoML tag of a candidate regressor beside the session's (another seed, imported
+    non-prod): ``tests.helpers.candidates.import_candidate``."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models)
+
+
+@pytest.fixture(scope="session")
+def classifier_candidate(models: Models) -> str:
+    """The BentoML tag of a candidate penguins classifier beside the session's (another
+    seed, imported non-prod)."""
+    from tests.helpers.candidates import import_candidate
+
+    return import_candidate(models, classifier=True)

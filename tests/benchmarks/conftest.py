@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from tests.helpers import marks
 
 SHED = b"shed"  # a body holding this is answered 503, any other 200 (test_hey.py)
 
@@ -44,5 +45,11 @@ def http_url() -> Iterator[str]:
 
 @pytest.fixture
 def hey_installed() -> None:
-    if shutil.which("hey") is None:
-        pytest.skip("the load generator hey is not installed (apt-get install -y hey)")
+    """The load generator hey is on PATH (a failure under CI, a skip elsewhere)."""
+    marks.tool("hey", "the load generator: apt-get install -y hey")
+
+
+@pytest.fixture
+@marks.starts_server
+def hey(hey_installed: None) -> None:
+    """The test runs hey (``benchmarks.hey.run_hey``): a server test."""

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from benchmarks.floor_service import constant_prediction
 from benchmarks.serving import FLOOR_TARGET
 from tests.helpers.factories import bentoml_home
+from tests.helpers.marks import starts_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -20,8 +20,11 @@ from tests.helpers.service_models import (
     subprocess_env,
 )
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
+@starts_server
 def floor_url(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("floor") / "bentoml-serve.log"
     env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)
@@ -61,15 +64,3 @@ def test_the_floor_serves_the_services_record_schema(models: Models, floor_url: 
     floor = body["content"]["application/json"]["schema"]
     assert floor["properties"] == ours["properties"]
     assert floor["required"] == ours["required"]
-
-
-def test_a_classifier_floor_answers_its_first_class(models: Models) -> None:
-    from inference.bento import get_model
-    from serving.loading import model_contract
-    from serving.schema import build_prediction_model
-
-    with bentoml_home(models.bentoml_home):
-        contract = model_contract(get_model(models.classifier))
-    answer = constant_prediction(contract, build_prediction_model(contract))
-    assert contract.classes and answer.prediction == contract.classes[0]
-    assert answer.probabilities is None

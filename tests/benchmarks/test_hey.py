@@ -1,15 +1,18 @@
-"""benchmarks.hey: real hey runs against a real HTTP server; its CSV parsed and summarized."""
+"""benchmarks.hey: real hey runs against a real HTTP server; its CSV parsed and summarized
+(hey installed: skipped without, failed under CI)."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.hey import LoadError, parse_csv, run_hey
+from benchmarks.hey import run_hey
 from tests.helpers.servers import free_port
 
 SHED = b'{"shed": true}'  # the http_url server answers such a body 503
 
-needs_hey = pytest.mark.usefixtures("hey_installed")
+needs_hey = pytest.mark.usefixtures("hey")
+
+pytestmark = pytest.mark.server
 
 
 @needs_hey
@@ -43,8 +46,3 @@ def test_requests_without_an_answer_count_as_non_200() -> None:
     load = run_hey(f"http://127.0.0.1:{free_port()}/", b"{}", requests=6, concurrency=2)
     assert load.statuses == {}  # none answered
     assert load.requests == 6 and load.non_200 == 6
-
-
-def test_output_that_is_not_hey_csv_is_refused() -> None:
-    with pytest.raises(LoadError, match="no CSV header"):
-        parse_csv("Summary:\n  Total: 1.0 secs\n")

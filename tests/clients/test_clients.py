@@ -27,12 +27,14 @@ from tests.helpers.client_models import (
     serving,
     start_server,
 )
+from tests.helpers.marks import starts_server
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.server]
 ROWS = 2500
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def world(tmp_path_factory: pytest.TempPathFactory, client_model: dict):
     root = tmp_path_factory.mktemp("clients")
     shared = {**client_model, "env": dict(client_model["env"])}

@@ -1,23 +1,32 @@
 """Helpers for the candidate tests: a candidate regressor trained with other
 settings and imported non-prod beside the session's models; a hostile copy of a model in a
-BentoML store; shadow metrics read from ``/metrics``; ``hey`` runs classified by their
-errors."""
+BentoML store; a model loaded as the service loads it; shadow metrics read from
+``/metrics``; ``hey`` runs classified by their errors."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
 from inference.bento import stage_of
+from tests.helpers import marks
 from tests.helpers.factories import bentoml_home
 from tests.helpers.hostile_models import with_code_folder
-from tests.helpers.service_models import CLASSIFIER_NAME, REGRESSOR_NAME, Models, train_and_log
+from tests.helpers.service_models import (
+    CLASSIFIER_NAME,
+    REGRESSOR_NAME,
+    Models,
+    diamonds_sample,
+    train_and_log,
+)
 
 CANDIDATE_PROJECT = "tagserve-diamonds-candidate"
 CLASSIFIER_CANDIDATE_PROJECT = "tagserve-penguins-candidate"
@@ -96,7 +105,7 @@ def hey_ok(output: str) -> int:
 
 def hey_command(url: str, body: Path, *, seconds: int, clients: int) -> list[str]:
     return [
-        shutil.which("hey") or "hey",
+        marks.tool("hey", "the load generator: apt-get install -y hey"),
         "-z", f"{seconds}s", "-c", str(clients), "-m", "POST",
         "-T", "application/json", "-D", str(body), url,
     ]  # fmt: skip
@@ -104,4 +113,24 @@ def hey_command(url: str, body: Path, *, seconds: int, clients: int) -> list[str
 
 def start_hey(url: str, body: Path, *, seconds: int, clients: int) -> subprocess.Popen:
     command = hey_command(url, body, seconds=seconds, clients=clients)
+    marks.assert_server_marked("hey")
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def diamond_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Diamonds as JSON records of the regressor's features (plain Python values)."""
+    frame = diamonds_sample(600).drop(columns=["price"]).sample(n, random_state=seed)
+    return json.loads(frame.to_json(orient="records"))
+
+
+def loaded(models: Models, tag: str) -> Any:
+    """The model ``tag`` as the service loads it (its contract, checked fast path)."""
+    import bentoml
+
+    from inference.bento import fastpath_folder, mlflow_folder
+    from inference.model import load_model
+    from serving.loading import model_contract
+
+    with bentoml_home(models.bentoml_home):
+        model = bentoml.models.get(tag)
+        return load_model(mlflow_folder(model), model_contract(model), fastpath_folder(model))

@@ -19,9 +19,11 @@ from tests.helpers.factories import bentoml_home
 from tests.helpers.service_models import PROJECT_ROOT, import_prod, train_and_log
 
 MONITORED_NAME = "tagserve-monitored"
+PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"  # the shipped config and rules
 TRAIN_ROWS, TEST_ROWS = 20_000, 1_000
 MISSING_SHARE = 0.03
 FEATURES = ["carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z"]
+NUMBERS = ["carat", "depth", "table", "x", "y", "z"]
 
 
 def diamonds_with_gaps(seed: int = 0) -> pd.DataFrame:
@@ -131,3 +133,24 @@ def window_since(url: str, since: float, rows: int, timeout: float = 60) -> dict
             return status
         time.sleep(0.3)
     raise AssertionError(f"no window of {rows} rows sent after {since} in {timeout} s: {status}")
+
+
+def scipy_p_values(sample: pd.DataFrame, reference: pd.DataFrame) -> dict[str, float]:
+    """Each feature's drift p-value of ``sample`` against ``reference`` computed with scipy
+    directly, apart from ``inference.drift``: the two-sample Kolmogorov-Smirnov test of the
+    numbers present, the chi-square test of homogeneity of the category counts."""
+    from scipy import stats
+
+    p_values = {}
+    for name in FEATURES:
+        ours, theirs = sample[name].dropna(), reference[name].dropna()
+        if name in NUMBERS:
+            p_values[name] = float(
+                stats.ks_2samp(ours.to_numpy(float), theirs.to_numpy(float)).pvalue
+            )
+        else:
+            counts = pd.concat(
+                [ours.astype(str).value_counts(), theirs.astype(str).value_counts()], axis=1
+            )
+            p_values[name] = float(stats.chi2_contingency(counts.fillna(0).to_numpy()).pvalue)
+    return p_values

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.marks import assert_server_marked
+
 BENTOML_CLI = str(Path(sys.executable).parent / "bentoml")
 
 
@@ -87,7 +89,8 @@ def start_process(
     timeout: float = 180,
 ) -> Server:
     """Start ``cmd`` (a server that will listen at ``url``), returned once ``ready_path``
-    answers 200; stopped again if it never does."""
+    answers 200; stopped again if it never does. Only a test marked ``server`` may."""
+    assert_server_marked(Path(cmd[0]).name)
     with log.open("ab") as out:
         process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(process, url, log)

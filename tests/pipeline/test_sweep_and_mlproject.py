@@ -6,10 +6,13 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from artifacts.store import LocalArtifactStore
 from tests.helpers.project import PROJECT_ROOT, SMALL_FOREST
 
 
+@pytest.mark.slow
 def test_parallel_sweep_jobs_each_log_their_own_model(subprocess_env, tmp_path):
     home = tmp_path / "home"
     overrides = ["tracking=disabled", *SMALL_FOREST]
@@ -53,6 +56,7 @@ def _git(*args, cwd):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_mlflow_run_from_a_git_tag(subprocess_env, tmp_path):
     repo = tmp_path / "repo"
     # What a clone holds: the project's files (the pipeline imports the core and the store).

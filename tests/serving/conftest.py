@@ -4,10 +4,13 @@ a real ``bentoml serve`` of the regressor."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.helpers.marks import starts_server
 from tests.helpers.monitoring import MonitoredModel
+from tests.helpers.release_repos import GIT_IDENTITY, git, make_repo, run_release
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     REGRESSOR_NAME,
@@ -17,6 +20,7 @@ from tests.helpers.service_models import (
     fragile_model,
     import_prod,
     subprocess_env,
+    train_and_log,
 )
 
 
@@ -32,6 +36,7 @@ def home(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``bentoml serve service:Tagserve`` of the session's regressor on 127.0.0.1: its URL."""
     log = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
@@ -48,6 +53,7 @@ def fragile(models: Models) -> str:
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def fragile_server(
     models: Models, fragile: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
@@ -84,22 +90,25 @@ def shaped(models: Models) -> dict[str, str]:
     return tags
 
 
-@pytest.fixture(scope="session")
-def candidate(models: Models) -> str:
-    """The BentoML tag of a candidate regressor beside the session's (another seed, imported
-    non-prod): ``tests.helpers.candidates.import_candidate``."""
-    from tests.helpers.candidates import import_candidate
+@pytest.fixture(scope="module")
+def candidate_rows() -> list[dict[str, Any]]:
+    """40 diamonds as JSON records of the regressor's features."""
+    from tests.helpers.candidates import diamond_records
 
-    return import_candidate(models)
+    return diamond_records(40)
 
 
-@pytest.fixture(scope="session")
-def classifier_candidate(models: Models) -> str:
-    """The BentoML tag of a candidate penguins classifier beside the session's (another
-    seed, imported non-prod)."""
-    from tests.helpers.candidates import import_candidate
+@pytest.fixture(scope="module")
+def both(
+    models: Models, candidate: str, candidate_rows: list[dict[str, Any]]
+) -> dict[str, list[float]]:
+    """The live model's and the candidate's predictions of ``candidate_rows``, in-process."""
+    from tests.helpers.candidates import loaded
 
-    return import_candidate(models, classifier=True)
+    return {
+        tag: [a["prediction"] for a in loaded(models, model).predict_records(candidate_rows)]
+        for tag, model in (("live", models.regressor), ("candidate", candidate))
+    }
 
 
 # --- live monitoring (tests/serving/test_monitoring.py) ---------------------------------------
@@ -108,6 +117,7 @@ MONITOR_WINDOW = 1_000
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve`` of the monitored model with 2 workers, testing a window of 1,000
     rows every second: its URL."""
@@ -122,3 +132,51 @@ def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPat
     )
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url
+
+
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A git author and committer for the release tests' commits and tags."""
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+
+
+# --- releases (tests/serving/test_release*.py) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def released(home: Models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``python -m release build`` in a repository tagged v1.2.3."""
+    repo = make_repo(tmp_path_factory.mktemp("released") / "repo", tag="v1.2.3")
+    done = run_release(repo, home, "build")
+    assert done.returncode == 0, done.stderr
+    return {"repo": repo, "commit": git(repo, "rev-parse", "HEAD"), "out": done.stdout}
+
+
+@pytest.fixture(scope="session")
+def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Import v0 and v1 as prod, roll the artifact store's prod back to v0 and import again
+    ("already imported"): v1 is the newest import, v0 the prod model."""
+    from artifacts.store import LocalArtifactStore
+
+    root = tmp_path_factory.mktemp("rollback")
+    tagserve_home, home = root / "tagserve", root / "bentoml"
+    tags = []
+    with bentoml_home(home):
+        for seed in (0, 3):
+            train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False, seed=seed)
+            tags.append(import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME))
+        store = LocalArtifactStore(tagserve_home / "store" / REGRESSOR_NAME)
+        store.set_alias("model_export:v0", "prod")
+        assert import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME) == tags[0]
+    return {"models": Models(home, tagserve_home, tags[0], ""), "prod": tags[0], "newer": tags[1]}
+
+
+@pytest.fixture(scope="module")
+def home_candidate(home: Models, candidate: str) -> str:
+    """The session's candidate, imported into this module's BentoML home too."""
+    from tests.helpers.candidates import import_candidate
+
+    tag = import_candidate(home, train=False)
+    assert tag == candidate
+    return tag

@@ -5,7 +5,6 @@ fixed seed, a few hundred cases per operation) against that server."""
 from __future__ import annotations
 
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from tests.helpers.service_models import (
 from tests.helpers.spec import run_schemathesis
 
 EXAMPLES_PER_OPERATION = 300
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +99,3 @@ def test_schemathesis_finds_no_failure(
     run = run_schemathesis(server, tmp_path, EXAMPLES_PER_OPERATION)
     assert run.returncode == 0, run.summary
     assert run.tested == len(documented(document)), run.summary
-
-
-def test_a_classifier_document_has_its_classes_and_nullable_columns(models: Models) -> None:
-    """Built in process for the classifier (optional columns, class labels): a column MLflow
-    says may be missing may be null in every JSON form and empty in CSV; predictions are
-    labels; answers carry the class probabilities."""
-    with bentoml_home(models.bentoml_home):
-        service = load_service(models.classifier).Tagserve
-    document = json.loads(service.inner.plan.openapi_body)
-    schemas = document["components"]["schemas"]
-    record = schemas["Record"]
-    assert {"type": "null"} in record["properties"]["sex"]["anyOf"]
-    assert "sex" not in record["required"] and "island" in record["required"]
-    assert "probabilities" in schemas["Prediction"]["properties"]
-    invocations = document["paths"]["/invocations"]["post"]
-    answer = invocations["responses"]["200"]["content"]["application/json"]["schema"]
-    assert answer["properties"]["predictions"]["items"]["type"] == "string"
-    split = models.example(models.classifier)["dataframe_split"]
-    frame = pd.DataFrame(split["data"], columns=split["columns"]).assign(sex=None)
-    pattern = invocations["requestBody"]["content"]["text/csv"]["schema"]["pattern"]
-    assert re.search(pattern, frame.to_csv(index=False))

@@ -1,6 +1,7 @@
 """One bad record among concurrent ``predict_batch`` requests, behind a real
 ``bentoml serve``: adaptive batching merges the requests into one model call, and only the
-request holding the bad record fails (a 400 naming it); every other gets its prediction."""
+request holding the bad record fails (a 400 naming it); every other gets its prediction. A
+value that fails in the model is a 400 on every route."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import asyncio
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 
-from tests.helpers.service_models import FRAGILE_DEPTH, Models, diamonds_sample
+from tests.helpers.service_models import FRAGILE_DEPTH, Models, diamonds_sample, records
 
 # With the bad one, 41 concurrent single-record requests: enough that the batcher merges the
 # bad record into a model call with good ones.
 GOOD_REQUESTS = 40
 ROUNDS = 3
+
+pytestmark = pytest.mark.server
 
 
 def served_sample(models: Models, tag: str) -> tuple[list[dict[str, Any]], list[float], Any]:
@@ -49,16 +51,6 @@ def concurrently(server: str, bodies: list[Any]) -> list[httpx.Response]:
             return await asyncio.gather(*(client.post("/predict_batch", json=b) for b in bodies))
 
     return asyncio.run(run())
-
-
-def test_the_model_fails_on_a_value_validation_takes(fragile_sample: Any) -> None:
-    """The premise of the split test: a value within every bound, which the model fails on."""
-    from inference.contract import value_problem
-
-    rows, _, model = fragile_sample
-    assert value_problem("double", FRAGILE_DEPTH) is None
-    with pytest.raises(ValueError, match="infinity"):
-        model.predict(pd.DataFrame([{**rows[0], "depth": FRAGILE_DEPTH}]))
 
 
 @pytest.mark.parametrize(
@@ -108,3 +100,25 @@ def test_a_bad_record_among_good_ones_fails_its_own_request(
     assert "[2]: the model cannot take this record" in bad.json()["error"]
     assert [a.status_code for a in answers] == [200] * len(answers)
     assert [p["prediction"] for a in answers for p in a.json()] == want
+
+
+def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(
+    models: Models, fragile: str, fragile_server: str
+) -> None:
+    """A depth within every bound that the fragile model's scaler pushes past float32:
+    validation takes it, the model raises; the request gets a 400 naming the record, never
+    a 500. (Served by bentoml serve: a second service in this process would register
+    BentoML's metrics twice.)"""
+    fragile_client = httpx.Client(base_url=fragile_server, timeout=60)
+    rows = records(models.example(fragile))
+    bad = {**rows[0], "depth": FRAGILE_DEPTH}
+    answer = fragile_client.post("/predict", json=bad)
+    assert answer.status_code == 400, answer.text
+    assert "the model cannot take this record (ValueError" in answer.json()["error"]
+    answer = fragile_client.post("/predict_batch", json=[rows[0], bad])
+    assert answer.status_code == 400, answer.text
+    assert "[1]: the model cannot take this record (ValueError" in answer.json()["error"]
+    answer = fragile_client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    assert answer.status_code == 400, answer.text
+    assert "the model cannot take this input (ValueError" in answer.json()["message"]
+    assert fragile_client.post("/predict", json=rows[0]).status_code == 200

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.marks import starts_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -24,8 +25,11 @@ from tests.helpers.shapes import SHAPES
 
 ROWS = 40_000  # TAGSERVE_MAX_ROWS of the slow server: one call long enough to queue behind
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
+@starts_server
 def slow_server(
     shaped: dict[str, str], models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
@@ -96,6 +100,7 @@ def test_overload_is_a_503_with_retry_after(slow_server: str) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def logged_server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     log = tmp_path_factory.mktemp("logged-server") / "bentoml-serve.log"
     env = subprocess_env(models, TAGSERVE_MODEL=models.regressor)

@@ -13,8 +13,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from serving.settings import Settings
 from tests.helpers.admission import bentoml_503_count, budget_filled, shed_count
+from tests.helpers.marks import starts_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -26,8 +26,11 @@ from tests.helpers.service_models import (
 RETRY_AFTER = "2"
 BURST = 24
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
+@starts_server
 def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("shedding") / "bentoml-serve.log"
     env = subprocess_env(
@@ -49,23 +52,6 @@ def rows(models: Models) -> dict[str, Any]:
     model.set_params(model__n_jobs=1)
     example = records(models.example(models.regressor))
     return {"records": example, "predictions": model.predict(pd.DataFrame(example)).tolist()}
-
-
-def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "7")
-    monkeypatch.setenv("TAGSERVE_RETRY_AFTER", "3")
-    settings = Settings.from_env()
-    assert (settings.predict_budget, settings.retry_after_s) == (8, 3)
-    assert settings.limits()["predict_budget_per_worker"] == 8
-    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "0")
-    assert Settings.from_env().predict_budget == 1  # one computing, none waiting
-    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "-1")
-    with pytest.raises(ValueError, match="TAGSERVE_PREDICT_QUEUE must be at least 0, not -1"):
-        Settings.from_env()
-    monkeypatch.setenv("TAGSERVE_PREDICT_QUEUE", "2")
-    monkeypatch.setenv("TAGSERVE_RETRY_AFTER", "soon")
-    with pytest.raises(ValueError, match="TAGSERVE_RETRY_AFTER must be a whole number"):
-        Settings.from_env()
 
 
 def test_past_the_budget_predict_answers_503_with_retry_after(

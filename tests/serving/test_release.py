@@ -1,24 +1,20 @@
 """The release CLI in temporary git repositories (a copy of service.py and bentofile.yaml):
 tagged, untagged, dirty, non-semver, already built; development builds; `bentoml build` by
-hand; and a released bento served from the store, still serving its own model after a newer
-one is imported."""
+hand; the prod model after a rollback. (Served: test_release_serving.py.)"""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pandas as pd
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
 from release.cli import main
 from release.versions import dev_version, is_release_tag, next_version, parse_release_tag
-from tests.helpers.release_repos import GIT_IDENTITY, bento_dir, git, make_repo, run_release
+from tests.helpers.release_repos import bento_dir, git, make_repo, run_release
 from tests.helpers.service_models import (
     BENTOML_CLI,
     PROJECT_ROOT,
@@ -26,19 +22,10 @@ from tests.helpers.service_models import (
     REGRESSOR_NAME,
     Models,
     bentoml_home,
-    bentoml_server,
-    free_port,
-    import_prod,
-    records,
     subprocess_env,
-    train_and_log,
 )
 
-
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in GIT_IDENTITY.items():
-        monkeypatch.setenv(key, value)
+pytestmark = pytest.mark.usefixtures("git_identity")
 
 
 def bento_info(home: Models, tag: str) -> dict[str, Any]:
@@ -158,15 +145,6 @@ def test_cut_tags_the_next_version(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 # --- real builds -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def released(home: Models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``python -m release build`` in a repository tagged v1.2.3."""
-    repo = make_repo(tmp_path_factory.mktemp("released") / "repo", tag="v1.2.3")
-    done = run_release(repo, home, "build")
-    assert done.returncode == 0, done.stderr
-    return {"repo": repo, "commit": git(repo, "rev-parse", "HEAD"), "out": done.stdout}
 
 
 def test_release_build_versions_the_bento_by_the_tag(
@@ -383,59 +361,7 @@ def test_bentoml_build_by_hand_keeps_working(home: Models, released: dict[str, A
 # --- a released bento, served from the store -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def newer_model(home: Models) -> Iterator[str]:
-    """A newer prod model imported after the release: `latest` moves to it."""
-    train_and_log(home.tagserve_home, "tagserve-release-newer", classifier=False, seed=7)
-    with bentoml_home(home.bentoml_home):
-        tag = import_prod("tagserve-release-newer", home=home.tagserve_home, name=REGRESSOR_NAME)
-    assert tag != home.regressor
-    yield tag
-
-
-def test_released_bento_serves_its_own_model_from_the_store(
-    home: Models, released: dict[str, Any], newer_model: str, tmp_path: Path
-) -> None:
-    env = subprocess_env(home)  # no TAGSERVE_MODEL: the bento decides
-    with bentoml_server(
-        "tagserve:v1.2.3", env=env, cwd=tmp_path, log=tmp_path / "serve.log"
-    ) as url:
-        meta = httpx.get(f"{url}/metadata").json()
-        example = home.example(home.regressor)
-        predict = httpx.post(f"{url}/predict", json=records(example)[0])
-        invocations = httpx.post(f"{url}/invocations", json=example)
-    assert meta["model"] == home.regressor != newer_model
-    assert meta["bento"] == "tagserve:v1.2.3"
-    assert meta["git_tag"] == "v1.2.3" and meta["git_commit"] == released["commit"]
-    from inference.loading import load_pipeline
-
-    split = example["dataframe_split"]
-    frame = pd.DataFrame(split["data"], columns=split["columns"])
-    expected = load_pipeline(home.mlflow_folder(home.regressor)).predict(frame)
-    assert predict.json() == {"prediction": expected[0]}
-    assert invocations.json() == {"predictions": expected.tolist()}
-
-
 # --- the prod model, after a rollback ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rolled_back(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Import v0 and v1 as prod, roll the artifact store's prod back to v0 and import again
-    ("already imported"): v1 is the newest import, v0 the prod model."""
-    from artifacts.store import LocalArtifactStore
-
-    root = tmp_path_factory.mktemp("rollback")
-    tagserve_home, home = root / "tagserve", root / "bentoml"
-    tags = []
-    with bentoml_home(home):
-        for seed in (0, 3):
-            train_and_log(tagserve_home, REGRESSOR_NAME, classifier=False, seed=seed)
-            tags.append(import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME))
-        store = LocalArtifactStore(tagserve_home / "store" / REGRESSOR_NAME)
-        store.set_alias("model_export:v0", "prod")
-        assert import_prod(REGRESSOR_NAME, home=tagserve_home, name=REGRESSOR_NAME) == tags[0]
-    return {"models": Models(home, tagserve_home, tags[0], ""), "prod": tags[0], "newer": tags[1]}
 
 
 def test_release_model_is_the_prod_model_not_the_newest(rolled_back: dict[str, Any]) -> None:
@@ -464,28 +390,3 @@ def test_release_ships_the_prod_model_after_a_rollback(
     assert done.returncode == 0, done.stderr
     info = bento_info(home, "tagserve:v3.0.0")
     assert info["args"]["model"] == info["labels"]["model_tag"] == prod != newer
-
-
-def test_make_serve_serves_the_prod_model_after_a_rollback(
-    rolled_back: dict[str, Any], tmp_path: Path
-) -> None:
-    """`make serve` (the real target, a real server on 127.0.0.1): the rolled-back prod model,
-    not the newest import."""
-    from tests.helpers.servers import start_process
-
-    home, prod = rolled_back["models"], rolled_back["prod"]
-    port = free_port()
-    server = start_process(
-        ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}"],
-        url=f"http://127.0.0.1:{port}",
-        ready_path="/readyz",
-        env=subprocess_env(home),
-        cwd=PROJECT_ROOT,
-        log=tmp_path / "serve.log",
-    )
-    try:
-        meta = httpx.get(f"{server.url}/metadata").json()
-    finally:
-        server.stop()
-    assert meta["model"] == prod != rolled_back["newer"]
-    assert f"serving {prod}" in (tmp_path / "serve.log").read_text()

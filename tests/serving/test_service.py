@@ -8,12 +8,12 @@ import ast
 import asyncio
 import json
 import os
+import re
 import subprocess
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -325,28 +325,6 @@ def test_a_value_the_model_cannot_take_is_a_400_naming_field_and_row(
     assert "column 'carat' in row 1" in answer.json()["message"]
 
 
-def test_a_value_that_fails_in_the_model_is_a_400_on_every_route(
-    home: Models, fragile: str, fragile_server: str
-) -> None:
-    """A depth within every bound that the fragile model's scaler pushes past float32:
-    validation takes it, the model raises; the request gets a 400 naming the record, never
-    a 500. (Served by bentoml serve: a second service in this process would register
-    BentoML's metrics twice.)"""
-    fragile_client = httpx.Client(base_url=fragile_server, timeout=60)
-    rows = records(home.example(fragile))
-    bad = {**rows[0], "depth": FRAGILE_DEPTH}
-    answer = fragile_client.post("/predict", json=bad)
-    assert answer.status_code == 400, answer.text
-    assert "the model cannot take this record (ValueError" in answer.json()["error"]
-    answer = fragile_client.post("/predict_batch", json=[rows[0], bad])
-    assert answer.status_code == 400, answer.text
-    assert "[1]: the model cannot take this record (ValueError" in answer.json()["error"]
-    answer = fragile_client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
-    assert answer.status_code == 400, answer.text
-    assert "the model cannot take this input (ValueError" in answer.json()["message"]
-    assert fragile_client.post("/predict", json=rows[0]).status_code == 200
-
-
 def test_a_long_beyond_int64_is_refused_by_record_and_frame(home: Models, classifier: Any) -> None:
     """Penguins' year is a long: the record type (predict, predict_batch) and the frame check
     (invocations) refuse an integer beyond int64, naming the field."""
@@ -392,18 +370,23 @@ NESTED = b"[" * 20_000 + b"]" * 20_000
 
 
 @pytest.mark.parametrize(
-    ("path", "body"),
+    ("path", "body", "problem"),
     [
-        ("/predict_batch", NESTED),
-        ("/predict", NESTED),
-        ("/invocations", NESTED),
-        ("/invocations", b'{"inputs": ' + NESTED + b"}"),
+        ("/predict_batch", NESTED, "invalid input: body: Invalid JSON: nested too deeply"),
+        ("/predict", NESTED, "Invalid JSON: recursion limit exceeded"),  # pydantic's words
+        ("/invocations", NESTED, "the body is not valid JSON: nested too deeply"),
+        (
+            "/invocations",
+            b'{"inputs": ' + NESTED + b"}",
+            "the body is not valid JSON: nested too deeply",
+        ),
     ],
     ids=["predict_batch", "predict", "invocations", "invocations-inputs"],
 )
-def test_deeply_nested_json_is_a_400(client: Any, path: str, body: bytes) -> None:
+def test_deeply_nested_json_is_a_400(client: Any, path: str, body: bytes, problem: str) -> None:
     answer = client.post(path, content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 400, answer.text[:300]
+    assert problem in answer.text, answer.text[:300]
 
 
 @pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/metadata"])
@@ -456,6 +439,8 @@ def test_content_types_compare_case_insensitively_and_unquoted(
     ):
         answer = client.post(path, content=json.dumps(body).encode(), headers=headers)
         assert answer.status_code == 200, f"{path}: {answer.text}"
+        plain = client.post(path, json=body)  # application/json, as written
+        assert answer.content == plain.content, path
 
 
 def big_body(row: dict[str, Any], size: int) -> bytes:
@@ -565,7 +550,12 @@ def _without(row: dict[str, Any], column: str) -> dict[str, Any]:
         ("application/json", lambda r: {"records": [r]}, 400, "exactly one of the keys"),
         ("application/json", lambda r: [r], 400, "JSON object"),
         ("application/json", lambda r: b"{nope", 400, "not valid JSON"),
-        ("text/csv", lambda r: b"carat,depth\nabc,1\n", 400, "column"),
+        (
+            "text/csv",
+            lambda r: pd.DataFrame([{**r, "carat": "abc"}]).to_csv(index=False).encode(),
+            400,
+            "column 'carat' expects double, got str \"abc\" in row 0",
+        ),
         ("text/csv", lambda r: b"", 400, "the CSV body is empty"),
         ("text/plain", lambda r: b"x", 415, "unsupported content type"),
         ("application/json; charset=latin-1", lambda r: {"inputs": r}, 415, "UTF-8"),
@@ -643,3 +633,35 @@ def test_max_rows_must_be_a_number(home: Models, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TAGSERVE_MAX_ROWS", "lots")
     with pytest.raises(ValueError, match="TAGSERVE_MAX_ROWS must be a whole number"):
         load_service(home.regressor)
+
+
+def test_the_fragile_model_fails_on_a_value_validation_takes(home: Models, fragile: str) -> None:
+    """The premise of tests/serving/test_batch_isolation.py: a value within every bound,
+    which the fragile model fails on."""
+    from inference.contract import value_problem
+
+    row = records(home.example(fragile))[0]
+    assert value_problem("double", FRAGILE_DEPTH) is None
+    with pytest.raises(ValueError, match="infinity"):
+        native(home, fragile).predict(pd.DataFrame([{**row, "depth": FRAGILE_DEPTH}]))
+
+
+def test_a_classifier_document_has_its_classes_and_nullable_columns(models: Models) -> None:
+    """Built in process for the classifier (optional columns, class labels): a column MLflow
+    says may be missing may be null in every JSON form and empty in CSV; predictions are
+    labels; answers carry the class probabilities."""
+    with bentoml_home(models.bentoml_home):
+        service = load_service(models.classifier).Tagserve
+    document = json.loads(service.inner.plan.openapi_body)
+    schemas = document["components"]["schemas"]
+    record = schemas["Record"]
+    assert {"type": "null"} in record["properties"]["sex"]["anyOf"]
+    assert "sex" not in record["required"] and "island" in record["required"]
+    assert "probabilities" in schemas["Prediction"]["properties"]
+    invocations = document["paths"]["/invocations"]["post"]
+    answer = invocations["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["predictions"]["items"]["type"] == "string"
+    split = models.example(models.classifier)["dataframe_split"]
+    frame = pd.DataFrame(split["data"], columns=split["columns"]).assign(sex=None)
+    pattern = invocations["requestBody"]["content"]["text/csv"]["schema"]["pattern"]
+    assert re.search(pattern, frame.to_csv(index=False))

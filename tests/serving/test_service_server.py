@@ -29,6 +29,8 @@ DIAMOND = (
 )
 DIAMOND_CSV = b"depth,table,x,y,z,cut,color,clarity\n", b"61.5,55.0,4.3,4.3,2.6,Ideal,E,VS1\n"
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def expected(models: Models) -> dict[str, Any]:
@@ -102,7 +104,14 @@ def test_mlflow_scoring_client_works_unchanged(
         ("/predict", b"{", "application/json", 400, "Invalid JSON"),
         ("/predict_batch", b"[{]", "application/json", 400, "Invalid JSON"),
         ("/predict_batch", [], "application/json", 400, "at least 1 item"),
-        ("/invocations", {"dataframe_records": [{"carat": "big"}]}, "application/json", 400, ""),
+        (
+            "/invocations",
+            {"dataframe_records": [{"carat": "big"}]},
+            "application/json",
+            400,
+            "missing required column(s): 'depth', 'table', 'x', 'y', 'z', 'cut', 'color', "
+            "'clarity'",
+        ),
         ("/invocations", b"x", "application/octet-stream", 415, "content type"),
         ("/predict", b"{}", "multipart/form-data", 400, "boundary"),
         ("/predict_batch", b"[]", "multipart/form-data", 400, "boundary"),

@@ -19,6 +19,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from tests.helpers.marks import starts_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     Models,
@@ -32,6 +33,8 @@ from tests.helpers.spec import run_schemathesis
 SHAPE_KEYS = [*SHAPES, "penguins"]
 EXAMPLES_PER_OPERATION = 100
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module", params=SHAPE_KEYS)
 def shape(request: pytest.FixtureRequest) -> str:
@@ -39,6 +42,7 @@ def shape(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def shape_server(
     shape: str, shaped: dict[str, str], models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
@@ -71,6 +75,16 @@ def invocations(url: str, rows: list[dict[str, Any]]) -> list[Any]:
     return strict_loads(answer.text)["predictions"]
 
 
+def sklearn_predictions(models: Models, tag: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """scikit-learn's predictions of ``rows`` by the model's own pipeline (missing as NaN):
+    the reference every route must equal, bit for bit."""
+    from inference.loading import load_pipeline
+
+    pipeline = load_pipeline(models.mlflow_folder(tag))
+    frame = pd.DataFrame.from_records(rows).replace({None: np.nan})
+    return pipeline.predict(frame[list(pipeline.feature_names_in_)]).tolist()
+
+
 def test_schemathesis_finds_nothing(shape_server: tuple[str, str], tmp_path: Path) -> None:
     _, url = shape_server
     run = run_schemathesis(url, tmp_path, EXAMPLES_PER_OPERATION)
@@ -94,14 +108,15 @@ def test_examples_metadata_and_answers_are_strict_json(
     invocations(url, rows)
 
 
-def test_bentoml_clients_predict_as_invocations(
+def test_bentoml_clients_predict_as_invocations_and_sklearn(
     shape_server: tuple[str, str], models: Models
 ) -> None:
     """``bentoml.SyncHTTPClient`` and ``AsyncHTTPClient``: ``predict(record)`` and
-    ``predict_batch(records)`` give /invocations' predictions."""
+    ``predict_batch(records)`` give /invocations' predictions, which are scikit-learn's."""
     tag, url = shape_server
     rows = example_records(models, tag)
     expected = invocations(url, rows)
+    assert expected == sklearn_predictions(models, tag, rows)
     with bentoml.SyncHTTPClient(url, timeout=60) as client:
         one = [client.predict(row)["prediction"] for row in rows]
         batch = [a["prediction"] for a in client.predict_batch(rows)]
@@ -139,6 +154,7 @@ def test_bad_input_raises_the_bentoml_client_error_with_a_4xx(
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def integer_server(
     shaped: dict[str, str], models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
@@ -161,15 +177,16 @@ def integer_rows() -> list[dict[str, Any]]:
 
 
 def test_whole_number_floats_score_exactly_as_the_integers(
-    integer_server: tuple[str, str],
+    integer_server: tuple[str, str], models: Models
 ) -> None:
-    """Every route takes 3504.0 in a ``long`` column as 3504 and scores it the same, CSV
-    too; 3.5 there is a 400 naming the field and row."""
-    _, url = integer_server
+    """Every route takes 3504.0 in a ``long`` column as 3504 and scores it as scikit-learn
+    scores the integers, CSV too; 3.5 there is a 400 naming the field and row."""
+    tag, url = integer_server
     floats = integer_rows()
     assert any(isinstance(r["weight_lbs"], float) for r in floats)
     ints = [{k: int(v) if isinstance(v, float) else v for k, v in r.items()} for r in floats]
     expected = invocations(url, ints)
+    assert expected == sklearn_predictions(models, tag, ints)
     assert invocations(url, floats) == expected
     batch = httpx.post(f"{url}/predict_batch", json=floats, timeout=30)
     assert [a["prediction"] for a in batch.json()] == expected

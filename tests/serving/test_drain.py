@@ -1,0 +1,74 @@
+"""Graceful drain behind a real ``bentoml serve``: SIGTERM under load cuts no request, the
+service stops within TAGSERVE_DRAIN_SECONDS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from inference.loading import load_pipeline
+from tests.helpers.admission import HeldRequest
+from tests.helpers.candidates import diamond_records, hey_errors, hey_ok, start_hey
+from tests.helpers.servers import start_server
+from tests.helpers.service_models import PROJECT_ROOT, Models, subprocess_env
+
+pytestmark = pytest.mark.server
+
+DRAIN_SECONDS = 10
+
+
+def test_sigterm_under_load_cuts_no_request(models: Models, tmp_path: Path) -> None:
+    """8 hey clients on /predict, a request held half-sent and a kept-alive connection; then
+    SIGTERM: /readyz turns 503 on the open connection, the held request is answered, hey sees
+    no connection cut (refused connections only: never accepted), and the service exits
+    within TAGSERVE_DRAIN_SECONDS."""
+    env = subprocess_env(
+        models,
+        TAGSERVE_MODEL=models.regressor,
+        TAGSERVE_WORKERS="2",
+        TAGSERVE_DRAIN_SECONDS=str(DRAIN_SECONDS),
+    )
+    log = tmp_path / "bentoml-serve.log"
+    rows = diamond_records(2)
+    expected = load_pipeline(models.mlflow_folder(models.regressor)).predict(pd.DataFrame(rows))
+    server = start_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log)
+    try:
+        body = tmp_path / "record.json"
+        body.write_text(json.dumps(rows[0]))
+        hey = start_hey(f"{server.url}/predict", body, seconds=8, clients=8)
+        port = int(server.url.rsplit(":", 1)[1])
+        probe = httpx.Client(
+            base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=1)
+        )
+        assert probe.get("/readyz").status_code == 200  # its connection stays open
+        held = HeldRequest(server.url, "/predict", rows[1])
+        time.sleep(2)  # hey is at full speed
+        # Used again just before SIGTERM: an idle kept-alive connection is closed by uvicorn
+        # after 5 s (its keep-alive timeout), which a loaded machine can reach here.
+        assert probe.get("/readyz").status_code == 200
+        stopped_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while (ready := probe.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.status_code == 503 and ready.headers["connection"] == "close"
+        assert held.finish() == (200, {"prediction": float(expected[1])})
+        server.process.wait(DRAIN_SECONDS + 10)
+        took = time.monotonic() - stopped_at
+        out, _ = hey.communicate(timeout=60)
+        errors = hey_errors(out)
+        assert errors["reset"] == errors["eof"] == errors["other"] == 0, out[-3000:]
+        assert hey_ok(out) > 0
+        assert server.process.returncode == 0
+        assert took <= DRAIN_SECONDS + 2, took
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        server.stop()

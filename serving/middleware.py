@@ -31,10 +31,11 @@ routes).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -43,10 +44,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving import bentoml_private
-from serving.admission import InFlight, shed_message
+from serving.admission import InFlight, receiving_message, shed_message
+from serving.arrival import ARRIVED, GONE, TIMED_OUT, Arrival, IntervalLog, read_body
 from serving.drain import Drain
 from serving.guard import body_too_large, content_type_problem, declared_length
-from serving.metrics import shedding_metrics
+from serving.metrics import arrival_metrics, shedding_metrics
 from serving.routes import (
     BATCH_ROUTES,
     HIDDEN_PREFIX,
@@ -69,6 +71,11 @@ from serving.settings import Settings
 
 logger = logging.getLogger("bentoml.service.tagserve")
 CLOSE = {"connection": "close"}
+# A request that finds its route's receiving share full (serving.admission) is served if its
+# body arrives within this long: an honest client's body follows its headers at once.
+GRACE_SECONDS = 1.0
+# Set in a request's scope once its client is gone: its errors are not logged one by one.
+GONE_KEY = "tagserve.client_gone"
 
 
 def stack(
@@ -102,6 +109,7 @@ def install(
     """Add :func:`stack` to the BentoML ``service``; ``allowed``: each documented path's
     methods, as an ``Allow`` header (``serving.openapi.allowed_methods``)."""
     bentoml_private.put_outermost_first()
+    bentoml_private.cancellable_timeouts()
     for middleware, options in stack(settings, allowed, routing):
         service.add_asgi_middleware(middleware, **options)
 
@@ -199,32 +207,151 @@ class ModelRouting:
 
 
 class LoadShedding:
-    """Admits at most ``budget`` concurrent POSTs to ``paths`` per worker; answers the others
-    503 with ``Retry-After: retry_after`` without waiting (``serving.admission``)."""
+    """Admits at most a budget of concurrent POSTs to each path of ``budgets`` per worker
+    (``serving.admission``), reads each admitted request's body under ``read_seconds``
+    (``serving.arrival``) and cancels a request whose client hangs up before its answer.
+    Refusals: 503 with ``Retry-After: retry_after`` at once; a body too slow, 408."""
 
     bentoml_outermost = True  # before BentoML's middleware: see the module docstring
 
-    def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        budgets: Mapping[str, tuple[int, str]],
+        retry_after: int,
+        read_seconds: float,
+        max_body_bytes: int | None,
+    ) -> None:
         self.app = app
-        self.in_flight = InFlight(budget)
+        self.admitted = {path: InFlight(budget) for path, (budget, _) in budgets.items()}
+        self.settings = {path: setting for path, (_, setting) in budgets.items()}
         self.retry_after = retry_after
-        self.paths = frozenset(paths)
+        self.read_seconds = read_seconds
+        # A request that finds the receiving share full gets this long to finish its body.
+        self.grace_seconds = min(GRACE_SECONDS, read_seconds)
+        self.max_body_bytes = max_body_bytes
         self.refused = shedding_metrics().refused
+        self.log = IntervalLog()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        admitted = scope["type"] == "http" and scope["method"] == "POST"
+        if not admitted or scope["path"] not in self.admitted:
             return await self.app(scope, receive, send)
-        if not self.in_flight.try_enter():
-            # The unread body is discarded by the server; the connection stays usable.
-            path = scope["path"]
+        path, in_flight = scope["path"], self.admitted[scope["path"]]
+        if in_flight.full:
+            return await self.shed(scope, receive, send)
+        length = declared_length(Headers(scope=scope))
+        if self.max_body_bytes is not None and length is not None and length > self.max_body_bytes:
+            # Refused unread by serving.middleware.RequestGuard (413) at once.
+            return await self.admitted_call(in_flight, scope, receive, send)
+        if in_flight.try_enter(receiving=True):
+            try:
+                arrival = await read_body(
+                    receive, seconds=self.read_seconds, max_bytes=self.max_body_bytes
+                )
+            finally:
+                in_flight.arrived()
+            if not await self.arrived(arrival, scope, receive, send):
+                return in_flight.leave()
+            try:
+                return await self.watched(arrival.body, scope, receive, send)
+            finally:
+                in_flight.leave()
+        # The receiving share is full: a body that is (nearly) here is still served.
+        arrival = await read_body(
+            receive, seconds=self.grace_seconds, max_bytes=self.max_body_bytes
+        )
+        if arrival.outcome == TIMED_OUT:
             self.refused.labels(endpoint=path).inc()
-            message = shed_message(path, self.in_flight.budget, self.retry_after)
-            refusal = error_response(path, 503, message, **{"Retry-After": str(self.retry_after)})
-            return await refusal(scope, receive, send)
+            self.log.add("refused receiving", path)
+            message = receiving_message(path, in_flight.receiving_limit, self.retry_after)
+            headers = {"Retry-After": str(self.retry_after), **CLOSE}
+            return await error_response(path, 503, message, **headers)(scope, receive, send)
+        if not await self.arrived(arrival, scope, receive, send):
+            return None
+        if not in_flight.try_enter():
+            return await self.shed(scope, receive, send)
+        try:
+            return await self.watched(arrival.body, scope, receive, send)
+        finally:
+            in_flight.leave()
+
+    async def admitted_call(self, in_flight: InFlight, scope: Any, receive: Any, send: Any):
+        if not in_flight.try_enter():
+            return await self.shed(scope, receive, send)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight.leave()
+            in_flight.leave()
+
+    async def shed(self, scope: Any, receive: Any, send: Any) -> None:
+        # The unread body is discarded by the server; the connection stays usable.
+        path = scope["path"]
+        self.refused.labels(endpoint=path).inc()
+        budget = self.admitted[path].budget
+        message = shed_message(path, budget, self.retry_after, self.settings[path])
+        refusal = error_response(path, 503, message, **{"Retry-After": str(self.retry_after)})
+        await refusal(scope, receive, send)
+
+    async def arrived(self, arrival: Arrival, scope: Any, receive: Any, send: Any) -> bool:
+        """Whether the body arrived whole; if not, the answer (or none: the client left)."""
+        path = scope["path"]
+        if arrival.outcome == ARRIVED:
+            return True
+        if arrival.outcome == GONE:
+            arrival_metrics().abandoned.labels(endpoint=path).inc()
+            self.log.add(GONE, path)
+        elif arrival.outcome == TIMED_OUT:
+            arrival_metrics().read_timeout.labels(endpoint=path).inc()
+            self.log.add(TIMED_OUT, path)
+            message = (
+                f"the request's body did not arrive within {self.read_seconds:g} s "
+                "(TAGSERVE_REQUEST_READ_SECONDS); send the whole body at once"
+            )
+            await error_response(path, 408, message, **CLOSE)(scope, receive, send)
+        else:  # TOO_LARGE
+            assert self.max_body_bytes is not None
+            too_large = body_too_large(self.max_body_bytes)
+            await error_response(path, 413, too_large, **CLOSE)(scope, receive, send)
+        return False
+
+    async def watched(self, body: bytes, scope: Any, receive: Any, send: Any) -> None:
+        """The app on the request whose ``body`` arrived; cancelled if its client hangs up
+        before the answer is complete (a request waiting in line or in an adaptive batch is
+        dropped from it)."""
+        watch = asyncio.ensure_future(receive())
+        delivered, complete = False, False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await asyncio.shield(watch)
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, replay, tracked))
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            gone = watch.done() and watch.result()["type"] == "http.disconnect"
+            if gone and not work.done() and not complete:  # uvicorn: the client left
+                scope[GONE_KEY] = True  # what the request still answers goes nowhere
+                work.cancel()
+                arrival_metrics().abandoned.labels(endpoint=scope["path"]).inc()
+                self.log.add(GONE, scope["path"])
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return None
+            await work
+        finally:
+            work.cancel()
+            watch.cancel()
 
 
 class ErrorAnswers:
@@ -272,9 +399,10 @@ class ErrorAnswers:
             # the document lists what the path answers.
             headers["allow"] = self.allowed[scope["path"]]
         headers["content-length"] = str(len(body))
-        logger.info(
-            "%s %s %d: %s", scope["method"], scope["path"], status, error_line(body, status)
-        )
+        if not scope.get(GONE_KEY):
+            logger.info(
+                "%s %s %d: %s", scope["method"], scope["path"], status, error_line(body, status)
+            )
         await send({**start, "headers": headers.raw})
         await send({"type": "http.response.body", "body": body})
 

@@ -53,7 +53,9 @@ BATCH_APIS = (
     ),
 )
 PREDICTION_PATHS = frozenset({PREDICT, PREDICT_BATCH, INVOCATIONS})  # the canary's and shadow's
-SHED_PATHS = (PREDICT,)  # a budget of requests in flight per worker (serving.admission)
+# A budget of requests in flight per worker each, their bodies read under a deadline
+# (serving.admission, serving.arrival).
+SHED_PATHS = (PREDICT, PREDICT_BATCH, INVOCATIONS)
 MLFLOW_PATHS = (INVOCATIONS,)  # errors answered in MLflow's form there
 
 logger = logging.getLogger("bentoml.service.tagserve")

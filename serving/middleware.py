@@ -47,7 +47,12 @@ from serving import bentoml_private
 from serving.admission import InFlight, receiving_message, shed_message
 from serving.arrival import ARRIVED, GONE, TIMED_OUT, Arrival, IntervalLog, read_body
 from serving.drain import Drain
-from serving.guard import body_too_large, content_type_problem, declared_length
+from serving.guard import (
+    body_too_large,
+    content_type_problem,
+    declared_length,
+    empty_body_problem,
+)
 from serving.metrics import arrival_metrics, shedding_metrics
 from serving.routes import (
     BATCH_ROUTES,
@@ -71,6 +76,9 @@ from serving.settings import Settings
 
 logger = logging.getLogger("bentoml.service.tagserve")
 CLOSE = {"connection": "close"}
+JSON = "application/json"
+# The path a client sent, by the hidden path ModelRouting gave its request.
+EXTERNAL_PATHS = {hidden: PREDICT_BATCH for hidden in BATCH_ROUTES.values()}
 # A request that finds its route's receiving share full (serving.admission) is served if its
 # body arrives within this long: an honest client's body follows its headers at once.
 GRACE_SECONDS = 1.0
@@ -114,14 +122,26 @@ def install(
         service.add_asgi_middleware(middleware, **options)
 
 
-def error_response(path: str, status: int, message: str, **headers: str) -> JSONResponse:
+def error_body(path: str, message: str) -> dict[str, Any]:
     """An error as the route's clients read it: MLflow's form on ``/invocations``, else
     ``{"error": ...}`` as every other tagserve error."""
     if path in MLFLOW_PATHS:
-        body: dict[str, Any] = {"error_code": "BAD_REQUEST", "message": message}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status, headers=headers or None)
+        return {"error_code": "BAD_REQUEST", "message": message}
+    return {"error": message}
+
+
+def error_response(path: str, status: int, message: str, **headers: str) -> JSONResponse:
+    """:func:`error_body` as an answer of ``status``."""
+    return JSONResponse(error_body(path, message), status_code=status, headers=headers or None)
+
+
+def routing_error(method: str, path: str, status: int, allow: str | None) -> str:
+    """The error of a request no route takes: 404 (no such path) or 405 (not this method)."""
+    if status == 404:
+        return f"not found: this service has no route {path}; its API page is at /docs"
+    return f"method not allowed: {path} does not take {method}" + (
+        f"; it takes {allow}" if allow else ""
+    )
 
 
 class DrainMiddleware:
@@ -389,7 +409,7 @@ class ErrorAnswers:
     async def send_error(self, scope: Any, send: Any, start: dict, body: bytes) -> None:
         status = start["status"]
         headers = MutableHeaders(raw=list(start["headers"]))
-        if headers.get("content-type", "").startswith("application/json"):
+        if headers.get("content-type", "").startswith(JSON):
             with contextlib.suppress(orjson.JSONDecodeError):  # not JSON after all: as it is
                 body = orjson.dumps(readable_error(orjson.loads(body), status))
         if status == 503:
@@ -398,6 +418,12 @@ class ErrorAnswers:
             # Two routers share some paths (BentoML's POST /metadata, serving.routes' GET):
             # the document lists what the path answers.
             headers["allow"] = self.allowed[scope["path"]]
+        if status in (404, 405) and not headers.get("content-type", "").startswith(JSON):
+            # Starlette's routers answer these in plain text: in the route's error shape.
+            path = scope["path"]
+            message = routing_error(scope["method"], path, status, headers.get("allow"))
+            body = orjson.dumps(error_body(path, message))
+            headers["content-type"] = JSON
         headers["content-length"] = str(len(body))
         if not scope.get(GONE_KEY):
             logger.info(
@@ -450,7 +476,11 @@ class RequestGuard:
                 chunks.append(chunk)
         except ClientDisconnect:  # the client left: nothing to answer
             return None
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        body = b"".join(chunks)
+        empty = empty_body_problem(EXTERNAL_PATHS.get(path, path), body)
+        if empty and scope["method"] == "POST":
+            return await error_response(path, 400, empty)(scope, receive, send)
+        whole = {"type": "http.request", "body": body, "more_body": False}
         replayed = False
 
         async def replay() -> dict[str, Any]:

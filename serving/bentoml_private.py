@@ -96,14 +96,24 @@ def cancellable_timeouts() -> None:
         started = asyncio.ensure_future(answering.wait())
         try:
             await asyncio.wait({work, started}, timeout=self.timeout, return_when="FIRST_COMPLETED")
-            if not work.done() and not answering.is_set():
-                work.cancel()
-                late = f"Not able to process the request in {self.timeout} seconds"
-                return await JSONResponse({"error": late}, status_code=504)(scope, receive, send)
-            await work
+        except asyncio.CancelledError:
+            # The task ends before this does: the middleware around (tracing spans, metrics)
+            # still holds the request's state while it unwinds.
+            work.cancel()
+            await asyncio.wait({work})
+            raise
         finally:
             started.cancel()
-            work.cancel()  # a no-op once it is done; else (we were cancelled) it stops too
+        if not work.done() and not answering.is_set():
+            work.cancel()
+            late = f"Not able to process the request in {self.timeout} seconds"
+            return await JSONResponse({"error": late}, status_code=504)(scope, receive, send)
+        try:
+            await work
+        except asyncio.CancelledError:
+            work.cancel()
+            await asyncio.wait({work})
+            raise
 
     TimeoutMiddleware.__call__ = call
     TimeoutMiddleware._tagserve_cancellable = True

@@ -29,11 +29,14 @@ def status_of(head: bytes) -> int | None:
         return None
 
 
-async def vanish(port: int, path: str, body: bytes, *, after: float = 0.5) -> None:
-    """Send ``path``'s headers and 10 bytes of ``body``, wait ``after`` seconds, hang up."""
+async def vanish(
+    port: int, path: str, body: bytes, *, after: float = 0.5, whole: bool = False
+) -> None:
+    """Send ``path``'s headers and 10 bytes of ``body`` (or all of it if ``whole``), wait
+    ``after`` seconds, hang up."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(request_head(path, len(body)) + body[:10])
+        writer.write(request_head(path, len(body)) + (body if whole else body[:10]))
         await writer.drain()
         await asyncio.sleep(after)
     finally:

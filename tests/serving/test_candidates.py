@@ -44,19 +44,13 @@ from tests.helpers.service_models import (
     Models,
     bentoml_home,
     bentoml_server,
-    diamonds_sample,
+    diamond_records,
     subprocess_env,
 )
 
 CANARY_PERCENT = 10.0
 CANARY_REQUESTS = 2_000
 DRAIN_SECONDS = 10
-
-
-def diamond_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
-    """Diamonds as JSON records of the regressor's features (plain Python values)."""
-    frame = diamonds_sample(600).drop(columns=["price"]).sample(n, random_state=seed)
-    return json.loads(frame.to_json(orient="records"))
 
 
 def loaded(models: Models, tag: str) -> Any:
@@ -442,6 +436,9 @@ def test_sigterm_under_load_cuts_no_request(
         TAGSERVE_MODEL=models.regressor,
         TAGSERVE_WORKERS="2",
         TAGSERVE_DRAIN_SECONDS=str(DRAIN_SECONDS),
+        # The held request is finished after SIGTERM, on purpose: past the default deadline
+        # on a loaded machine.
+        TAGSERVE_REQUEST_READ_SECONDS=str(DRAIN_SECONDS),
     )
     log = tmp_path / "bentoml-serve.log"
     server = start_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log)

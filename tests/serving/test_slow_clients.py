@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,13 @@ import pytest
 
 from serving.middleware import GRACE_SECONDS
 from tests.helpers.servers import Server, serving
-from tests.helpers.service_models import PROJECT_ROOT, Models, records, subprocess_env
+from tests.helpers.service_models import (
+    PROJECT_ROOT,
+    Models,
+    diamond_records,
+    records,
+    subprocess_env,
+)
 from tests.helpers.slow_clients import counter, in_progress, slow_attack, vanish
 
 pytestmark = pytest.mark.server
@@ -58,6 +65,9 @@ def server(models: Models, log: Path) -> Iterator[Server]:
         TAGSERVE_WORKERS="2",
         TAGSERVE_REQUEST_READ_SECONDS=str(READ_SECONDS),
         TAGSERVE_MONITOR="off",
+        # The adaptive batcher's own shedding is not under test: a loaded machine must not
+        # turn an honest /predict_batch into its 503.
+        TAGSERVE_MAX_LATENCY_MS="30000",
     )
     with serving("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as running:
         yield running
@@ -125,6 +135,40 @@ def test_vanished_clients_free_their_slots_at_once(
     assert worker_pids(server) == workers
 
 
+def test_a_client_that_leaves_is_dropped_from_its_batch(
+    server: Server, workers: set[int], models: Models
+) -> None:
+    """40 clients send whole /predict_batch bodies and hang up at once, beside 20 honest
+    ones (60 in all: within one worker's budget, however they are spread): those still
+    waiting (in line, or queued in an adaptive batch) are dropped, the honest ones merged
+    with them all get their own right predictions."""
+    rows = diamond_records(20)
+    body = json.dumps(rows).encode()
+    want = expected(server, "/predict_batch", body)
+    assert len(want) == len(rows)
+    before = counter(server.url, "tagserve_requests_abandoned", "/predict_batch")
+    port = httpx.URL(server.url).port
+
+    async def run() -> list[httpx.Response]:
+        headers = {"content-type": "application/json"}
+        path = "/predict_batch"
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            gone = [vanish(port, path, body, after=0.02, whole=True) for _ in range(40)]
+            honest = [client.post(path, content=body, headers=headers) for _ in range(20)]
+            answers = await asyncio.gather(*gone, *honest)
+        return answers[len(gone) :]
+
+    answers = asyncio.run(run())
+    assert [a.status_code for a in answers] == [200] * 20, answers[0].text
+    assert all(a.json() == want for a in answers)
+    assert counter(server.url, "tagserve_requests_abandoned", "/predict_batch") > before
+    give_up = time.monotonic() + 30
+    while in_progress(server.url).get("/predict_batch", 0.0) and time.monotonic() < give_up:
+        time.sleep(0.2)
+    assert in_progress(server.url).get("/predict_batch", 0.0) == 0.0
+    assert worker_pids(server) == workers
+
+
 @pytest.mark.parametrize("path", list(SLOW))
 def test_slow_bodies_cannot_starve_honest_requests(
     server: Server, workers: set[int], bodies: dict, path: str
@@ -175,3 +219,41 @@ def test_a_log_line_per_kind_and_interval(server: Server, log: Path) -> None:
         timed_out = counter(server.url, "tagserve_requests_read_timeout", path)
         assert logged["timed out while arriving", path] == timed_out
     assert len(lines) < sum(logged.values()) / 10  # counts, not a line per request
+
+
+DRAIN_SECONDS = 10
+
+
+def test_the_drain_keeps_its_bound_with_slow_and_vanished_clients(
+    models: Models, bodies: dict, tmp_path: Path
+) -> None:
+    """SIGTERM while 200 clients trickle their bodies and 100 hang up mid-body: the slow ones
+    are cut by the read deadline, the service exits cleanly within TAGSERVE_DRAIN_SECONDS."""
+    env = subprocess_env(
+        models,
+        TAGSERVE_MODEL=models.regressor,
+        TAGSERVE_WORKERS="2",
+        TAGSERVE_REQUEST_READ_SECONDS=str(READ_SECONDS),
+        TAGSERVE_DRAIN_SECONDS=str(DRAIN_SECONDS),
+        TAGSERVE_MONITOR="off",
+    )
+    body = bodies["/predict"]
+    with serving("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=tmp_path / "log") as server:
+        port = httpx.URL(server.url).port
+
+        async def run() -> float:
+            attack = asyncio.ensure_future(
+                slow_attack(server.url, "/predict", body, clients=200, seconds=DRAIN_SECONDS)
+            )
+            await asyncio.gather(*(vanish(port, "/predict", body, after=5) for _ in range(100)))
+            stopped_at = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            while server.process.poll() is None and time.monotonic() < stopped_at + 30:
+                await asyncio.sleep(0.1)
+            took = time.monotonic() - stopped_at
+            await attack
+            return took
+
+        took = asyncio.run(run())
+        assert server.process.returncode == 0, server.log.read_text()[-3000:]
+        assert took <= DRAIN_SECONDS + 2, took

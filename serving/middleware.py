@@ -11,18 +11,24 @@ A request to the service passes, outermost first:
    ``serving.routing``), chosen before adaptive batching merges requests (a ``/predict_batch``
    request for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model``
    on the answer.
-3. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
-   with ``Retry-After`` at once, before the body is read and before BentoML's own middleware
-   (metrics, tracing, access log, timeout), which it is moved ahead of
-   (``serving.bentoml_private.put_outermost_first``): a refusal must cost next to nothing.
+3. :class:`LoadShedding`: each prediction route's budget of requests in flight per worker
+   (``serving.admission``); past it, 503 with ``Retry-After`` at once, before the body is read
+   and before BentoML's own middleware (metrics, tracing, access log, timeout), which it is
+   moved ahead of (``serving.bentoml_private.put_outermost_first``): a refusal must cost next
+   to nothing. An admitted request's body is then read whole under
+   ``TAGSERVE_REQUEST_READ_SECONDS`` (``serving.arrival``: 408 past it), by at most half the
+   budget at once; a client that hangs up before its answer frees its slot at once (its
+   request is cancelled, ``serving.bentoml_private.cancellable_timeouts``).
 4. BentoML's own middleware.
 5. :class:`ErrorAnswers`: every client error answered and logged in one readable line. BentoML's
    4xx bodies name each field and its problem (:func:`readable_error`); a 503 of the
    adaptive batcher (overloaded: a request waited past ``TAGSERVE_MAX_LATENCY_MS``) gets
-   ``Retry-After``; a 405 names the documented methods in ``Allow``.
+   ``Retry-After``; a 405 names the documented methods in ``Allow``; the routers' plain-text
+   404 and 405 become JSON in the route's error shape (:func:`error_body`).
 6. :class:`RequestGuard`: the body cap (413, from Content-Length or as the body streams past
-   it, never read whole) and content types no route parses (multipart: 415, or 400 without a
-   boundary); the body is read once here and handed on whole.
+   it, never read whole), content types no route parses (multipart: 415, or 400 without a
+   boundary) and an empty body where an API needs one (400 saying so); the body is read once
+   here and handed on whole.
 
 Then the routes: BentoML's APIs (``/predict``, ``/predict_batch``, ``POST /metadata``) and
 ``serving.routes``' (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health

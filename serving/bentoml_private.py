@@ -64,6 +64,61 @@ def put_outermost_first() -> None:
     ServiceAppFactory._tagserve_outermost_first = True
 
 
+def cancellable_timeouts() -> None:
+    """Make BentoML's request timeout (``TimeoutMiddleware``, ``traffic.timeout``) end with the
+    request it times, and cancel it when it is itself cancelled. Idempotent.
+
+    BentoML 1.4.39's runs the app in a task of its own and waits for the first message of an
+    answer or the timeout: a request that ends without an answer (its client left) is held,
+    with BentoML's in-progress gauge, until the timeout; and a cancelled request (its client
+    left while it waited, ``serving.middleware.LoadShedding``) leaves that task running, its
+    entry in an adaptive batch queued. Here the wait also ends when the task does, and a
+    cancellation reaches the task.
+    """
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from starlette.responses import JSONResponse
+
+    if getattr(TimeoutMiddleware, "_tagserve_cancellable", False):
+        return
+
+    async def call(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        answering = asyncio.Event()
+
+        async def answer(message: Any) -> None:
+            answering.set()
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, receive, answer))
+        started = asyncio.ensure_future(answering.wait())
+        try:
+            await asyncio.wait({work, started}, timeout=self.timeout, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:
+            # The task ends before this does: the middleware around (tracing spans, metrics)
+            # still holds the request's state while it unwinds.
+            work.cancel()
+            await asyncio.wait({work})
+            raise
+        finally:
+            started.cancel()
+        if not work.done() and not answering.is_set():
+            work.cancel()
+            late = f"Not able to process the request in {self.timeout} seconds"
+            return await JSONResponse({"error": late}, status_code=504)(scope, receive, send)
+        try:
+            await work
+        except asyncio.CancelledError:
+            work.cancel()
+            await asyncio.wait({work})
+            raise
+
+    TimeoutMiddleware.__call__ = call
+    TimeoutMiddleware._tagserve_cancellable = True
+
+
 def before_arbiter_stops(callback: Any) -> None:
     """Run ``callback(arbiter)`` in the ``bentoml serve`` process when it is told to stop
     (SIGTERM, SIGINT, SIGQUIT), before it signals its workers. Idempotent.
@@ -142,8 +197,12 @@ def whole_requests_batching() -> None:
     got a 503 after 2 s when its model was slow. Here a batch takes whole requests while they
     fit in ``max_batch_size`` rows, and at least one, however large: its model call starts at
     once and runs to its end. The latency budget then bounds only the wait before a call
-    starts (what the optimizer estimates), never a call that has started. Idempotent.
+    starts (what the optimizer estimates), never a call that has started. A request that was
+    cancelled while queued (its client left: its future is done) is dropped, not computed;
+    the others of its batch are not affected. Idempotent.
     """
+    import asyncio
+
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
     if getattr(CorkDispatcher, "_tagserve_whole_requests", False):
@@ -162,13 +221,25 @@ def whole_requests_batching() -> None:
             rows += size
             yield self._queue.popleft()
 
+    queued = CorkDispatcher.inbound_call
+
+    async def dropped_when_cancelled(self: Any, data: Any) -> Any:
+        try:
+            return await queued(self, data)
+        except asyncio.CancelledError:
+            for job in [job for job in self._queue if job.future.done()]:
+                self._queue.remove(job)
+            raise
+
     CorkDispatcher._get_inputs = whole_jobs
+    CorkDispatcher.inbound_call = dropped_when_cancelled
     CorkDispatcher._tagserve_whole_requests = True
 
 
 __all__ = [
     "IORootModel",
     "before_arbiter_stops",
+    "cancellable_timeouts",
     "arguments",
     "is_client_error",
     "put_outermost_first",

@@ -17,6 +17,22 @@ def body_too_large(max_body_bytes: int) -> str:
     )
 
 
+# What an empty body should have held, by the BentoML API path it is sent to.
+EMPTY_BODY_ADVICE = {
+    "/predict": "send one record as a JSON object (its fields: the Record schema at /docs)",
+    "/predict_batch": "send a JSON list of records (the Record schema at /docs)",
+}
+
+
+def empty_body_problem(path: str, body: bytes) -> str | None:
+    """The error of an empty (or blank) body sent to an API that needs one, or None: the
+    route's validation would list every missing field of the record instead."""
+    advice = EMPTY_BODY_ADVICE.get(path)
+    if advice is None or body.strip():
+        return None
+    return f"the body is empty: {advice}"
+
+
 def declared_length(headers: Mapping[str, str]) -> int | None:
     """The request's Content-Length, or None if it has none (or an unreadable one: the HTTP
     server refuses those itself)."""

@@ -38,6 +38,24 @@ class SheddingMetrics:
         )
 
 
+class ArrivalMetrics:
+    """Requests that never became whole (``serving.arrival``): timed out while their body
+    arrived (408), or abandoned by their client before their answer."""
+
+    def __init__(self) -> None:
+        prom = _prom()
+        self.read_timeout = prom.Counter(
+            "tagserve_requests_read_timeout",
+            "Requests whose body did not arrive within TAGSERVE_REQUEST_READ_SECONDS (408)",
+            labelnames=["endpoint"],
+        )
+        self.abandoned = prom.Counter(
+            "tagserve_requests_abandoned",
+            "Requests whose client hung up before their answer (their slot freed at once)",
+            labelnames=["endpoint"],
+        )
+
+
 class ShadowMetrics:
     """The shadow's comparison of the candidate with the live model, and each model's
     latency."""
@@ -137,6 +155,11 @@ class MonitorMetrics:
 @cache
 def shedding_metrics() -> SheddingMetrics:
     return SheddingMetrics()
+
+
+@cache
+def arrival_metrics() -> ArrivalMetrics:
+    return ArrivalMetrics()
 
 
 @cache

@@ -11,18 +11,24 @@ A request to the service passes, outermost first:
    ``serving.routing``), chosen before adaptive batching merges requests (a ``/predict_batch``
    request for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model``
    on the answer.
-3. :class:`LoadShedding`: ``/predict``'s budget of requests in flight per worker; past it, 503
-   with ``Retry-After`` at once, before the body is read and before BentoML's own middleware
-   (metrics, tracing, access log, timeout), which it is moved ahead of
-   (``serving.bentoml_private.put_outermost_first``): a refusal must cost next to nothing.
+3. :class:`LoadShedding`: each prediction route's budget of requests in flight per worker
+   (``serving.admission``); past it, 503 with ``Retry-After`` at once, before the body is read
+   and before BentoML's own middleware (metrics, tracing, access log, timeout), which it is
+   moved ahead of (``serving.bentoml_private.put_outermost_first``): a refusal must cost next
+   to nothing. An admitted request's body is then read whole under
+   ``TAGSERVE_REQUEST_READ_SECONDS`` (``serving.arrival``: 408 past it), by at most half the
+   budget at once; a client that hangs up before its answer frees its slot at once (its
+   request is cancelled, ``serving.bentoml_private.cancellable_timeouts``).
 4. BentoML's own middleware.
 5. :class:`ErrorAnswers`: every client error answered and logged in one readable line. BentoML's
    4xx bodies name each field and its problem (:func:`readable_error`); a 503 of the
    adaptive batcher (overloaded: a request waited past ``TAGSERVE_MAX_LATENCY_MS``) gets
-   ``Retry-After``; a 405 names the documented methods in ``Allow``.
+   ``Retry-After``; a 405 names the documented methods in ``Allow``; the routers' plain-text
+   404 and 405 become JSON in the route's error shape (:func:`error_body`).
 6. :class:`RequestGuard`: the body cap (413, from Content-Length or as the body streams past
-   it, never read whole) and content types no route parses (multipart: 415, or 400 without a
-   boundary); the body is read once here and handed on whole.
+   it, never read whole), content types no route parses (multipart: 415, or 400 without a
+   boundary) and an empty body where an API needs one (400 saying so); the body is read once
+   here and handed on whole.
 
 Then the routes: BentoML's APIs (``/predict``, ``/predict_batch``, ``POST /metadata``) and
 ``serving.routes``' (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health
@@ -31,10 +37,11 @@ routes).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -43,10 +50,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving import bentoml_private
-from serving.admission import InFlight, shed_message
+from serving.admission import InFlight, receiving_message, shed_message
+from serving.arrival import ARRIVED, GONE, TIMED_OUT, Arrival, IntervalLog, read_body
 from serving.drain import Drain
-from serving.guard import body_too_large, content_type_problem, declared_length
-from serving.metrics import shedding_metrics
+from serving.guard import (
+    body_too_large,
+    content_type_problem,
+    declared_length,
+    empty_body_problem,
+)
+from serving.metrics import arrival_metrics, shedding_metrics
 from serving.routes import (
     BATCH_ROUTES,
     HIDDEN_PREFIX,
@@ -69,6 +82,14 @@ from serving.settings import Settings
 
 logger = logging.getLogger("bentoml.service.tagserve")
 CLOSE = {"connection": "close"}
+JSON = "application/json"
+# The path a client sent, by the hidden path ModelRouting gave its request.
+EXTERNAL_PATHS = {hidden: PREDICT_BATCH for hidden in BATCH_ROUTES.values()}
+# A request that finds its route's receiving share full (serving.admission) is served if its
+# body arrives within this long: an honest client's body follows its headers at once.
+GRACE_SECONDS = 1.0
+# Set in a request's scope once its client is gone: its errors are not logged one by one.
+GONE_KEY = "tagserve.client_gone"
 
 
 def stack(
@@ -102,18 +123,31 @@ def install(
     """Add :func:`stack` to the BentoML ``service``; ``allowed``: each documented path's
     methods, as an ``Allow`` header (``serving.openapi.allowed_methods``)."""
     bentoml_private.put_outermost_first()
+    bentoml_private.cancellable_timeouts()
     for middleware, options in stack(settings, allowed, routing):
         service.add_asgi_middleware(middleware, **options)
 
 
-def error_response(path: str, status: int, message: str, **headers: str) -> JSONResponse:
+def error_body(path: str, message: str) -> dict[str, Any]:
     """An error as the route's clients read it: MLflow's form on ``/invocations``, else
     ``{"error": ...}`` as every other tagserve error."""
     if path in MLFLOW_PATHS:
-        body: dict[str, Any] = {"error_code": "BAD_REQUEST", "message": message}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status, headers=headers or None)
+        return {"error_code": "BAD_REQUEST", "message": message}
+    return {"error": message}
+
+
+def error_response(path: str, status: int, message: str, **headers: str) -> JSONResponse:
+    """:func:`error_body` as an answer of ``status``."""
+    return JSONResponse(error_body(path, message), status_code=status, headers=headers or None)
+
+
+def routing_error(method: str, path: str, status: int, allow: str | None) -> str:
+    """The error of a request no route takes: 404 (no such path) or 405 (not this method)."""
+    if status == 404:
+        return f"not found: this service has no route {path}; its API page is at /docs"
+    return f"method not allowed: {path} does not take {method}" + (
+        f"; it takes {allow}" if allow else ""
+    )
 
 
 class DrainMiddleware:
@@ -199,32 +233,151 @@ class ModelRouting:
 
 
 class LoadShedding:
-    """Admits at most ``budget`` concurrent POSTs to ``paths`` per worker; answers the others
-    503 with ``Retry-After: retry_after`` without waiting (``serving.admission``)."""
+    """Admits at most a budget of concurrent POSTs to each path of ``budgets`` per worker
+    (``serving.admission``), reads each admitted request's body under ``read_seconds``
+    (``serving.arrival``) and cancels a request whose client hangs up before its answer.
+    Refusals: 503 with ``Retry-After: retry_after`` at once; a body too slow, 408."""
 
     bentoml_outermost = True  # before BentoML's middleware: see the module docstring
 
-    def __init__(self, app: Any, *, budget: int, retry_after: int, paths: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        budgets: Mapping[str, tuple[int, str]],
+        retry_after: int,
+        read_seconds: float,
+        max_body_bytes: int | None,
+    ) -> None:
         self.app = app
-        self.in_flight = InFlight(budget)
+        self.admitted = {path: InFlight(budget) for path, (budget, _) in budgets.items()}
+        self.settings = {path: setting for path, (_, setting) in budgets.items()}
         self.retry_after = retry_after
-        self.paths = frozenset(paths)
+        self.read_seconds = read_seconds
+        # A request that finds the receiving share full gets this long to finish its body.
+        self.grace_seconds = min(GRACE_SECONDS, read_seconds)
+        self.max_body_bytes = max_body_bytes
         self.refused = shedding_metrics().refused
+        self.log = IntervalLog()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        admitted = scope["type"] == "http" and scope["method"] == "POST"
+        if not admitted or scope["path"] not in self.admitted:
             return await self.app(scope, receive, send)
-        if not self.in_flight.try_enter():
-            # The unread body is discarded by the server; the connection stays usable.
-            path = scope["path"]
+        path, in_flight = scope["path"], self.admitted[scope["path"]]
+        if in_flight.full:
+            return await self.shed(scope, receive, send)
+        length = declared_length(Headers(scope=scope))
+        if self.max_body_bytes is not None and length is not None and length > self.max_body_bytes:
+            # Refused unread by serving.middleware.RequestGuard (413) at once.
+            return await self.admitted_call(in_flight, scope, receive, send)
+        if in_flight.try_enter(receiving=True):
+            try:
+                arrival = await read_body(
+                    receive, seconds=self.read_seconds, max_bytes=self.max_body_bytes
+                )
+            finally:
+                in_flight.arrived()
+            if not await self.arrived(arrival, scope, receive, send):
+                return in_flight.leave()
+            try:
+                return await self.watched(arrival.body, scope, receive, send)
+            finally:
+                in_flight.leave()
+        # The receiving share is full: a body that is (nearly) here is still served.
+        arrival = await read_body(
+            receive, seconds=self.grace_seconds, max_bytes=self.max_body_bytes
+        )
+        if arrival.outcome == TIMED_OUT:
             self.refused.labels(endpoint=path).inc()
-            message = shed_message(path, self.in_flight.budget, self.retry_after)
-            refusal = error_response(path, 503, message, **{"Retry-After": str(self.retry_after)})
-            return await refusal(scope, receive, send)
+            self.log.add("refused receiving", path)
+            message = receiving_message(path, in_flight.receiving_limit, self.retry_after)
+            headers = {"Retry-After": str(self.retry_after), **CLOSE}
+            return await error_response(path, 503, message, **headers)(scope, receive, send)
+        if not await self.arrived(arrival, scope, receive, send):
+            return None
+        if not in_flight.try_enter():
+            return await self.shed(scope, receive, send)
+        try:
+            return await self.watched(arrival.body, scope, receive, send)
+        finally:
+            in_flight.leave()
+
+    async def admitted_call(self, in_flight: InFlight, scope: Any, receive: Any, send: Any):
+        if not in_flight.try_enter():
+            return await self.shed(scope, receive, send)
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight.leave()
+            in_flight.leave()
+
+    async def shed(self, scope: Any, receive: Any, send: Any) -> None:
+        # The unread body is discarded by the server; the connection stays usable.
+        path = scope["path"]
+        self.refused.labels(endpoint=path).inc()
+        budget = self.admitted[path].budget
+        message = shed_message(path, budget, self.retry_after, self.settings[path])
+        refusal = error_response(path, 503, message, **{"Retry-After": str(self.retry_after)})
+        await refusal(scope, receive, send)
+
+    async def arrived(self, arrival: Arrival, scope: Any, receive: Any, send: Any) -> bool:
+        """Whether the body arrived whole; if not, the answer (or none: the client left)."""
+        path = scope["path"]
+        if arrival.outcome == ARRIVED:
+            return True
+        if arrival.outcome == GONE:
+            arrival_metrics().abandoned.labels(endpoint=path).inc()
+            self.log.add(GONE, path)
+        elif arrival.outcome == TIMED_OUT:
+            arrival_metrics().read_timeout.labels(endpoint=path).inc()
+            self.log.add(TIMED_OUT, path)
+            message = (
+                f"the request's body did not arrive within {self.read_seconds:g} s "
+                "(TAGSERVE_REQUEST_READ_SECONDS); send the whole body at once"
+            )
+            await error_response(path, 408, message, **CLOSE)(scope, receive, send)
+        else:  # TOO_LARGE
+            assert self.max_body_bytes is not None
+            too_large = body_too_large(self.max_body_bytes)
+            await error_response(path, 413, too_large, **CLOSE)(scope, receive, send)
+        return False
+
+    async def watched(self, body: bytes, scope: Any, receive: Any, send: Any) -> None:
+        """The app on the request whose ``body`` arrived; cancelled if its client hangs up
+        before the answer is complete (a request waiting in line or in an adaptive batch is
+        dropped from it)."""
+        watch = asyncio.ensure_future(receive())
+        delivered, complete = False, False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await asyncio.shield(watch)
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, replay, tracked))
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            gone = watch.done() and watch.result()["type"] == "http.disconnect"
+            if gone and not work.done() and not complete:  # uvicorn: the client left
+                scope[GONE_KEY] = True  # what the request still answers goes nowhere
+                work.cancel()
+                arrival_metrics().abandoned.labels(endpoint=scope["path"]).inc()
+                self.log.add(GONE, scope["path"])
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return None
+            await work
+        finally:
+            work.cancel()
+            watch.cancel()
 
 
 class ErrorAnswers:
@@ -262,7 +415,7 @@ class ErrorAnswers:
     async def send_error(self, scope: Any, send: Any, start: dict, body: bytes) -> None:
         status = start["status"]
         headers = MutableHeaders(raw=list(start["headers"]))
-        if headers.get("content-type", "").startswith("application/json"):
+        if headers.get("content-type", "").startswith(JSON):
             with contextlib.suppress(orjson.JSONDecodeError):  # not JSON after all: as it is
                 body = orjson.dumps(readable_error(orjson.loads(body), status))
         if status == 503:
@@ -271,10 +424,17 @@ class ErrorAnswers:
             # Two routers share some paths (BentoML's POST /metadata, serving.routes' GET):
             # the document lists what the path answers.
             headers["allow"] = self.allowed[scope["path"]]
+        if status in (404, 405) and not headers.get("content-type", "").startswith(JSON):
+            # Starlette's routers answer these in plain text: in the route's error shape.
+            path = scope["path"]
+            message = routing_error(scope["method"], path, status, headers.get("allow"))
+            body = orjson.dumps(error_body(path, message))
+            headers["content-type"] = JSON
         headers["content-length"] = str(len(body))
-        logger.info(
-            "%s %s %d: %s", scope["method"], scope["path"], status, error_line(body, status)
-        )
+        if not scope.get(GONE_KEY):
+            logger.info(
+                "%s %s %d: %s", scope["method"], scope["path"], status, error_line(body, status)
+            )
         await send({**start, "headers": headers.raw})
         await send({"type": "http.response.body", "body": body})
 
@@ -322,7 +482,11 @@ class RequestGuard:
                 chunks.append(chunk)
         except ClientDisconnect:  # the client left: nothing to answer
             return None
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        body = b"".join(chunks)
+        empty = empty_body_problem(EXTERNAL_PATHS.get(path, path), body)
+        if empty and scope["method"] == "POST":
+            return await error_response(path, 400, empty)(scope, receive, send)
+        whole = {"type": "http.request", "body": body, "more_body": False}
         replayed = False
 
         async def replay() -> dict[str, Any]:

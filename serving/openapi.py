@@ -124,6 +124,11 @@ def error_answers(error: str, *, overload: dict[str, Any] | None = None) -> dict
     body = ref(error)
     out = {
         "400": answer("invalid input: the body, a field or a value (named in the answer)", body),
+        "408": answer(
+            "the body did not arrive within TAGSERVE_REQUEST_READ_SECONDS (the connection is "
+            "closed)",
+            body,
+        ),
         "413": answer("the body is larger than the service accepts", body),
         "415": answer("a content type the route does not take", body),
         "500": answer("the model failed (a server fault; see the server log)", body),
@@ -133,12 +138,12 @@ def error_answers(error: str, *, overload: dict[str, Any] | None = None) -> dict
     return out
 
 
-def shed_answer() -> dict[str, Any]:
-    """``/predict``'s load shedding: refused at once, to be retried."""
+def shed_answer(body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load shedding (``serving.admission``): refused at once, to be retried."""
     return answer(
-        "overloaded: too many requests in flight in this worker; retry after `Retry-After` "
-        "seconds, or send rows in bulk to /predict_batch",
-        ref("Error"),
+        "overloaded: too many requests in flight (or still sending their body) in this "
+        "worker; retry after `Retry-After` seconds",
+        body or ref("Error"),
         headers={
             "Retry-After": {
                 "description": "seconds to wait before retrying",
@@ -150,9 +155,11 @@ def shed_answer() -> dict[str, Any]:
 
 
 def batcher_overload_answer() -> dict[str, Any]:
-    """A batchable API's 503: BentoML's batcher sheds what it cannot answer in time."""
+    """A batchable API's 503: load shedding, or BentoML's batcher shedding what it cannot
+    answer in time."""
     return answer(
-        "overloaded: the adaptive batcher cannot answer within TAGSERVE_MAX_LATENCY_MS",
+        "overloaded: too many requests in flight in this worker, or the adaptive batcher "
+        "cannot answer within TAGSERVE_MAX_LATENCY_MS; retry after `Retry-After` seconds",
         ref("Error"),
     )
 
@@ -411,7 +418,7 @@ def invocations_operation(
                     "properties": {"predictions": {"type": "array", "items": predicted}},
                 },
             ),
-            **error_answers("MlflowError"),
+            **error_answers("MlflowError", overload=shed_answer(ref("MlflowError"))),
         },
     }
 
@@ -539,7 +546,8 @@ def service_document(
         for api in apis.values()
         if api.batchable and not api.route.startswith(HIDDEN_PREFIX)
     }
-    overloads.update({path: shed_answer() for path in shed_paths})
+    # A batchable API's 503 is described by the batcher's answer, which names its budget.
+    overloads.update({path: shed_answer() for path in shed_paths if path not in overloads})
     paths = bentoml_operations(name, apis, components, overloads)
     others = {
         INVOCATIONS: {"post": invocations_operation(contract, record, prediction, max_rows)},

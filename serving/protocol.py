@@ -40,6 +40,11 @@ def parse_invocation(
     if options.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         raise UnsupportedMediaType("the scoring server only supports UTF-8")
     if mime in (JSON, ""):
+        if not body.strip():
+            raise InputError(
+                "the body is empty: send a JSON object (dataframe_split, dataframe_records, "
+                "instances or inputs) or text/csv"
+            )
         columns, rows = parse_mlflow_json(body, contract.features, max_rows)
         return validate_columns(columns, rows, contract, max_rows)
     if mime == CSV:

@@ -1,7 +1,7 @@
 """Every route path of the service, spelled here once, and the routes mounted beside BentoML's
 APIs: MLflow's (``/invocations``, ``/ping``, ``/health``, ``/version``), ``GET /metadata``,
-``/monitoring`` and the OpenAPI document (``/docs.json``). Their handlers read the service
-through ``serving.state.current``."""
+``/monitoring``, the OpenAPI document (``/docs.json``) and its page (``/docs``). Their
+handlers read the service through ``serving.state.current``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from serving.state import current
 # BentoML's APIs (service.Tagserve)
 PREDICT, PREDICT_BATCH, METADATA = "/predict", "/predict_batch", "/metadata"
 # The routes mounted beside them (protocol_app)
-INVOCATIONS, DOCUMENT = "/invocations", "/docs.json"
+INVOCATIONS, DOCUMENT, API_PAGE = "/invocations", "/docs.json", "/docs"
 MONITORING, MONITORING_REPORT = "/monitoring", "/monitoring/report"
 PING, HEALTH, VERSION = "/ping", "/health", "/version"
 # BentoML's own infrastructure routes
@@ -53,7 +53,9 @@ BATCH_APIS = (
     ),
 )
 PREDICTION_PATHS = frozenset({PREDICT, PREDICT_BATCH, INVOCATIONS})  # the canary's and shadow's
-SHED_PATHS = (PREDICT,)  # a budget of requests in flight per worker (serving.admission)
+# A budget of requests in flight per worker each, their bodies read under a deadline
+# (serving.admission, serving.arrival).
+SHED_PATHS = (PREDICT, PREDICT_BATCH, INVOCATIONS)
 MLFLOW_PATHS = (INVOCATIONS,)  # errors answered in MLflow's form there
 
 logger = logging.getLogger("bentoml.service.tagserve")
@@ -126,6 +128,13 @@ async def openapi_document(_: Request) -> Response:
     return Response(current().openapi_body, media_type="application/json")
 
 
+async def api_page(_: Request) -> Response:
+    """``GET /docs``: BentoML's API page (Swagger UI over ``/docs.json``), served at ``/``."""
+    from starlette.responses import RedirectResponse
+
+    return RedirectResponse("./", status_code=307)  # relative: right behind a path prefix
+
+
 async def monitoring_get(_: Request) -> Response:
     """``GET /monitoring``: the last drift and data-quality test of the traffic (JSON), and
     the candidate's shadow comparison with the live model when there is a candidate."""
@@ -154,6 +163,7 @@ def protocol_app() -> Starlette:
             Route(INVOCATIONS, invocations, methods=["POST"]),
             Route(METADATA, metadata_get, methods=["GET"]),
             Route(DOCUMENT, openapi_document, methods=["GET"]),
+            Route(API_PAGE, api_page, methods=["GET"]),
             Route(MONITORING, monitoring_get, methods=["GET"]),
             Route(MONITORING_REPORT, monitoring_report, methods=["GET"]),
             Route(PING, ping, methods=["GET"]),

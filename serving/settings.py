@@ -72,6 +72,12 @@ class Settings:
     # (`make bench-load` measures both).
     predict_queue: int = 63
     retry_after_s: int = 1
+    # /predict_batch and /invocations: the same kind of budget, their own (a bulk request
+    # waits in the adaptive batcher or for a model call; the budget bounds what they hold).
+    bulk_queue: int = 63
+    # The deadline for a request's body to arrive once its headers have (serving.arrival):
+    # past it 408 and its admission slot is freed. An honest client sends its body at once.
+    request_read_s: float = 5.0
     # --- a candidate model beside the live one: shadow and canary (serving.routing) ---
     # A second model (a BentoML tag) loaded beside the live one; none: "".
     candidate: str = ""
@@ -101,6 +107,8 @@ class Settings:
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),
+            bulk_queue=env_int("TAGSERVE_BULK_QUEUE", cls.bulk_queue, least=0),
+            request_read_s=env_seconds("TAGSERVE_REQUEST_READ_SECONDS", cls.request_read_s),
             candidate=str(args.get("candidate") or os.environ.get("TAGSERVE_CANDIDATE") or ""),
             shadow_fraction=env_fraction("TAGSERVE_SHADOW_FRACTION", 0.0, 1.0),
             canary_percent=env_fraction("TAGSERVE_CANARY_PERCENT", 0.0, 100.0),
@@ -123,9 +131,27 @@ class Settings:
         queue."""
         return 1 + self.predict_queue
 
+    @property
+    def bulk_budget(self) -> int:
+        """The ``/predict_batch`` (and, apart, ``/invocations``) requests one worker admits at
+        once."""
+        return 1 + self.bulk_queue
+
     def shedding(self, paths: list[str]) -> dict[str, Any]:
-        """The options of ``serving.middleware.LoadShedding`` for ``paths``."""
-        return {"budget": self.predict_budget, "retry_after": self.retry_after_s, "paths": paths}
+        """The options of ``serving.middleware.LoadShedding`` for ``paths``: each path's
+        budget (``/predict``'s, else the bulk one) and the setting that sizes it."""
+        budgets = {
+            path: (self.predict_budget, "TAGSERVE_PREDICT_QUEUE")
+            if path == "/predict"
+            else (self.bulk_budget, "TAGSERVE_BULK_QUEUE")
+            for path in paths
+        }
+        return {
+            "budgets": budgets,
+            "retry_after": self.retry_after_s,
+            "read_seconds": self.request_read_s,
+            "max_body_bytes": self.max_body_bytes,
+        }
 
     def limits(self) -> dict[str, int]:
         limits = {
@@ -133,6 +159,7 @@ class Settings:
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
             "predict_budget_per_worker": self.predict_budget,
+            "bulk_budget_per_worker": self.bulk_budget,
             "retry_after_s": self.retry_after_s,
         }
         if self.max_body_bytes is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.helpers.candidates import diamond_records
+from tests.helpers.service_models import diamond_records
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     PYTHON,

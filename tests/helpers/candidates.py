@@ -117,11 +117,6 @@ def start_hey(url: str, body: Path, *, seconds: int, clients: int) -> subprocess
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def diamond_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
-    """Diamonds as JSON records of the regressor's features (plain Python values)."""
-    frame = diamonds_sample(600).drop(columns=["price"]).sample(n, random_state=seed)
-    return json.loads(frame.to_json(orient="records"))
-
 
 def loaded(models: Models, tag: str) -> Any:
     """The model ``tag`` as the service loads it (its contract, checked fast path)."""

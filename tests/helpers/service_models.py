@@ -37,6 +37,14 @@ def diamonds_sample(n: int = 600) -> pd.DataFrame:
     return pd.read_parquet(PROJECT_ROOT / "data" / "diamonds.parquet").sample(n, random_state=0)
 
 
+def diamond_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Distinct diamonds as JSON records of the regressor's features (plain Python values)."""
+    import json
+
+    frame = diamonds_sample(600).drop(columns=["price"]).sample(n, random_state=seed)
+    return json.loads(frame.to_json(orient="records"))
+
+
 def penguins() -> pd.DataFrame:
     """The shipped penguins (with their missing values: optional signature columns)."""
     return pd.read_csv(PROJECT_ROOT / "data" / "penguins.csv")

@@ -93,7 +93,7 @@ def shaped(models: Models) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def candidate_rows() -> list[dict[str, Any]]:
     """40 diamonds as JSON records of the regressor's features."""
-    from tests.helpers.candidates import diamond_records
+    from tests.helpers.service_models import diamond_records
 
     return diamond_records(40)
 

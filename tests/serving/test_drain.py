@@ -15,7 +15,8 @@ import pytest
 
 from inference.loading import load_pipeline
 from tests.helpers.admission import HeldRequest
-from tests.helpers.candidates import diamond_records, hey_errors, hey_ok, start_hey
+from tests.helpers.candidates import hey_errors, hey_ok, start_hey
+from tests.helpers.service_models import diamond_records
 from tests.helpers.servers import start_server
 from tests.helpers.service_models import PROJECT_ROOT, Models, subprocess_env
 
@@ -34,6 +35,9 @@ def test_sigterm_under_load_cuts_no_request(models: Models, tmp_path: Path) -> N
         TAGSERVE_MODEL=models.regressor,
         TAGSERVE_WORKERS="2",
         TAGSERVE_DRAIN_SECONDS=str(DRAIN_SECONDS),
+        # The held request is finished after SIGTERM, on purpose: past the default deadline
+        # on a loaded machine.
+        TAGSERVE_REQUEST_READ_SECONDS=str(DRAIN_SECONDS),
     )
     log = tmp_path / "bentoml-serve.log"
     rows = diamond_records(2)

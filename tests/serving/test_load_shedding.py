@@ -38,6 +38,8 @@ def server(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         TAGSERVE_MODEL=models.regressor,
         TAGSERVE_PREDICT_QUEUE="0",
         TAGSERVE_RETRY_AFTER=RETRY_AFTER,
+        # The held request's body stays incomplete for the whole test, on purpose.
+        TAGSERVE_REQUEST_READ_SECONDS="120",
     )
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url

@@ -273,7 +273,7 @@ def test_bad_record_is_a_400_naming_the_field(
         ("/predict_batch", b"[{]", "Invalid JSON"),
         ("/predict_batch", b"[]", "at least 1 item"),
         ("/predict_batch", b'{"carat": 0.3}', "valid list"),
-        ("/predict", b"", "Field required"),
+        ("/predict", b"", "the body is empty: send one record"),
     ],
     ids=["malformed", "malformed-list", "empty-list", "not-a-list", "empty-body"],
 )

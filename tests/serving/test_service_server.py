@@ -233,3 +233,70 @@ def test_a_48_mb_body_is_a_413_before_it_is_parsed(models: Models, server: str, 
     cap = httpx.get(f"{server}/metadata").json()["limits"]["max_body_bytes"]
     assert cap < len(body) // 2
     assert httpx.post(f"{server}/predict_batch", json=[json.loads(row)]).status_code == 200
+
+
+# --- a clear answer for every client mistake ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "needle"),
+    [
+        ("/predict", b"", "application/json", "send one record as a JSON object"),
+        ("/predict", b" \r\n", "application/json", "send one record as a JSON object"),
+        ("/predict_batch", b"", "application/json", "send a JSON list of records"),
+        ("/invocations", b"", "application/json", "send a JSON object (dataframe_split"),
+        ("/invocations", b"\n", "text/csv", "the CSV body is empty"),
+    ],
+)
+def test_an_empty_body_is_a_400_saying_so(
+    server: str, path: str, body: bytes, content_type: str, needle: str
+) -> None:
+    answer = httpx.post(f"{server}{path}", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 400, answer.text
+    message = error_message(path, answer.json())
+    assert "body is empty" in message and needle in message, message
+    assert "Field required" not in message
+
+
+def error_message(path: str, body: dict[str, Any]) -> str:
+    """The error of an answer in the route's shape (README "Error shapes"): MLflow's
+    ``{"error_code", "message"}`` on /invocations, else ``{"error": ...}``."""
+    if path == "/invocations":
+        assert set(body) == {"error_code", "message"} and body["error_code"] == "BAD_REQUEST"
+        return body["message"]
+    assert "error" in body and "error_code" not in body, body
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "needle"),
+    [
+        ("GET", "/nothing-here", 404, "no route /nothing-here; its API page is at /docs"),
+        ("POST", "/predict/extra", 404, "no route /predict/extra"),
+        ("GET", "/predict", 405, "/predict does not take GET; it takes POST"),
+        ("PUT", "/predict_batch", 405, "/predict_batch does not take PUT; it takes POST"),
+        ("GET", "/invocations", 405, "/invocations does not take GET; it takes POST"),
+        ("DELETE", "/metadata", 405, "it takes GET, HEAD, POST"),
+        ("POST", "/livez", 405, "/livez does not take POST"),
+    ],
+)
+def test_404_and_405_are_json_in_the_routes_shape(
+    server: str, method: str, path: str, status: int, needle: str
+) -> None:
+    answer = httpx.request(method, f"{server}{path}")
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert needle in error_message(path, answer.json())
+    if status == 405:
+        assert answer.headers["allow"], answer.headers
+
+
+def test_docs_serve_the_api_page_over_the_document(server: str) -> None:
+    """``/docs`` leads to BentoML's API page (Swagger UI), which reads ``/docs.json``."""
+    page = httpx.get(f"{server}/docs", follow_redirects=True)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "swagger-initializer.js" in page.text
+    script = httpx.get(f"{server}/static_content/swagger-initializer.js")
+    assert script.status_code == 200 and 'url: "./docs.json"' in script.text
+    document = httpx.get(f"{server}/docs.json")
+    assert document.status_code == 200 and document.json()["openapi"].startswith("3.1")

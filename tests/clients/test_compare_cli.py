@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.helpers.service_models import diamond_records
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     PYTHON,
     Models,
+    diamond_records,
     subprocess_env,
 )
 

@@ -5,7 +5,6 @@ BentoML store; a model loaded as the service loads it; shadow metrics read from
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -24,7 +23,6 @@ from tests.helpers.service_models import (
     CLASSIFIER_NAME,
     REGRESSOR_NAME,
     Models,
-    diamonds_sample,
     train_and_log,
 )
 
@@ -115,7 +113,6 @@ def start_hey(url: str, body: Path, *, seconds: int, clients: int) -> subprocess
     command = hey_command(url, body, seconds=seconds, clients=clients)
     marks.assert_server_marked("hey")
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
 
 
 def loaded(models: Models, tag: str) -> Any:

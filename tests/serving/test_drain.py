@@ -16,9 +16,8 @@ import pytest
 from inference.loading import load_pipeline
 from tests.helpers.admission import HeldRequest
 from tests.helpers.candidates import hey_errors, hey_ok, start_hey
-from tests.helpers.service_models import diamond_records
 from tests.helpers.servers import start_server
-from tests.helpers.service_models import PROJECT_ROOT, Models, subprocess_env
+from tests.helpers.service_models import PROJECT_ROOT, Models, diamond_records, subprocess_env
 
 pytestmark = pytest.mark.server
 

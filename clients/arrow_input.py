@@ -37,6 +37,8 @@ FALSE_WORDS = ["False", "FALSE", "false"]
 # Above this a double may be an integer pandas reads as uint64 or text (see the docstring).
 INT64_SPAN = 2.0**63
 BLOCK_BYTES = 1 << 20
+# The columns read as the model's type (pandas dtype -> Arrow type), never inferred.
+FORCED_TYPES = {"float64": pa.float64(), "object": pa.string()}
 
 
 class NotLikePandas(Exception):
@@ -66,13 +68,19 @@ def table_chunks(
         yield pa.Table.from_batches(pending)
 
 
-def arrow_reads(path: str | Path, header: Sequence[str]) -> bool:
-    """Whether Arrow may read the CSV file ``path`` (``header``: its columns as pandas names
-    them) at all; :func:`csv_chunks` checks the rest as it reads."""
-    names = set(header)
+def arrow_reads(
+    path: str | Path, header: Sequence[str], names: Sequence[str], dtypes: dict[str, str]
+) -> bool:
+    """Whether Arrow may read the columns ``names`` of the CSV file ``path`` (``header``: its
+    columns as pandas names them) at all; :func:`csv_chunks` checks the rest as it reads."""
+    known = set(header)
     # pandas renames a repeated name "a" to "a.1": which "a" Arrow would pick is unclear.
-    renamed = any(m and m.group(1) in names for m in map(re.compile(r"(.+)\.\d+$").match, header))
-    return len(header) > 1 and not renamed and not _mentions_hex(path)
+    renamed = any(m and m.group(1) in known for m in map(re.compile(r"(.+)\.\d+$").match, header))
+    if len(header) < 2 or renamed:
+        return False
+    # Only a column whose type Arrow infers can read hex as a number.
+    inferred = any(dtypes.get(c) not in FORCED_TYPES for c in names)
+    return not (inferred and _mentions_hex(path))
 
 
 def _mentions_hex(path: str | Path) -> bool:
@@ -98,9 +106,8 @@ def csv_chunks(
     import pyarrow.csv as pcsv
     from pandas._libs.parsers import STR_NA_VALUES  # the words pandas reads as missing
 
-    forced = {"float64": pa.float64(), "object": pa.string()}
     convert = pcsv.ConvertOptions(
-        column_types={c: forced[dtypes[c]] for c in names if dtypes.get(c) in forced},
+        column_types={c: FORCED_TYPES[dtypes[c]] for c in names if dtypes.get(c) in FORCED_TYPES},
         include_columns=list(names),
         null_values=sorted(STR_NA_VALUES),
         strings_can_be_null=True,
@@ -129,7 +136,7 @@ def _check_types(schema: pa.Schema, dtypes: dict[str, str]) -> None:
     """The types Arrow inferred from the first block, where pandas infers the same ones."""
     for field in schema:
         kind, dtype = field.type, dtypes.get(field.name)
-        if dtype in ("float64", "object") or pa.types.is_null(kind):
+        if dtype in FORCED_TYPES or pa.types.is_null(kind):
             continue  # read as the model's type; all missing so far
         if dtype == "bool":
             ok = pa.types.is_boolean(kind)
@@ -144,19 +151,18 @@ def _check_types(schema: pa.Schema, dtypes: dict[str, str]) -> None:
 def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
     """``table`` as pandas' CSV reader gives it: missing values NaN, rows numbered from
     ``first_row``."""
-    columns = {}
+    frame = table.to_pandas(split_blocks=True)  # deduplicated text objects
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_null(column.type):
-            columns[name] = np.full(len(column), np.nan)
-            continue
-        if pa.types.is_float64(column.type):
+            frame[name] = np.full(len(column), np.nan)
+        elif pa.types.is_float64(column.type):
             # pandas gives text (a non-finite spelling) or uint64 for these: pandas reads on.
             within = pc.all(pc.less(pc.abs(column), INT64_SPAN)).as_py()
             if within is False:
                 raise NotLikePandas(f"column {name!r} holds a value pandas reads otherwise")
-        values = column.to_pandas().to_numpy()  # deduplicated text objects
-        if values.dtype == object and column.null_count:
-            values = values.copy() if not values.flags.writeable else values
+        elif column.null_count and frame[name].dtype == object:  # None from Arrow
+            values = frame[name].to_numpy(copy=True)
             values[np.asarray(column.is_null())] = np.nan
-        columns[name] = values
-    return pd.DataFrame(columns, index=pd.RangeIndex(first_row, first_row + table.num_rows))
+            frame[name] = values
+    frame.index = pd.RangeIndex(first_row, first_row + table.num_rows)
+    return frame

@@ -137,7 +137,7 @@ def _csv_chunks(path, chunk_size, columns, dtypes, skip):
     text_types = {c: t for c, t in dtypes.items() if t == "object" and c in header}
     names = header if usecols is None else [c for c in header if c in usecols]  # file order
     row = skip
-    if names and arrow_reads(path, header):
+    if names and arrow_reads(path, header, names, dtypes):
         try:
             for chunk in csv_chunks(path, chunk_size, names, dtypes, skip):
                 yield chunk
@@ -387,7 +387,7 @@ class PartWriter:
             table = pa.Table.from_pandas(frame, preserve_index=False)
         target = self.partial / _part_name(self.parts)
         tmp = target.with_name(target.name + ".tmp")
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, use_dictionary=_dictionary_columns(table.schema))
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync_dir(self.partial)
@@ -401,7 +401,9 @@ class PartWriter:
         schema = _unified_schema([pq.read_schema(p) for p in parts], self.id_name)
         tmp = self.output.with_name(f".{self.output.name}.tmp")
         if self.format == "parquet":
-            with pq.ParquetWriter(tmp, schema) as writer:
+            with pq.ParquetWriter(
+                tmp, schema, use_dictionary=_dictionary_columns(schema)
+            ) as writer:
                 for part in parts:
                     writer.write_table(_cast(pq.read_table(part), schema))
         else:
@@ -420,6 +422,15 @@ class PartWriter:
         _fsync_dir(self.output.parent)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.output
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth a Parquet dictionary: text (labels, ids). Predictions and numeric
+    ids are nearly all distinct, and trying a dictionary on them costs more than the rest of
+    the writing."""
+    return [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
 
 
 def _part_name(i: int) -> str:

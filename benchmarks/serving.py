@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.hey import Load, LoadError, hey_path, run_hey, warm_up
+from benchmarks.servers import free_port, start_process
 from inference import strict_json
-from tests.helpers.servers import free_port, start_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

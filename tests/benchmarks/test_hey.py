@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.hey import LoadError, parse_csv, run_hey
-from tests.helpers.servers import free_port
+from benchmarks.servers import free_port
 
 SHED = b'{"shed": true}'  # the http_url server answers such a body 503
 

@@ -22,6 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from benchmarks.servers import BENTOML_CLI, free_port, start_server
 from inference.compare import ABS_DIFF_BUCKETS, Comparison
 from serving.candidates import (
     CANDIDATE,
@@ -43,7 +44,6 @@ from tests.helpers.candidates import (
     metric,
     start_hey,
 )
-from tests.helpers.servers import BENTOML_CLI, free_port, start_server
 from tests.helpers.service_models import (
     PROJECT_ROOT,
     PYTHON,

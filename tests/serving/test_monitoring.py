@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.servers import free_port, start_process
 from inference import drift
 from serving import monitoring
 from tests.helpers.monitoring import (
@@ -30,7 +31,6 @@ from tests.helpers.monitoring import (
     replay,
     window_since,
 )
-from tests.helpers.servers import free_port, start_process
 from tests.helpers.service_models import PROJECT_ROOT, Models
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"

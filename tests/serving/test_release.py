@@ -469,7 +469,7 @@ def test_make_serve_serves_the_prod_model_after_a_rollback(
 ) -> None:
     """`make serve` (the real target, a real server on 127.0.0.1): the rolled-back prod model,
     not the newest import."""
-    from tests.helpers.servers import start_process
+    from benchmarks.servers import start_process
 
     home, prod = rolled_back["models"], rolled_back["prod"]
     port = free_port()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.serving import DATA, PROJECT_ROOT, RESULTS, machine, save_report
+from benchmarks.serving import DATA, PROJECT_ROOT, RESULTS, distinct_rows, machine, save_report
 
 SIZES = (1, 1000, 10_000, 50_000)
 FIRST_CALL = """
@@ -84,8 +84,7 @@ def run(tag: str, runs: int) -> dict[str, Any]:
     sklearn = load_model(folder)
     fast, forest = fast_model.fast, sklearn.pipeline[-1]
     frame = pd.read_parquet(DATA)
-    rng = np.random.default_rng(0)
-    rows = frame.iloc[rng.integers(0, len(frame), max(SIZES))].reset_index(drop=True)
+    rows = distinct_rows(frame[sklearn.contract.features], max(SIZES), seed=0)
     X = coerce(rows, sklearn.contract)
     results = []
     for size in SIZES:

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.hey import Load, LoadError, hey_path, run_hey, warm_up
-from benchmarks.servers import Server, free_port, start_process
+from benchmarks.servers import Server, free_port, start_process, tree_rss_mb
 from inference import strict_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -824,19 +824,34 @@ def steady_rate(stdout: str) -> float | None:
 
 
 def timed_command(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB, stdout)."""
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of its process tree, stdout).
+
+    The peak is sampled from ``/proc`` while it runs (the high-water mark of the command's
+    own memory, and its process tree's total): the rusage of a child started from this
+    large process reports this process's size, inherited at fork and exec."""
     began = time.perf_counter()
+    peak = 0.0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone
-        process.returncode = os.waitstatus_to_exitcode(status)
+        while process.poll() is None:
+            with contextlib.suppress(Exception):  # it may end between two reads
+                peak = max(peak, high_water_mb(process.pid), tree_rss_mb(process.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - began
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         raise BenchmarkError(f"{' '.join(cmd[:4])} failed: {stderr.strip()[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024, stdout
+    return seconds, round(peak), stdout
+
+
+def high_water_mb(pid: int) -> float:
+    """The peak resident memory of process ``pid`` so far (``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def compare_offline(work: Path) -> dict[str, Any]:

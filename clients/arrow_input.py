@@ -84,9 +84,13 @@ def arrow_reads(
 
 
 def _mentions_hex(path: str | Path) -> bool:
-    """Whether ``0x``/``0X`` appears anywhere in the file (a memchr-speed scan)."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return data.find(b"0x") >= 0 or data.find(b"0X") >= 0
+    """Whether ``0x``/``0X`` appears anywhere in the file (a memchr-speed scan; a file that
+    cannot be mapped counts as one that does)."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(b"0x") >= 0 or data.find(b"0X") >= 0
+    except (OSError, ValueError):
+        return True
 
 
 def csv_chunks(

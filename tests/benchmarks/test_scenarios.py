@@ -94,3 +94,18 @@ def test_the_memory_of_a_process_tree_counts_its_children() -> None:
         parent.kill()
         child.wait()
         parent.wait()
+
+
+def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s() -> None:
+    """The benchmark process is large; a child's rusage would report its size."""
+    import numpy as np
+
+    from benchmarks.serving import timed_command
+
+    held = np.ones(300 * 2**20 // 8)  # this process: over 300 MB
+    script = (
+        "b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1)"
+    )
+    seconds, peak, _ = timed_command([sys.executable, "-c", script], dict(os.environ))
+    assert held.sum() > 0 and seconds >= 1
+    assert 150 <= peak < 260

@@ -10,6 +10,7 @@ being read), so the input can be far larger than memory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,8 @@ def score_file(
 
     start = time.perf_counter()
     scored = 0
-    with bar:
-        scoring = ordered_map(score, chunks, workers=threads, ahead=chunks_ahead(threads))
+    scoring = ordered_map(score, chunks, workers=threads, ahead=chunks_ahead(threads))
+    with bar, contextlib.closing(scoring):  # an error stops the reader and scorers at once
         for ids, predictions in scoring:
             writer.write(ids, predictions)
             scored += len(ids)

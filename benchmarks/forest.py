@@ -2,8 +2,8 @@
 (the compiled forest), per batch size: ``python -m benchmarks.forest [--model TAG]``.
 
 For each size, the whole model call (``LoadedModel.predict`` on a frame) and the forest alone
-(the preprocessed matrix), sklearn against the fast path (1 thread, and 2 threads for the
-offline ``clients score --threads``), median CPU and wall time of repeated calls, after
+(the preprocessed matrix), sklearn against the fast path (1 thread, and 2 threads sharing
+one call's rows), median CPU and wall time of repeated calls, on distinct rows, after
 checking that every answer is bit for bit sklearn's. Also the first call of the kernel in a
 fresh process with an empty numba cache and with a warm one (start-up cost). The model comes
 from the BentoML store (``$BENTOML_HOME``), imported with its fast path (``make demo``).

@@ -2,8 +2,8 @@
 (the compiled forest), per batch size: ``python -m benchmarks.forest [--model TAG]``.
 
 For each size, the whole model call (``LoadedModel.predict`` on a frame) and the forest alone
-(the preprocessed matrix), sklearn against the fast path (1 thread, and 2 threads for the
-offline ``clients score --threads``), median CPU and wall time of repeated calls, after
+(the preprocessed matrix), sklearn against the fast path (1 thread, and 2 threads sharing
+one call's rows), median CPU and wall time of repeated calls, on distinct rows, after
 checking that every answer is bit for bit sklearn's. Also the first call of the kernel in a
 fresh process with an empty numba cache and with a warm one (start-up cost). The model comes
 from the BentoML store (``$BENTOML_HOME``), imported with its fast path (``make demo``).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.serving import DATA, PROJECT_ROOT, RESULTS, machine, save_report
+from benchmarks.serving import DATA, PROJECT_ROOT, RESULTS, distinct_rows, machine, save_report
 
 SIZES = (1, 1000, 10_000, 50_000)
 FIRST_CALL = """
@@ -84,8 +84,7 @@ def run(tag: str, runs: int) -> dict[str, Any]:
     sklearn = load_model(folder)
     fast, forest = fast_model.fast, sklearn.pipeline[-1]
     frame = pd.read_parquet(DATA)
-    rng = np.random.default_rng(0)
-    rows = frame.iloc[rng.integers(0, len(frame), max(SIZES))].reset_index(drop=True)
+    rows = distinct_rows(frame[sklearn.contract.features], max(SIZES), seed=0)
     X = coerce(rows, sklearn.contract)
     results = []
     for size in SIZES:

@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.servers import start_server
 from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
 from inference.errors import TagserveError
-from tests.helpers.servers import start_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

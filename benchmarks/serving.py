@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.hey import Load, LoadError, hey_path, run_hey, warm_up
+from benchmarks.servers import Server, free_port, start_process, tree_rss_mb
 from inference import strict_json
-from tests.helpers.servers import free_port, start_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -76,6 +76,11 @@ SCORE = "clients score"
 OFFLINE_SMALL = "offline, small CSV"
 OFFLINE_BIG = "offline, big CSV"
 MLFLOW_PREDICT = "mlflow models predict"
+TEXT_C32 = "text model (sklearn serves), 1 record, 32 clients"
+MEMORY = "memory of one replica after"  # + the request count
+TAGSERVE = "tagserve (bentoml serve, 1 worker)"
+MLFLOW_SERVE = "mlflow models serve -w 1"
+MLSERVER = "MLServer (mlserver-mlflow, in-process)"
 
 
 class BenchmarkError(Exception):
@@ -98,6 +103,7 @@ class Result:
     non_200: int = 0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    rss_mb: float | None = None  # the server's whole process tree (the memory scenario)
 
     @property
     def rows_per_s(self) -> float | None:
@@ -171,12 +177,41 @@ TARGETS = (
         "rows_per_s",
         (ROWS_10000, INVOCATIONS),
         (ROWS_10000, MLFLOW),
+        at_least=4,
     ),
     Target(
         "1,000-row rows/s, predict_batch / MLflow",
         "rows_per_s",
         (ROWS_1000, PREDICT_BATCH),
         (ROWS_1000, MLFLOW),
+        at_least=3,
+    ),
+    Target(
+        "1,000-row rows/s, predict_batch / /invocations",
+        "rows_per_s",
+        (ROWS_1000, PREDICT_BATCH),
+        (ROWS_1000, INVOCATIONS),
+        at_least=0.9,
+    ),
+    Target(
+        "text model, 32 clients rows/s, predict_batch / predict",
+        "rows_per_s",
+        (TEXT_C32, PREDICT_BATCH),
+        (TEXT_C32, PREDICT),
+        at_least=3,
+    ),
+    Target(
+        "memory of one replica, tagserve / MLServer",
+        "rss_mb",
+        (MEMORY, TAGSERVE),
+        (MEMORY, MLSERVER),
+        at_most=1.3,
+    ),
+    Target(
+        "memory of one replica, tagserve / MLflow",
+        "rss_mb",
+        (MEMORY, TAGSERVE),
+        (MEMORY, MLFLOW_SERVE),
     ),
     Target(
         "offline rows/s (small CSV), clients score / mlflow models predict",
@@ -189,7 +224,7 @@ TARGETS = (
         "rows_per_s",
         (OFFLINE_BIG, SCORE),
         (OFFLINE_BIG, MLFLOW_PREDICT),
-        at_least=3,
+        at_least=4,
     ),
 )
 
@@ -247,9 +282,9 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def server(
+def server_process(
     name: str, cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path
-) -> Iterator[str]:
+) -> Iterator[Server]:
     """``cmd`` serving on 127.0.0.1:``port`` until the block ends (stopped with its workers)."""
     print(f"  starting {name} on 127.0.0.1:{port} ...", flush=True)
     url = f"http://127.0.0.1:{port}"
@@ -260,9 +295,18 @@ def server(
     except RuntimeError as exc:
         raise BenchmarkError(f"{name}: {exc}") from None
     try:
-        yield url
+        yield process
     finally:
         process.stop()
+
+
+@contextlib.contextmanager
+def server(
+    name: str, cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path
+) -> Iterator[str]:
+    """:func:`server_process`, yielding its URL."""
+    with server_process(name, cmd, env, ready_path, port, log) as process:
+        yield process.url
 
 
 def bentoml_server(target: str, env: dict[str, str], log: Path) -> Any:
@@ -284,8 +328,8 @@ def mlflow_server(model_dir: Path, workers: int, env: dict[str, str], log: Path)
 
 @dataclass(frozen=True)
 class Bodies:
-    """The request bodies (JSON bytes), one per API and size. ``hey`` sends the same body
-    every time: a forest's cost hardly depends on the values."""
+    """The request bodies (JSON bytes), one per API and size, of distinct real rows (``hey``
+    sends the same body every time)."""
 
     record: bytes  # /predict
     record_list: bytes  # /predict_batch, 1 record
@@ -324,6 +368,7 @@ class Counts:
     offline_rows: int = 200_000
     offline_rows_big: int = 1_000_000
     model_calls: int = 1000
+    memory_requests: int = 2000
 
     def scaled(self, factor: float) -> Counts:
         return Counts(*(max(32, int(v * factor)) for v in asdict(self).values()))
@@ -368,6 +413,15 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def distinct_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` real rows of ``frame`` in a seeded random order, no two equal among any
+    ``len(unique rows)`` in a row (so all distinct when ``n`` is at most that): one row
+    repeated flatters every tree walk (its path stays in the CPU's caches)."""
+    unique = frame.drop_duplicates().reset_index(drop=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return unique.iloc[np.resize(order, n)].reset_index(drop=True)  # the order, cycled
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -410,9 +464,9 @@ def command_output(cmd: list[str]) -> str:
         return ""
 
 
-def import_model(source: str, env: dict[str, str]) -> dict[str, Any]:
+def import_model(source: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "importers", source, "--json"],
+        [sys.executable, "-m", "importers", source, "--json", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -470,9 +524,7 @@ def prepare(source: str, home: Path | None) -> Setup:
     model_dir = Path(imported["path"]) / "mlflow_model"
     model = load_model(model_dir)  # native sklearn, n_jobs=1: what the service runs
     frame = pd.read_parquet(DATA)
-    rng = np.random.default_rng(0)
-    sample = frame.iloc[rng.integers(0, len(frame), 10_000)].reset_index(drop=True)
-    X = coerce(sample, model.contract)
+    X = coerce(distinct_rows(frame[model.contract.features], 10_000, seed=0), model.contract)
     bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
     # One worker for every server unless TAGSERVE_WORKERS says: the side-by-side compares
     # per worker (with 2 workers on 2 cores, MLflow's sklearn model fights itself for the cores
@@ -593,6 +645,41 @@ def tagserve_results(setup: Setup, counts: Counts, *, bulk: bool = True) -> list
     return results
 
 
+def batching_results(setup: Setup, counts: Counts) -> list[Result]:
+    """Where adaptive batching pays: single records from 32 clients on a model scikit-learn
+    serves (a text column, no fast path), through ``/predict`` and ``/predict_batch``."""
+    from benchmarks import text_model
+    from clients.service import SERVICE_TARGET
+    from inference.constants import MODEL_ENV
+
+    print("text model (scikit-learn serves): /predict against /predict_batch", flush=True)
+    folder = text_model.build(setup.work / "text-model")
+    tag = import_model(f"dir:{folder}", setup.env, "--name", "tagserve-reviews")["tag"]
+    env = {**setup.env, MODEL_ENV: tag}
+    one = text_model.record()
+    with bentoml_server(SERVICE_TARGET, env, setup.work / "text.log") as url:
+        return [
+            measure(
+                TEXT_C32,
+                system,
+                f"{url}{path}",
+                json.dumps(body).encode(),
+                requests=counts.clients_32,
+                concurrency=32,
+            )
+            for system, path, body in (
+                (PREDICT, "/predict", one),
+                (PREDICT_BATCH, "/predict_batch", [one]),
+            )
+        ]
+
+
+def memory_results(setup: Setup, counts: Counts) -> list[Result]:
+    from benchmarks.memory import replica_memory
+
+    return replica_memory(setup, counts.memory_requests)
+
+
 def mlflow_results(setup: Setup, counts: Counts) -> list[Result]:
     from inference.constants import MLFLOW_TRUST_SWITCH
 
@@ -634,9 +721,8 @@ def offline_results(setup: Setup, rows: int, size: str = OFFLINE_SMALL) -> list[
 
     print(f"offline batch scoring, {rows:,} rows", flush=True)
     work, env = setup.work, setup.env
-    rng = np.random.default_rng(1)
-    big = setup.frame.drop(columns=["price"]).iloc[rng.integers(0, len(setup.frame), rows)]
-    big.to_csv(work / "offline.csv", index=False)
+    features = setup.frame[setup.model.contract.features]
+    distinct_rows(features, rows, seed=1).to_csv(work / "offline.csv", index=False)
     for stale in ("offline.parquet", "offline.json"):
         (work / stale).unlink(missing_ok=True)
     scenario = f"{size} ({rows:,} rows)"
@@ -678,6 +764,9 @@ def offline_results(setup: Setup, rows: int, size: str = OFFLINE_SMALL) -> list[
     return results
 
 
+SCENARIOS = ("model", "floor", "tagserve", "mlflow", "offline", "batching", "memory")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     hey_path()  # no load generator: say so before anything starts
     machine_info = machine()  # the load average before this run adds its own
@@ -685,13 +774,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         counts = counts.scaled(0.2)
     setup = prepare(args.source, args.home)
+    parts = {
+        "model": lambda: model_alone(setup, counts),
+        "floor": lambda: floor_results(setup, counts),
+        "tagserve": lambda: tagserve_results(setup, counts),
+        "mlflow": lambda: mlflow_results(setup, counts),
+        "offline": lambda: (
+            offline_results(setup, counts.offline_rows, OFFLINE_SMALL)
+            + offline_results(setup, counts.offline_rows_big, OFFLINE_BIG)
+        ),
+        "batching": lambda: batching_results(setup, counts),
+        "memory": lambda: memory_results(setup, counts),
+    }
     try:
-        results = model_alone(setup, counts)
-        results += floor_results(setup, counts)
-        results += tagserve_results(setup, counts)
-        results += mlflow_results(setup, counts)
-        results += offline_results(setup, counts.offline_rows, OFFLINE_SMALL)
-        results += offline_results(setup, counts.offline_rows_big, OFFLINE_BIG)
+        results = []
+        for name in args.only or SCENARIOS:
+            results += parts[name]()
     finally:
         if not args.keep:
             shutil.rmtree(setup.work, ignore_errors=True)
@@ -708,6 +806,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "workers": setup.workers,
         "quick": bool(args.quick),
+        "only": list(args.only or SCENARIOS),
         "counts": asdict(counts),
         "results": rows,
         "ratios": ratios(rows),
@@ -727,19 +826,34 @@ def steady_rate(stdout: str) -> float | None:
 
 
 def timed_command(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB, stdout)."""
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of its process tree, stdout).
+
+    The peak is sampled from ``/proc`` while it runs (the high-water mark of the command's
+    own memory, and its process tree's total): the rusage of a child started from this
+    large process reports this process's size, inherited at fork and exec."""
     began = time.perf_counter()
+    peak = 0.0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone
-        process.returncode = os.waitstatus_to_exitcode(status)
+        while process.poll() is None:
+            with contextlib.suppress(Exception):  # it may end between two reads
+                peak = max(peak, high_water_mb(process.pid), tree_rss_mb(process.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - began
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         raise BenchmarkError(f"{' '.join(cmd[:4])} failed: {stderr.strip()[-2000:]}")
-    return seconds, usage.ru_maxrss // 1024, stdout
+    return seconds, round(peak), stdout
+
+
+def high_water_mb(pid: int) -> float:
+    """The peak resident memory of process ``pid`` so far (``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def compare_offline(work: Path) -> dict[str, Any]:
@@ -763,7 +877,7 @@ def stream_result(url: str, setup: Setup, rows: int) -> Result:
     include the client's own cost on these cores)."""
     from clients.stream import stream_file
 
-    source = setup.frame.drop(columns=["price"]).sample(n=rows, replace=True, random_state=1)
+    source = distinct_rows(setup.frame[setup.model.contract.features], rows, seed=1)
     source.to_parquet(setup.work / "stream.parquet")
     summary = stream_file(
         setup.work / "stream.parquet",
@@ -806,7 +920,7 @@ def met_text(check: dict[str, Any]) -> str:
     return {True: "met", False: "**not met**", None: "-" if check["target"] else ""}[check["met"]]
 
 
-METRIC_NAMES = {"p50_ms": "p50", "p99_ms": "p99", "rows_per_s": "rows/s"}
+METRIC_NAMES = {"p50_ms": "p50", "p99_ms": "p99", "rows_per_s": "rows/s", "rss_mb": "RSS"}
 
 
 def row_ratios(result: dict[str, Any], checks: list[dict[str, Any]]) -> str:
@@ -819,13 +933,20 @@ def row_ratios(result: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     return "; ".join(shown)
 
 
+def parts_text(report: dict[str, Any]) -> str:
+    """ "; parts: ..." for a run of some scenarios only."""
+    only = report.get("only", SCENARIOS)
+    return "" if len(only) == len(SCENARIOS) else "; parts: " + ", ".join(only)
+
+
 def markdown(report: dict[str, Any]) -> str:
     m, model = report["machine"], report["model"]
     checks = report["ratios"]
     lines = [
         f"Model `{model['tag']}` ({model['estimator']}, {model['n_estimators']} trees, "
         f"max_depth {model['max_depth']}); {m['date']}, commit {m['git_commit'] or '?'}"
-        f"{' (--quick)' if report.get('quick') else ''}.",
+        f"{' (--quick)' if report.get('quick') else ''}"
+        f"{parts_text(report)}.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, {m['os']}, "
         f"Python {m['python']}, bentoml {m['versions'].get('bentoml')}, mlflow "
         f"{m['versions'].get('mlflow')}, hey {m['versions'].get('hey')}; 1-min load average "
@@ -833,14 +954,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"{fmt(m.get('load_average_1m_at_end'), 2)}. {report['workers']} worker(s) for "
         "each server. Load generator (hey, one core) and servers share the cores.",
         "",
-        "| scenario | system | rows/s | p50 ms | p95 ms | p99 ms | non-200 | ratios |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| scenario | system | rows/s | p50 ms | p95 ms | p99 ms | RSS MB | non-200 | ratios |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["results"]:
+        # a system that could not run says why
+        shown = row_ratios(r, checks) or (r.get("note", "") if not r.get("requests", 1) else "")
         lines.append(
             f"| {r['scenario']} | {r['system']} | {fmt(r['rows_per_s'], 0)} | "
             f"{fmt(r['p50_ms'], 2)} | {fmt(r['p95_ms'], 2)} | {fmt(r['p99_ms'], 2)} | "
-            f"{r['non_200']} | {row_ratios(r, checks)} |"
+            f"{fmt(r.get('rss_mb'), 0)} | {r['non_200']} | {shown} |"
         )
     lines += ["", "| ratio | value | target | |", "| --- | ---: | --- | --- |"]
     for check in checks:
@@ -956,14 +1079,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--offline-rows", type=int, default=Counts.offline_rows)
     parser.add_argument("--offline-rows-big", type=int, default=Counts.offline_rows_big)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        help="run these parts only (default: all); a partial run's report says which",
+    )
     args = parser.parse_args(argv)
+
+    # A partial run never replaces the full run's results.
+    stem = "latest" if not args.only else "parts-" + "-".join(args.only)
 
     def run_and_plot(args: argparse.Namespace) -> dict[str, Any]:
         report = run(args)
-        plot(report, args.out / "latest.png")
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot(report, args.out / f"{stem}.png")
         return report
 
-    return run_and_save(args, "latest", run_and_plot, markdown)
+    return run_and_save(args, stem, run_and_plot, markdown)
 
 
 def save_report(out: Path, stem: str, report: dict[str, Any], table: str) -> None:

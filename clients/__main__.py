@@ -177,7 +177,7 @@ def add_score(sub: SubParsers) -> None:
         "--threads",
         type=positive,
         default=usable_cores(),
-        help="threads of the fast path's forest (an offline job: every usable core by "
+        help="chunks scored at once, one thread each (an offline job: every usable core by "
         "default, here %(default)s); each row is still computed alone, in tree order, so "
         "the predictions are the same whatever the count",
     )

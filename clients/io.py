@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clients.arrow_input import NotLikePandas, arrow_reads, csv_chunks, table_chunks
 from clients.errors import ClientError
 from inference import strict_json
 from inference.files import write_atomically
@@ -112,25 +113,11 @@ def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
     groups = list(range(first_group, pf.metadata.num_row_groups))
     if not groups:
         return
-    row, drop = start, skip - start
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted):
-        if drop:
-            cut = min(drop, batch.num_rows)
-            batch, drop, row = batch.slice(cut), drop - cut, row + cut
-        if batch.num_rows:
-            pending.append(batch)
-            pending_rows += batch.num_rows
-        # Row groups end batches early: re-chunk so every chunk but the last is full.
-        while pending_rows >= chunk_size:
-            table = pa.Table.from_batches(pending)
-            yield _frame(table.slice(0, chunk_size), row)
-            row += chunk_size
-            rest = table.slice(chunk_size)
-            pending, pending_rows = rest.to_batches(), rest.num_rows
-    if pending_rows:
-        yield _frame(pa.Table.from_batches(pending), row)
+    batches = pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted)
+    row = skip
+    for table in table_chunks(batches, chunk_size, skip - start):
+        yield _frame(table, row)
+        row += table.num_rows
 
 
 def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
@@ -140,14 +127,29 @@ def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
 
 
 def _csv_chunks(path, chunk_size, columns, dtypes, skip):
-    if Path(path).stat().st_size == 0 or not Path(path).read_bytes()[:4096].strip():
-        raise ClientError(f"{path} is empty: a CSV file needs a header line naming the columns")
+    with open(path, "rb") as f:
+        if not f.read(4096).strip():
+            raise ClientError(f"{path} is empty: a CSV file needs a header line naming the columns")
     try:
-        header = pd.read_csv(path, nrows=0).columns
+        header = list(pd.read_csv(path, nrows=0).columns)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
     usecols = [c for c in columns if c in header] if columns is not None else None
     text_types = {c: t for c, t in dtypes.items() if t == "object" and c in header}
+    names = header if usecols is None else [c for c in header if c in usecols]  # file order
+    row = skip
+    if names and arrow_reads(path, header, names, dtypes):
+        try:
+            for chunk in csv_chunks(path, chunk_size, names, dtypes, skip):
+                yield chunk
+                row += len(chunk)
+            return
+        except NotLikePandas:
+            pass  # pandas reads the rest (see clients.arrow_input)
+    yield from _pandas_csv_chunks(path, chunk_size, usecols, text_types, row)
+
+
+def _pandas_csv_chunks(path, chunk_size, usecols, text_types, skip):
     try:
         # Rows are skipped after parsing, never as lines (``skiprows``): blank lines and
         # quoted values holding line breaks are not rows, and a resume must count rows.
@@ -386,7 +388,10 @@ class PartWriter:
             frame[self.id_name] = [None if pd.isna(v) else str(v) for v in frame[self.id_name]]
             table = pa.Table.from_pandas(frame, preserve_index=False)
         write_atomically(
-            self.partial / _part_name(self.parts), lambda out: pq.write_table(table, out)
+            self.partial / _part_name(self.parts),
+            lambda out: pq.write_table(
+                table, out, use_dictionary=_dictionary_columns(table.schema)
+            ),
         )
         self.parts += 1
         self.rows_done += len(frame)
@@ -420,9 +425,18 @@ class PartWriter:
 
 
 def _write_parquet(out: IO[bytes], parts: list[Path], schema: pa.Schema) -> None:
-    with pq.ParquetWriter(out, schema) as writer:
+    with pq.ParquetWriter(out, schema, use_dictionary=_dictionary_columns(schema)) as writer:
         for part in parts:
             writer.write_table(_cast(pq.read_table(part), schema))
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth a Parquet dictionary: text (labels, ids). Predictions and numeric
+    ids are nearly all distinct, and trying a dictionary on them costs more than the rest of
+    the writing."""
+    return [
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
 
 
 def _part_name(i: int) -> str:

@@ -8,9 +8,9 @@ so the predictions are identical. A plain folder (``--model-dir``) has no checke
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +97,24 @@ def coerced(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 class OfflineModel:
-    """The model of ``info``, loaded on first use: ``predict(frame) -> ndarray``."""
+    """The model of ``info``, loaded on first use: ``predict(frame) -> ndarray``, from any
+    number of threads (``threads``: of the forest within one call)."""
 
     def __init__(self, info: ModelInfo, threads: int = 1):
         self.info = info
         self.threads = threads
         self.load_seconds = 0.0
+        self._model: LoadedModel | None = None
+        self._loading = threading.Lock()
 
-    @cached_property
+    @property
     def loaded(self) -> LoadedModel:
+        with self._loading:  # one load, whichever thread asks first
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> LoadedModel:
         began = time.perf_counter()
         try:
             model = load_model(self.info.path, self.info.contract, self.info.fast_path, lazy=True)

@@ -1,20 +1,31 @@
 """Offline batch inference: score a file in chunks with the model itself, no server.
 
-Memory holds one chunk (plus, for Parquet input, the row group being read), so the input can
-be far larger than memory. Output is resumable (see ``clients.io``): an interrupted run
-continues where its last whole chunk ended.
+Three stages run at once (``clients.overlap``): a thread reads chunks (Arrow's parsers,
+``clients.io``), ``threads`` threads score them (the compiled forest runs outside the GIL),
+and this thread writes each scored chunk, in input order, as one part of the resumable
+output (see ``clients.io``): an interrupted run continues where its last whole part ended.
+Memory holds a few chunks (:func:`chunks_ahead`; plus, for Parquet input, the row group
+being read), so the input can be far larger than memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from clients.io import Manifest, PartWriter, count_rows
 from clients.model import ModelInfo, OfflineModel
+from clients.overlap import ordered_map
 
 DEFAULT_CHUNK_SIZE = 50_000
+
+
+def chunks_ahead(threads: int) -> int:
+    """Chunks between reading and writing: one being scored per thread, as many read ahead,
+    and the next one for the writer."""
+    return 2 * threads + 1
 
 
 @dataclass
@@ -51,11 +62,12 @@ def score_file(
     threads: int = 1,
 ) -> ScoreSummary:
     """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``);
-    ``threads``: of the fast path's forest (the same predictions)."""
+    ``threads``: chunks scored at once (each row is computed alone, in tree order, so the
+    predictions are the same whatever the count)."""
     from tqdm import tqdm
 
-    # loaded with the first chunk, once that chunk fits the model
-    model = OfflineModel(info, threads=threads)
+    # loaded with the first chunk, once that chunk fits the model, while the next are read
+    model = OfflineModel(info)
     writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
     resumed_from = writer.rows_done
     total = count_rows(input)
@@ -68,16 +80,19 @@ def score_file(
         desc="score",
         dynamic_ncols=True,
     )
+    chunks = writer.remaining_chunks(input, chunk_size, columns=info.features, dtypes=info.dtypes)
+
+    def score(chunk):
+        return writer.ids_of(chunk), model.predict(chunk)
+
     start = time.perf_counter()
     scored = 0
-    with bar:
-        for chunk in writer.remaining_chunks(
-            input, chunk_size, columns=info.features, dtypes=info.dtypes
-        ):
-            predictions = model.predict(chunk)
-            writer.write(writer.ids_of(chunk), predictions)
-            scored += len(chunk)
-            bar.update(len(chunk))
+    scoring = ordered_map(score, chunks, workers=threads, ahead=chunks_ahead(threads))
+    with bar, contextlib.closing(scoring):  # an error stops the reader and scorers at once
+        for ids, predictions in scoring:
+            writer.write(ids, predictions)
+            scored += len(ids)
+            bar.update(len(ids))
     writer.finish()
     seconds = time.perf_counter() - start - model.load_seconds
     engine = model.loaded.engine if scored else "none (nothing to score)"

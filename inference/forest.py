@@ -94,6 +94,26 @@ _set_cache_folder()
 import numba  # noqa: E402  (after NUMBA_CACHE_DIR is set)
 
 
+def _numba_without_scipy_linalg() -> None:
+    """numba imports ``scipy.linalg`` (for ``np.dot`` and ``np.linalg`` in kernels) when it
+    first compiles or loads a kernel: a large import that the forest's kernels never use, on
+    the start-up of every command and worker that walks a forest. Here that import fails
+    while numba loads its array functions (numba then leaves its BLAS support out), and works
+    again afterwards for whoever needs scipy."""
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    blocked = "scipy.linalg.cython_blas"
+    sys.modules[blocked] = None  # type: ignore[assignment]  (None: "cannot be imported")
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if blocked in sys.modules and sys.modules[blocked] is None:
+            del sys.modules[blocked]
+
+
+_numba_without_scipy_linalg()
+
+
 @numba.njit(cache=True, nogil=True)
 def _walk(X, nodes, thresholds, missing_left, value, roots, depths, out, start, stop):
     """Rows ``start:stop`` of ``X`` (float32) -> ``out`` (float64, rows x outputs).

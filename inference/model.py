@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,13 +53,16 @@ class LoadedModel:
     threads: int = 1
     # The sklearn Pipeline; None until first needed when loaded with lazy=True.
     loaded_pipeline: Any = field(default=None, repr=False)
+    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def pipeline(self) -> Any:
         """The native sklearn Pipeline, loaded (by the trust rules of ``inference.loading``)
-        on first use when the model was loaded lazily."""
+        on first use when the model was loaded lazily (once, whichever thread asks first)."""
         if self.loaded_pipeline is None:
-            self.loaded_pipeline = load_pipeline(self.path)
+            with self._loading:
+                if self.loaded_pipeline is None:
+                    self.loaded_pipeline = load_pipeline(self.path)
         return self.loaded_pipeline
 
     @property

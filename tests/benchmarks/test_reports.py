@@ -11,10 +11,16 @@ from benchmarks.serving import (
     C32,
     FAST_MODEL,
     FLOOR,
+    MEMORY,
     MLFLOW,
+    MLFLOW_SERVE,
+    MLSERVER,
     MODEL_RECORD,
     PREDICT,
     PREDICT_BATCH,
+    SCENARIOS,
+    TAGSERVE,
+    TEXT_C32,
     Target,
     evaluate,
     markdown,
@@ -57,9 +63,8 @@ def test_every_target_is_reported_with_the_non_200_check() -> None:
     assert checks["c=1 p50, MLflow / ours"]["met"] is None  # not measured in this run
 
 
-def test_the_table_shows_each_ratio_on_its_row_and_whether_targets_are_met() -> None:
-    results = [row(C1, FLOOR, p50_ms=1.0), row(C1, PREDICT, p50_ms=2.0)]
-    report = {
+def a_report(results: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
         "machine": {
             "cpu": "cpu",
             "cores": 2,
@@ -75,8 +80,13 @@ def test_the_table_shows_each_ratio_on_its_row_and_whether_targets_are_met() -> 
         "workers": 1,
         "results": results,
         "ratios": ratios(results),
+        **extra,
     }
-    table = markdown(report)
+
+
+def test_the_table_shows_each_ratio_on_its_row_and_whether_targets_are_met() -> None:
+    results = [row(C1, FLOOR, p50_ms=1.0), row(C1, PREDICT, p50_ms=2.0)]
+    table = markdown(a_report(results))
     assert "p50 ours / floor: 2.00x" in table
     assert "| /predict c=1 p50, ours / floor | 2.00x | <= 1.2x | **not met** |" in table
 
@@ -103,3 +113,53 @@ def test_worker_counts_are_compared_by_their_medians_over_repeats() -> None:
     assert two["p50_ratio"] == pytest.approx(0.5)
     assert two["rows_per_s_ratio"] == pytest.approx(200 / 75)
     assert one["p50_ratio"] == pytest.approx(1.0)
+
+
+MEMORY_SCENARIO = f"{MEMORY} 2,000 requests"
+
+
+def test_memory_is_compared_to_mlserver_with_its_bound_and_to_mlflow_without() -> None:
+    results = [
+        row(MEMORY_SCENARIO, TAGSERVE, rss_mb=500.0, requests=2000),
+        row(MEMORY_SCENARIO, MLFLOW_SERVE, rss_mb=650.0, requests=2000),
+        row(MEMORY_SCENARIO, MLSERVER, rss_mb=400.0, requests=2000),
+    ]
+    checks = {c["ratio"]: c for c in ratios(results)}
+    lean = checks["memory of one replica, tagserve / MLServer"]
+    assert lean["value"] == pytest.approx(1.25) and lean["met"] is True
+    assert lean["target"] == "<= 1.3x"
+    assert checks["memory of one replica, tagserve / MLflow"]["value"] == pytest.approx(500 / 650)
+    fat = {c["ratio"]: c for c in ratios([{**results[0], "rss_mb": 560.0}, results[2]])}
+    assert fat["memory of one replica, tagserve / MLServer"]["met"] is False
+    table = markdown(a_report(results))
+    assert f"| {MEMORY_SCENARIO} | {TAGSERVE} | - | - | - | - | 500 | 0 | RSS" in table
+    assert "RSS tagserve / MLServer: 1.25x" in table
+
+
+def test_a_server_that_could_not_run_says_why_and_leaves_its_ratio_open() -> None:
+    note = "skipped: MLServer is not installed (.tools/mlserver-venv missing)"
+    results = [
+        row(MEMORY_SCENARIO, TAGSERVE, rss_mb=500.0, requests=2000),
+        row(MEMORY_SCENARIO, MLSERVER, requests=0, note=note),
+    ]
+    checks = {c["ratio"]: c for c in ratios(results)}
+    assert checks["memory of one replica, tagserve / MLServer"]["met"] is None
+    assert f"| {MLSERVER} | - | - | - | - | - | 0 | {note} |" in markdown(a_report(results))
+
+
+def test_batching_value_is_predict_batch_against_predict_on_the_text_model() -> None:
+    results = [
+        row(TEXT_C32, PREDICT, rows_per_s=100.0),
+        row(TEXT_C32, PREDICT_BATCH, rows_per_s=290.0),
+        row(C32, PREDICT, rows_per_s=1000.0),  # the diamonds model: another scenario
+    ]
+    check = {c["ratio"]: c for c in ratios(results)}[
+        "text model, 32 clients rows/s, predict_batch / predict"
+    ]
+    assert check["value"] == pytest.approx(2.9) and check["met"] is False
+
+
+def test_a_partial_run_names_its_parts() -> None:
+    results = [row(C1, FLOOR, p50_ms=1.0)]
+    assert "; parts: memory, batching." in markdown(a_report(results, only=["memory", "batching"]))
+    assert "parts:" not in markdown(a_report(results, only=list(SCENARIOS)))

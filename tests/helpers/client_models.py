@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from tests.helpers import servers
+from benchmarks import servers
+from benchmarks.servers import Server
 from tests.helpers.project import BENTOML_CLI, CONFIG_DIR, PROJECT_ROOT, PYTHON  # noqa: F401
-from tests.helpers.servers import Server
 
 FEATURES: dict[str, Any] = OmegaConf.to_container(
     OmegaConf.load(PROJECT_ROOT / "pipeline" / "conf" / "features" / "diamonds.yaml")

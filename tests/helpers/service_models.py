@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from benchmarks.servers import BENTOML_CLI, free_port, serving  # noqa: F401  (re-exported)
 from tests.helpers.factories import bentoml_home
 from tests.helpers.project import CONFIG_DIR, PROJECT_ROOT, PYTHON, VENV_BIN  # noqa: F401
-from tests.helpers.servers import BENTOML_CLI, free_port, serving  # noqa: F401  (re-exported)
 
 REGRESSOR_NAME = "tagserve-diamonds"  # the importer's default model name
 CLASSIFIER_NAME = "tagserve-penguins"

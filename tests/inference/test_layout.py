@@ -34,6 +34,12 @@ def test_model_consumers_import_nothing_from_the_pipeline(part: str) -> None:
         assert "pipeline" not in imported_modules(path), f"{path} imports pipeline"
 
 
+def test_tools_outside_tests_import_nothing_from_tests() -> None:
+    tools = [*CONSUMERS, "pipeline", "artifacts", "scripts"]
+    for path in (p for part in tools for p in files(part)):
+        assert "tests" not in imported_modules(path), f"{path} imports from tests/"
+
+
 def test_the_core_needs_no_hydra_no_wandb_and_no_other_project_package() -> None:
     for path in files("inference"):
         imported = imported_modules(path)

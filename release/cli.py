@@ -10,6 +10,7 @@ import argparse
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from inference import strict_json
 from inference.cli import OneLineArgumentParser, run_command
@@ -30,31 +31,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="the git work tree to build from (default: the current folder)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    add_builds(sub)
+    add_models(sub)
+    add_tags(sub)
+    return parser
 
-    def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--model",
-            metavar="TAG",
-            help="BentoML model to ship (default: $TAGSERVE_MODEL, else bentofile.yaml's); "
-            "name or name:latest means the model labelled stage=prod",
-        )
-        p.add_argument(
-            "--allow-non-prod",
-            action="store_true",
-            help="ship an exact model tag that is not the prod model",
-        )
-        p.add_argument(
-            "--candidate",
-            metavar="TAG",
-            help="an exact model tag to ship beside the live model, for shadow and canary "
-            "(TAGSERVE_SHADOW_FRACTION, TAGSERVE_CANARY_PERCENT where it is served)",
-        )
-        p.add_argument(
-            "--base-image",
-            metavar="IMAGE",
-            help="container base image (default: $TAGSERVE_BASE_IMAGE, else bentofile.yaml's)",
-        )
 
+def model_options(p: argparse.ArgumentParser) -> None:
+    """The options of a build: which model (and candidate) it ships, on which base image."""
+    p.add_argument(
+        "--model",
+        metavar="TAG",
+        help="BentoML model to ship (default: $TAGSERVE_MODEL, else bentofile.yaml's); "
+        "name or name:latest means the model labelled stage=prod",
+    )
+    p.add_argument(
+        "--allow-non-prod",
+        action="store_true",
+        help="ship an exact model tag that is not the prod model",
+    )
+    p.add_argument(
+        "--candidate",
+        metavar="TAG",
+        help="an exact model tag to ship beside the live model, for shadow and canary "
+        "(TAGSERVE_SHADOW_FRACTION, TAGSERVE_CANARY_PERCENT where it is served)",
+    )
+    p.add_argument(
+        "--base-image",
+        metavar="IMAGE",
+        help="container base image (default: $TAGSERVE_BASE_IMAGE, else bentofile.yaml's)",
+    )
+
+
+def add_builds(sub: Any) -> None:
+    """``build`` and ``dev``."""
     p = sub.add_parser(
         "build",
         help="build <name>:<tag> from the release tag at HEAD; refuses an untagged or "
@@ -67,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bento dev-<commit>[-dirty]",
     )
     model_options(p)
+
+
+def add_models(sub: Any) -> None:
+    """``model``, ``models`` and ``example-request``: what the store holds."""
     p = sub.add_parser(
         "model",
         help="print the exact tag of the model to serve: the prod model (make serve uses it)",
@@ -86,11 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", nargs="?", default=None, help="only the models of this name")
     p.add_argument("--json", action="store_true", help="print them as JSON")
-    p = sub.add_parser("cut", help="tag HEAD with the next release version")
-    p.add_argument("part", choices=["major", "minor", "patch"], help="which number to bump")
-    p.add_argument("--dry-run", action="store_true", help="print the tag, create nothing")
-    p = sub.add_parser("latest", help="print the newest bento of the service in the store")
-    p.add_argument("--name", default=None, help="bento name (default: bentofile.yaml's)")
     p = sub.add_parser(
         "example-request",
         help="print a /predict body: the first row of the model's serving input example",
@@ -98,7 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "tag", nargs="?", default=None, help="a bento or model tag (default: the newest bento)"
     )
-    return parser
+
+
+def add_tags(sub: Any) -> None:
+    """``cut`` and ``latest``: release tags and the newest bento."""
+    p = sub.add_parser("cut", help="tag HEAD with the next release version")
+    p.add_argument("part", choices=["major", "minor", "patch"], help="which number to bump")
+    p.add_argument("--dry-run", action="store_true", help="print the tag, create nothing")
+    p = sub.add_parser("latest", help="print the newest bento of the service in the store")
+    p.add_argument("--name", default=None, help="bento name (default: bentofile.yaml's)")
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.compare import Comparison
 from serving.metrics import ShadowMetrics, shadow_metrics
 from serving.routing import CANDIDATE, SHADOWED, route_var
 from serving.shadow import Shadow, service_comparison
@@ -66,7 +67,7 @@ class ModelChoice:
         figures = service_comparison(shadow.folder, task, self.live_tag, self.candidate_tag)
         if figures is None:  # no worker has scored anything yet
             figures = {"calls_offered": 0, "calls_scored": 0, "calls_dropped": 0}
-            figures |= {**type(shadow.comparison)(task).figures(), "workers": 0}
+            figures |= {**Comparison(task).figures(), "workers": 0}
         return {**out, "scope": "service", "shadow": figures}
 
     def candidate_predictions(self, rows: Any) -> list[Any]:

@@ -18,8 +18,9 @@ else runs in one daemon thread per worker:
   ``GET /monitoring`` reads in any worker.
 
 The leader's first test after start-up waits for every worker's file (``workers``: the
-service's worker count), up to ``FIRST_WAIT_CYCLES`` cycles; a test that still covers fewer
-says so (``window.workers`` of ``window.workers_expected``, and their pids).
+service's worker count), retrying every tick for at most a cycle and at least
+``FIRST_WAIT_MIN_S``; a test that still covers fewer says so (``window.workers`` of
+``window.workers_expected``, and their pids).
 
 Each row carries which model answered it: prediction drift tests the live model's answers
 only; under a canary the candidate's answers are tested apart (``candidate_prediction``).

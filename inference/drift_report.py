@@ -243,6 +243,17 @@ def table(columns: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str
     )
 
 
+def when(stamp: Any) -> str:
+    """An ISO time as a reader writes it, to the second, in UTC; "–" for none."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(str(stamp)).astimezone(UTC)
+    except ValueError:
+        return "–" if not stamp else str(stamp)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def window_sentence(status: Mapping[str, Any]) -> str:
     """What was tested, in plain words."""
     window = status.get("window") or {}
@@ -252,11 +263,11 @@ def window_sentence(status: Mapping[str, Any]) -> str:
         if isinstance(rows, int) and isinstance(size, int)
         else f"Tested: {rows} rows, "
     )
-    said += f"from {window.get('oldest') or '–'} to {window.get('newest') or '–'}"
+    said += f"from {when(window.get('oldest'))} to {when(window.get('newest'))}"
     if window.get("workers_expected"):
         said += f", from {window.get('workers')} of the service's {window['workers_expected']} "
         said += "worker processes"
-    said += f"; tested at {status.get('evaluated_at') or '–'}."
+    said += f"; tested at {when(status.get('evaluated_at'))}."
     if window.get("min_rows", 1) > 1:
         said += f" Nothing is tested until at least {window['min_rows']:,} rows have arrived."
     return f"<p>{html.escape(said)}</p>"

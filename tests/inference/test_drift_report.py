@@ -136,8 +136,11 @@ def test_category_labels_are_whole_and_have_room(
 
 def test_the_page_speaks_plainly(reference: drift.Reference, data: pd.DataFrame) -> None:
     rows = data.sample(1_000, random_state=5)
-    page = render(status_of(reference, rows, rows["price"].to_numpy()))
+    status = status_of(reference, rows, rows["price"].to_numpy())
+    status["window"] |= {"oldest": "2026-12-06T19:12:50.462+00:00", "newest": None}
+    page = render(status)
     assert "tested from" not in page
+    assert "from 2026-12-06 19:12:50 UTC to –" in page
     assert "Nothing is tested until at least 500 rows have arrived." in page
     assert "from 2 of the service&#x27;s 2 worker processes" in page
     assert "the less likely the live values come from the reference" in page

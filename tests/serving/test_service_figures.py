@@ -271,3 +271,38 @@ def test_comparisons_merge_into_the_comparison_of_every_row() -> None:
     halves[1].add(list(labels[0][400:]), list(labels[1][400:]))
     both = Comparison.merged("classification", [h.arrays() for h in halves])
     assert both.figures() == agreed.figures()
+
+
+def test_a_shared_comparison_counts_this_servers_files_for_these_models(tmp_path: Path) -> None:
+    """``serving.shadow.service_comparison`` merges the files of this server's workers for
+    the same live model and candidate; another server's (a reused folder) or other models'
+    are left out."""
+    import os
+
+    from serving.metrics import shadow_metrics
+    from serving.shadow import SHADOW_PREFIX, Shadow, service_comparison
+
+    shadow = Shadow(
+        lambda rows: rows,
+        "regression",
+        shadow_metrics("regression"),
+        tag="cand:1",
+        live_tag="live:1",
+        folder=tmp_path,
+    )
+    shadow.comparison.add([1.0, 2.0, 3.0], [1.5, 2.0, 2.0])
+    shadow.scored, shadow.changed = 1, True
+    shadow._share(force=True)
+    mine = tmp_path / f"{SHADOW_PREFIX}{os.getpid()}.npz"
+    with np.load(mine) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    np.savez(
+        tmp_path / f"{SHADOW_PREFIX}1.npz", **arrays | {"server": np.array([os.getppid() + 1])}
+    )
+    np.savez(tmp_path / f"{SHADOW_PREFIX}2.npz", **arrays | {"models": np.array(["x:1", "y:1"])})
+    np.savez(tmp_path / f"{SHADOW_PREFIX}3.npz", **arrays)  # a second worker of this server
+    figures = service_comparison(tmp_path, "regression", "live:1", "cand:1")
+    assert figures is not None
+    assert (figures["workers"], figures["rows"], figures["calls_scored"]) == (2, 6, 2)
+    assert figures["abs_diff"]["max"] == 1.0 and figures["abs_diff"]["sum"] == 3.0
+    assert service_comparison(tmp_path, "regression", "live:1", "other:1") is None

@@ -58,7 +58,7 @@ class ServedModel:
         predicted = predict_each(
             rows, lambda part: [typed(**p) for p in state.models.predict_records(part, choice)]
         )
-        state.monitor.record(rows, predicted)
+        state.monitor.record(rows, predicted, route=choice)
         return predicted
 
     @bentoml.api(route=routes.METADATA)

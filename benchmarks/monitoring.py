@@ -140,7 +140,8 @@ def in_process_costs(setup: Any, window: int = 5_000) -> dict[str, float]:
     from serving.monitoring import Monitor
     from serving.settings import Settings
 
-    settings = replace(Settings(), monitor_window=window)
+    # One worker: its cycle tests at once (a service's first test waits for every worker).
+    settings = replace(Settings(), monitor_window=window, workers=1)
     folder = Path(tempfile.mkdtemp(dir=setup.work))
     settings = replace(settings, monitor_dir=str(folder))
     monitor = Monitor.for_model(Path(setup.model_dir).parent, settings)

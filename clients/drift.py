@@ -20,7 +20,7 @@ from clients.errors import ClientError
 from clients.io import iter_chunks
 from clients.model import ModelInfo, OfflineModel, coerced, resolve
 from inference import drift
-from inference.drift_report import render
+from inference.drift_report import p_value, render
 from inference.files import write_atomically
 
 CHUNK_ROWS = 100_000
@@ -71,10 +71,16 @@ def write_report(status: dict[str, Any], output: str) -> None:
     write_atomically(target, lambda out: out.write(page.encode("utf-8")))
 
 
+def p_phrase(value: float | None) -> str:
+    """``p=0.0012``, or ``p < 1e-300`` for one below what a float holds (the report's form)."""
+    text = p_value(value)
+    return f"p {text}" if text.startswith("<") else f"p={text}"
+
+
 def summary_line(status: dict[str, Any]) -> str:
     drifted = status["drifted"]
     family = {**status["features"], "prediction": status.get("prediction") or {}}
-    shown = ", ".join(f"{n} (p={family[n]['p_value']:.2e})" for n in drifted)
+    shown = ", ".join(f"{n} ({p_phrase(family[n]['p_value'])})" for n in drifted)
     verdict = f"drift in {shown}" if drifted else "no drift"
     return (
         f"drift: {status['rows']} rows of {status['file']} against "

@@ -5,7 +5,7 @@ compare`` prints, computed the same way in both places."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,29 @@ class Comparison:
                 "percentile_rows": int(recent.size),
             },
         }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The comparison as named arrays a ``.npz`` holds without pickle (:meth:`merged`
+        reads them back): the running totals, and a regressor's newest |diff| values."""
+        recent = np.concatenate(list(self.diffs)) if self.diffs else np.array([], np.float64)
+        totals = [self.rows, self.agreed, self.total, self.largest]
+        return {"totals": np.array(totals, dtype=np.float64), "diffs": recent}
+
+    @classmethod
+    def merged(cls, task: str, parts: Sequence[Mapping[str, np.ndarray]]) -> Comparison:
+        """One comparison of several (each worker's :meth:`arrays`): totals summed, the
+        largest |diff| the largest, the percentiles over every part's newest rows."""
+        out = cls(task)
+        for part in parts:
+            rows, agreed, total, largest = (float(v) for v in part["totals"])
+            out.rows += int(rows)
+            out.agreed += int(agreed)
+            out.total += total
+            out.largest = max(out.largest, largest)
+            if task != "classification" and len(part["diffs"]):
+                out.diffs.append(np.asarray(part["diffs"], dtype=np.float64))
+                out.kept += len(part["diffs"])
+        return out
 
     def line(self) -> str:
         """The figures in one line."""

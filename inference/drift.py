@@ -427,10 +427,7 @@ def evaluate(
             features[name] = column_report(dist, columns[name])
     prediction = None
     if reference.prediction is not None and predictions is not None and len(predictions):
-        prediction = column_report(reference.prediction, predictions)
-        prediction.pop("unknown_category_ratio", None)
-        prediction.pop("unknown_categories", None)
-        prediction.pop("reference_missing_ratio", None)
+        prediction = answers_report(reference.prediction, predictions)
     family = {**features, **({PREDICTION: prediction} if prediction else {})}
     if not tested:
         for entry in family.values():
@@ -448,6 +445,32 @@ def evaluate(
         "prediction": prediction,
         "drifted": drifted,
     }
+
+
+def answers_report(dist: Distribution, predictions: Any) -> dict[str, Any]:
+    """A model's answers against the reference's: the drift test and the missing ratio."""
+    out = column_report(dist, predictions)
+    for key in ("unknown_category_ratio", "unknown_categories", "reference_missing_ratio"):
+        out.pop(key, None)
+    return out
+
+
+def prediction_report(
+    reference: Reference, predictions: Any, *, min_rows: int = 1
+) -> dict[str, Any] | None:
+    """Another model's answers (a canary candidate's) tested against the reference's
+    predictions on their own: one test at the reference's ``alpha``, outside the live
+    model's family. Not tested below ``min_rows`` answers; None without a reference
+    prediction or without answers."""
+    if reference.prediction is None or predictions is None or not len(predictions):
+        return None
+    out = answers_report(reference.prediction, predictions)
+    out["tested"] = len(predictions) >= min_rows
+    if not out["tested"]:
+        out["statistic"] = out["p_value"] = None
+    out["detected"] = out["p_value"] is not None and out["p_value"] < reference.alpha
+    out["alpha"] = reference.alpha
+    return out
 
 
 def frame_columns(frame: pd.DataFrame, names: Sequence[str]) -> dict[str, np.ndarray]:

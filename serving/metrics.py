@@ -58,45 +58,60 @@ class ArrivalMetrics:
 
 class ShadowMetrics:
     """The shadow's comparison of the candidate with the live model, and each model's
-    latency."""
+    latency. Only the figures that mean something for the ``task``: a regressor's |diff|
+    histogram, or a classifier's agreement (a regressor's agreed rows would read 0, as if it
+    never agreed). Each metric is made once per process (``_shadow_metric``)."""
 
-    def __init__(self) -> None:
-        prom = _prom()
-        self.requests = prom.Counter(
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.requests = _shadow_metric("requests")
+        self.dropped = _shadow_metric("dropped")
+        self.rows = _shadow_metric("rows")
+        self.latency = _shadow_metric("latency")
+        regressor = task != "classification"
+        self.abs_diff: Any = _shadow_metric("abs_diff") if regressor else None
+        self.agreed: Any = None if regressor else _shadow_metric("agreed")
+        self.agreement: Any = None if regressor else _shadow_metric("agreement")
+
+
+@cache
+def _shadow_metric(name: str) -> Any:
+    prom = _prom()
+    if name == "requests":
+        return prom.Counter(
             "tagserve_shadow_requests", "Requests the candidate scored in the shadow"
         )
-        self.dropped = prom.Counter(
+    if name == "dropped":
+        return prom.Counter(
             "tagserve_shadow_dropped",
             "Shadow calls dropped: the queue was full (shed first) or the candidate failed",
             labelnames=["reason"],
         )
-        self.rows = prom.Counter("tagserve_shadow_rows", "Rows the candidate scored in the shadow")
-        self.abs_diff = prom.Histogram(
-            "tagserve_shadow_abs_diff",
-            "|candidate - live| per row (regressors)",
-            buckets=ABS_DIFF_BUCKETS,
-        )
-        self.agreed = prom.Counter(
-            "tagserve_shadow_agreed_rows", "Rows where the candidate predicts the live class"
-        )
-        self.latency = prom.Histogram(
+    if name == "rows":
+        return prom.Counter("tagserve_shadow_rows", "Rows the candidate scored in the shadow")
+    if name == "latency":
+        return prom.Histogram(
             "tagserve_model_latency_seconds",
             "Time of one model call, by model tag",
             labelnames=["model"],
         )
-        self._agreement: Any = None
-
-    def agreement_of_worker(self) -> Any:
-        """The classifiers' agreement gauge, made on first use so that a regressor's service
-        exports no such series. A ratio cannot be summed over workers: one series per worker
-        (pid label); the service's ratio is agreed_rows_total / rows_total."""
-        if self._agreement is None:
-            self._agreement = _prom().Gauge(
-                "tagserve_shadow_agreement_ratio",
-                "This worker's share of shadow rows where the candidate agrees (classifiers)",
-                multiprocess_mode="liveall",
-            )
-        return self._agreement
+    if name == "abs_diff":
+        return prom.Histogram(
+            "tagserve_shadow_abs_diff",
+            "|candidate - live| per row (regressors)",
+            buckets=ABS_DIFF_BUCKETS,
+        )
+    if name == "agreed":
+        return prom.Counter(
+            "tagserve_shadow_agreed_rows", "Rows where the candidate predicts the live class"
+        )
+    # A ratio cannot be summed over workers: one series per worker (pid label); the service's
+    # ratio is agreed_rows_total / rows_total.
+    return prom.Gauge(
+        "tagserve_shadow_agreement_ratio",
+        "This worker's share of shadow rows where the candidate agrees (classifiers)",
+        multiprocess_mode="liveall",
+    )
 
 
 def _latest(name: str, doc: str, *labels: str) -> Any:
@@ -141,6 +156,14 @@ class MonitorMetrics:
         self.prediction_detected = _latest(
             "tagserve_prediction_drift_detected", "1 if the predictions drifted"
         )
+        self.candidate_prediction_p = _latest(
+            "tagserve_candidate_prediction_drift_p_value",
+            "Drift test p-value of the canary candidate's answers (alone, not corrected)",
+        )
+        self.candidate_prediction_detected = _latest(
+            "tagserve_candidate_prediction_drift_detected",
+            "1 if the canary candidate's answers drifted (p-value below alpha)",
+        )
         self.rows = _latest("tagserve_monitor_window_rows", "Rows in the last tested window")
         self.evaluated = _latest(
             "tagserve_monitor_last_evaluation_timestamp_seconds",
@@ -162,9 +185,9 @@ def arrival_metrics() -> ArrivalMetrics:
     return ArrivalMetrics()
 
 
-@cache
-def shadow_metrics() -> ShadowMetrics:
-    return ShadowMetrics()
+def shadow_metrics(task: str) -> ShadowMetrics:
+    """The shadow's metrics for a live model of ``task`` (one task per service)."""
+    return ShadowMetrics(task)
 
 
 @cache

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from inference.compare import Comparison
 from serving.metrics import ShadowMetrics, shadow_metrics
 from serving.routing import CANDIDATE, SHADOWED, route_var
-from serving.shadow import Shadow
+from serving.shadow import Shadow, service_comparison
 
 
 def _values(predicted: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -29,36 +31,44 @@ class ModelChoice:
         candidate_tag: str = "",
         *,
         shadow_fraction: float = 0.0,
+        share_folder: Path | None = None,
     ) -> None:
         self.live, self.live_tag = live, live_tag
         self.candidate, self.candidate_tag = candidate, candidate_tag
-        self.metrics: ShadowMetrics | None = shadow_metrics() if candidate is not None else None
+        self.metrics: ShadowMetrics | None = (
+            shadow_metrics(live.task) if candidate is not None else None
+        )
         self.shadow: Shadow | None = None
         if self.metrics is not None and shadow_fraction > 0:
             self.shadow = Shadow(
-                self.candidate_predictions, live.task, self.metrics, tag=candidate_tag
+                self.candidate_predictions,
+                live.task,
+                self.metrics,
+                tag=candidate_tag,
+                live_tag=live_tag,
+                folder=share_folder,
             )
 
     def comparison(self) -> dict[str, Any] | None:
         """``/monitoring``'s ``candidate`` section: the candidate's shadow comparison with the
-        live model in this worker (each worker shadows its own requests; ``/metrics`` sums
-        them over workers), or None without a candidate."""
+        live model over the whole service (every worker's, shared through the monitoring
+        folder: ``serving.shadow``), or None without a candidate."""
         if self.candidate is None:
             return None
         out: dict[str, Any] = {"model": self.candidate_tag, "live": self.live_tag}
         if self.shadow is None:
             return {**out, "shadow": None, "reason": "not shadowing (TAGSERVE_SHADOW_FRACTION 0)"}
         shadow = self.shadow
-        return {
-            **out,
-            "scope": "this worker",
-            "shadow": {
-                "calls_offered": shadow.offered,
-                "calls_scored": shadow.scored,
-                "calls_dropped": shadow.dropped,
-                **shadow.comparison.figures(),
-            },
-        }
+        if shadow.folder is None:  # nowhere to share: this worker's own figures
+            own = {"calls_offered": shadow.offered, "calls_scored": shadow.scored}
+            own |= {"calls_dropped": shadow.dropped, **shadow.comparison.figures()}
+            return {**out, "scope": "this worker", "shadow": own}
+        task = shadow.comparison.task
+        figures = service_comparison(shadow.folder, task, self.live_tag, self.candidate_tag)
+        if figures is None:  # no worker has scored anything yet
+            figures = {"calls_offered": 0, "calls_scored": 0, "calls_dropped": 0}
+            figures |= {**Comparison(task).figures(), "workers": 0}
+        return {**out, "scope": "service", "shadow": figures}
 
     def candidate_predictions(self, rows: Any) -> list[Any]:
         """The candidate's predictions of ``rows`` (records, or a frame): the shadow's."""

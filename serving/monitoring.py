@@ -10,11 +10,20 @@ else runs in one daemon thread per worker:
 - every ``every_s`` seconds it writes that window to the service's shared monitoring folder
   (``window-<pid>.npz``: numbers, text and timestamps, no pickle; a temporary file renamed
   into place; touched when unchanged, so a file left for a few cycles is a dead worker's and
-  is ignored), then tries to become the leader (a non-blocking ``flock`` on ``leader.lock``:
+  is ignored; a worker with no rows yet writes an empty one, so the leader knows it lives),
+  then tries to become the leader (a non-blocking ``flock`` on ``leader.lock``:
   one worker holds it while it lives, another takes over when it dies). The leader merges
   every worker's file, keeps the newest ``window`` rows of the whole service by time, tests
   them, sets the gauges and writes ``result.json`` (renamed into place), which
   ``GET /monitoring`` reads in any worker.
+
+The leader's first test after start-up waits for every worker's file (``workers``: the
+service's worker count), retrying every tick for at most a cycle and at least
+``FIRST_WAIT_MIN_S``; a test that still covers fewer says so (``window.workers`` of
+``window.workers_expected``, and their pids).
+
+Each row carries which model answered it: prediction drift tests the live model's answers
+only; under a canary the candidate's answers are tested apart (``candidate_prediction``).
 
 So the gauges are one series per feature for the service whatever the worker count: only the
 leader sets them, and prometheus_client's multiprocess mode ``mostrecent`` exports the newest
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -43,11 +53,17 @@ import pandas as pd
 from inference import drift, strict_json
 from inference.files import write_atomically
 from serving.metrics import monitor_metrics
+from serving.routing import CANDIDATE, route_var
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
 RESULT_FILE, LOCK_FILE, WINDOW_PREFIX = "result.json", "leader.lock", "window-"
+WAITING = "waiting"  # Monitor.cycle: the first test waits for the other workers
 TICK_S = 1.0  # how often the queue moves into the window
+# The first test after start-up waits for every worker's window (retrying every tick) at
+# most this long: a cycle, and never less than a worker may take to load its model beside
+# another; then it tests what it has and says which workers it covers.
+FIRST_WAIT_CYCLES, FIRST_WAIT_MIN_S = 1, 20.0
 FOLDER_ENV = "PROMETHEUS_MULTIPROC_DIR"  # BentoML's per-server metrics folder, in every worker
 
 
@@ -84,6 +100,10 @@ def export(result: Mapping[str, Any]) -> None:
         m.prediction_p.set(nan_if_none(prediction["p_value"]))
         m.prediction_statistic.set(nan_if_none(prediction["statistic"]))
         m.prediction_detected.set(1.0 if prediction["detected"] else 0.0)
+    canary = result.get("candidate_prediction")
+    if canary:
+        m.candidate_prediction_p.set(nan_if_none(canary["p_value"]))
+        m.candidate_prediction_detected.set(1.0 if canary["detected"] else 0.0)
     m.rows.set(result["rows"])
     m.evaluated.set(time.time())
 
@@ -149,22 +169,25 @@ class Window:
         self.rows = 0
         self.changed = False
 
-    def add(self, batches: Sequence[tuple[float, Any, Any]]) -> None:
-        """Encode recorded batches (time, rows, predictions) into one chunk, in time order; drop
-        the chunks the window no longer needs."""
+    def add(self, batches: Sequence[tuple[float, Any, Any, bool]]) -> None:
+        """Encode recorded batches (time, rows, predictions, whether the candidate answered)
+        into one chunk, in time order; drop the chunks the window no longer needs."""
         stamps: list[float] = []
+        by_candidate: list[bool] = []
+        frame_by_candidate: list[bool] = []
         records: list[Mapping[str, Any]] = []  # /predict, /predict_batch: one pass for all
         columns: dict[str, list[Any]] = {f: [] for f in self.kinds}
         predictions: list[Any] = []
         frame_stamps: list[float] = []
         frame_predictions: list[Any] = []
-        for stamp, rows, batch_predictions in batches:
+        for stamp, rows, batch_predictions, candidate in batches:
             if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
                 got, predicted = batch_columns(rows, batch_predictions, list(self.kinds))
                 for f in self.kinds:
                     columns[f] += got[f]
                 frame_predictions += predicted
                 frame_stamps += [stamp] * len(predicted)
+                frame_by_candidate += [candidate] * len(predicted)
                 continue
             for row, item in zip(rows, batch_predictions, strict=True):
                 predicted = prediction_of(item)
@@ -172,14 +195,17 @@ class Window:
                     records.append(row)
                     predictions.append(predicted)
                     stamps.append(stamp)
+                    by_candidate.append(candidate)
         for f in self.kinds:
             columns[f] = [r.get(f) for r in records] + columns[f]
         stamps += frame_stamps
         predictions += frame_predictions
+        by_candidate += frame_by_candidate
         if not stamps:
             return
         order = np.argsort(np.array(stamps, dtype=np.float64), kind="stable")
         chunk = {"t": np.array(stamps, dtype=np.float64)[order]}
+        chunk["c"] = np.array(by_candidate, dtype=bool)[order]
         for i, (f, kind) in enumerate(self.kinds.items()):
             for part, array in encoded(columns[f], kind).items():
                 chunk[f"f{i}_{part}"] = array[order]
@@ -192,29 +218,55 @@ class Window:
             self.rows -= len(self.chunks.popleft()["t"])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The window as named arrays (``t``: each row's time; ``f<i>_v``/``_m``: feature i;
-        ``p_v``/``p_m``: the prediction), its newest ``size`` rows."""
-        names = self.chunks[0].keys() if self.chunks else ()
+        """The window as named arrays (``t``: each row's time; ``c``: whether the candidate
+        answered it; ``f<i>_v``/``_m``: feature i; ``p_v``/``p_m``: the prediction), its
+        newest ``size`` rows; empty arrays of the same names before any row."""
+        if not self.chunks:
+            empty = {"t": np.array([], dtype=np.float64), "c": np.array([], dtype=bool)}
+            for i, kind in enumerate(self.kinds.values()):
+                for part, array in encoded([], kind).items():
+                    empty[f"f{i}_{part}"] = array
+            for part, array in encoded([], self.prediction_kind).items():
+                empty[f"p_{part}"] = array
+            return empty
+        names = self.chunks[0].keys()
         return {n: np.concatenate([c[n] for c in self.chunks])[-self.size :] for n in names}
+
+
+@dataclasses.dataclass
+class Merged:
+    """The service's window: feature columns, predictions, each row's time and whether the
+    candidate answered it, oldest first; the pids of the workers whose files it merges."""
+
+    columns: dict[str, np.ndarray]
+    predictions: np.ndarray
+    stamps: np.ndarray
+    by_candidate: np.ndarray
+    pids: list[int]
 
 
 def merged(
     folder: Path, kinds: Mapping[str, str], prediction_kind: str, size: int, max_age_s: float
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
+) -> Merged:
     """Every live worker's window file merged (a file not rewritten or touched for
     ``max_age_s`` is a dead worker's, or a former server's in a reused folder, and is left
-    out): the newest ``size`` rows by time, as (feature columns, predictions, timestamps,
-    files read)."""
+    out): the newest ``size`` rows by time."""
     parts: list[dict[str, np.ndarray]] = []
+    pids: list[int] = []
     now = time.time()
     for path in sorted(folder.glob(f"{WINDOW_PREFIX}*.npz")):
         with contextlib.suppress(OSError, ValueError, KeyError):
             if now - path.stat().st_mtime > max_age_s:
                 continue
             with np.load(path) as npz:
-                parts.append({k: npz[k] for k in npz.files})
+                part = {k: npz[k] for k in npz.files}
+            part.setdefault("c", np.zeros(len(part["t"]), dtype=bool))
+            pid = int(path.stem[len(WINDOW_PREFIX) :])
+            parts.append(part)
+            pids.append(pid)
     if not parts:
-        return {f: np.array([]) for f in kinds}, np.array([]), np.array([]), 0
+        empty = np.array([])
+        return Merged({f: empty for f in kinds}, empty, empty, empty.astype(bool), [])
     stamps = np.concatenate([p["t"] for p in parts])
     order = np.argsort(stamps, kind="stable")[-size:]
     columns = {}
@@ -224,7 +276,9 @@ def merged(
         columns[f] = decoded(joined, kind)[order]
     names = ("v", "m") if prediction_kind == drift.CATEGORY else ("v",)
     joined = {n: np.concatenate([p[f"p_{n}"] for p in parts]) for n in names}
-    return columns, decoded(joined, prediction_kind)[order], stamps[order], len(parts)
+    predictions = decoded(joined, prediction_kind)[order]
+    by_candidate = np.concatenate([p["c"] for p in parts]).astype(bool)[order]
+    return Merged(columns, predictions, stamps[order], by_candidate, pids)
 
 
 def iso(stamp: float | None) -> str | None:
@@ -249,13 +303,17 @@ class Monitor:
         min_rows: int = 500,
         every_s: float = 30.0,
         folder: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.reference = reference
+        self.workers = workers  # the service's worker count: the first test waits for all
+        self.first_deadline: float | None = None  # set by the first test's first attempt
+        self.tested_once = False
         self.enabled = enabled and reference is not None
         self.reason = reason
         self.window_size, self.min_rows, self.every_s = window, min_rows, every_s
         self.folder = folder
-        self.queue: collections.deque[tuple[float, Any, Any]] = collections.deque()
+        self.queue: collections.deque[tuple[float, Any, Any, bool]] = collections.deque()
         self.queued_rows = 0
         self.capacity = max(window, 10_000)  # rows queued between two ticks
         # A worker rewrites or touches its window file every cycle: one older than a few
@@ -281,6 +339,7 @@ class Monitor:
             "window": settings.monitor_window,
             "min_rows": settings.monitor_min_rows,
             "every_s": settings.monitor_every_s,
+            "workers": settings.workers,
         }
         if not settings.monitor:
             return cls(None, enabled=False, reason="turned off (TAGSERVE_MONITOR=off)", **options)
@@ -307,18 +366,21 @@ class Monitor:
 
     # -- the request path ------------------------------------------------------------------
 
-    def record(self, rows: Any, predictions: Any) -> None:
+    def record(self, rows: Any, predictions: Any, route: str | None = None) -> None:
         """Queue validated ``rows`` (records or a DataFrame) and their ``predictions``
-        (prediction objects, or the values) for the window. Never blocks on work, never raises."""
+        (prediction objects, or the values) for the window; ``route``: the model route that
+        answered them (``serving.routing``; default: the request's). Never blocks on work,
+        never raises."""
         if not self.enabled:
             return
         try:
             n = len(rows)
+            candidate = (route or route_var.get()) == CANDIDATE
             with self.lock:
                 full = self.queued_rows + n > self.capacity
                 if not full:
                     self.queued_rows += n
-                    self.queue.append((time.time(), rows, predictions))
+                    self.queue.append((time.time(), rows, predictions, candidate))
             if full:
                 monitor_metrics().dropped.inc(n)
         except Exception:  # monitoring must never fail a request
@@ -353,8 +415,8 @@ class Monitor:
             try:
                 self.collect()
                 if time.monotonic() >= next_cycle:
-                    next_cycle = time.monotonic() + self.every_s
-                    self.cycle()
+                    waiting = self.cycle() == WAITING
+                    next_cycle = time.monotonic() + (TICK_S if waiting else self.every_s)
             except Exception:  # keep monitoring; say what went wrong
                 logger.exception("monitoring: a cycle failed")
 
@@ -368,20 +430,39 @@ class Monitor:
         if batches:
             self.window.add(batches)
 
-    def cycle(self) -> None:
-        """Write this worker's window; if this worker leads, test the service's window."""
+    def cycle(self) -> str:
+        """Write this worker's window; if this worker leads, test the service's window.
+        Returns ``WAITING`` while the first test waits for the other workers' windows."""
         path = self.folder / f"{WINDOW_PREFIX}{os.getpid()}.npz"
-        if self.window.changed:
+        if self.window.changed or not path.exists():  # an empty file says: this worker lives
             self.window.changed = False
             arrays = self.window.arrays()
             write_atomically(path, lambda out: np.savez(out, **arrays))
-        elif self.window.rows:
-            try:
+        else:
+            with contextlib.suppress(OSError):  # gone meanwhile: rewritten next cycle
                 os.utime(path)  # still alive: its rows still count
-            except OSError:  # the file is gone (a cleaned folder): write it next cycle
-                self.window.changed = True
-        if self.lead():
-            self.evaluate()
+        if not self.lead():
+            return ""
+        if not self.tested_once and self.waits_for_workers():
+            return WAITING
+        self.evaluate()
+        self.tested_once = True
+        return ""
+
+    def waits_for_workers(self) -> bool:
+        """Whether the first test should wait: some worker's window is missing, and the
+        bound (``FIRST_WAIT_CYCLES`` cycles, at least ``FIRST_WAIT_MIN_S``, after the first
+        attempt) is not reached."""
+        now = time.monotonic()
+        if self.first_deadline is None:
+            self.first_deadline = now + max(FIRST_WAIT_CYCLES * self.every_s, FIRST_WAIT_MIN_S)
+        if now >= self.first_deadline:
+            return False
+        alive = time.time() - self.max_age_s
+        files = self.folder.glob(f"{WINDOW_PREFIX}*.npz")
+        with contextlib.suppress(OSError):
+            return sum(1 for f in files if f.stat().st_mtime >= alive) < self.workers
+        return True
 
     def lead(self) -> bool:
         if self.leader_fd is not None:
@@ -397,10 +478,17 @@ class Monitor:
 
     def evaluate(self) -> dict[str, Any]:
         """Test the service's newest window, set the gauges, publish ``result.json``."""
-        columns, predictions, stamps, files = merged(
+        window = merged(
             self.folder, self.kinds, self.prediction_kind, self.window_size, self.max_age_s
         )
-        result = drift.evaluate(self.reference, columns, predictions, min_rows=self.min_rows)
+        stamps, by_candidate = window.stamps, window.by_candidate
+        live = window.predictions[~by_candidate]
+        result = drift.evaluate(self.reference, window.columns, live, min_rows=self.min_rows)
+        if by_candidate.any():
+            canary = window.predictions[by_candidate]
+            result["candidate_prediction"] = drift.prediction_report(
+                self.reference, canary, min_rows=self.min_rows
+            )
         export(result)
         status = {
             "enabled": True,
@@ -415,7 +503,11 @@ class Monitor:
                 "newest": iso(float(stamps[-1])) if len(stamps) else None,
                 "oldest_unix": float(stamps[0]) if len(stamps) else None,
                 "newest_unix": float(stamps[-1]) if len(stamps) else None,
-                "workers": files,
+                "workers": len(window.pids),
+                "workers_expected": self.workers,
+                "worker_pids": window.pids,
+                "live_rows": int(len(live)),
+                "candidate_rows": int(by_candidate.sum()),
             },
             **result,
             "reference": self.reference.describe(),
@@ -436,7 +528,10 @@ class Monitor:
         except (OSError, ValueError):
             return {
                 "enabled": True,
-                "reason": f"not evaluated yet (every {self.every_s:g} s)",
+                "reason": (
+                    f"not evaluated yet: tested every {self.every_s:g} s, the first time "
+                    "once every worker has written its rows"
+                ),
                 "evaluated_at": None,
                 "window": {"rows": 0, "size": self.window_size, "min_rows": self.min_rows},
                 "reference": self.reference.describe(),

@@ -461,7 +461,9 @@ def monitoring_operations() -> dict[str, dict[str, Any]]:
         "required": ["enabled"],
         "description": "the last drift and data-quality test of the traffic: per feature "
         "`statistic`, `p_value`, `detected`, `missing_ratio`, `unknown_category_ratio` or "
-        "`out_of_range_ratio`; `prediction`; `drifted`; `window`; `reference`; "
+        "`out_of_range_ratio`; `prediction` (the live model's answers); "
+        "`candidate_prediction` (a canary's answers, tested apart); `drifted`; `window`; "
+        "`reference`; "
         "`evaluated_at`. Unmonitored: `enabled` false and the `reason`.",
         "properties": {
             "enabled": {"type": "boolean"},
@@ -473,8 +475,8 @@ def monitoring_operations() -> dict[str, dict[str, Any]]:
             "candidate": {
                 "type": "object",
                 "description": "with a candidate (TAGSERVE_CANDIDATE): its shadow comparison "
-                "with the live model in the worker that answers (rows, |candidate - live| or "
-                "agreement, calls offered, scored, dropped)",
+                "with the live model over every worker, the same in each (rows, "
+                "|candidate - live| or agreement, calls offered, scored, dropped)",
             },
         },
     }
@@ -486,8 +488,8 @@ def monitoring_operations() -> dict[str, dict[str, Any]]:
             tag="Service APIs",
         ),
         MONITORING_REPORT: get(
-            "The same as an HTML page: reference against live distribution per feature "
-            "(inline SVG, no script), drifted features first.",
+            "The same as an HTML page: reference against live distribution per feature and "
+            "for the prediction (inline SVG, no script), drifted first.",
             {"200": text_answer("the report page", "text/html")},
             tag="Service APIs",
         ),

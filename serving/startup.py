@@ -19,7 +19,7 @@ from serving import bentoml_private
 from serving.candidates import checked_candidate
 from serving.loading import load_served, model_contract
 from serving.model_choice import ModelChoice
-from serving.monitoring import Monitor
+from serving.monitoring import Monitor, shared_folder
 from serving.schema import build_prediction_model, build_record_model
 from serving.settings import Settings, source_revision
 from serving.state import ServiceState
@@ -97,6 +97,7 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
         candidate,
         plan.candidate_tag,
         shadow_fraction=plan.settings.shadow_fraction,
+        share_folder=shared_folder(plan.settings.monitor_dir),
     )
     # Live monitoring (serving.monitoring): every route records its rows and predictions.
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.drift import p_phrase
 from tests.helpers.monitoring import (
     FEATURES,
     MonitoredModel,
@@ -74,3 +75,12 @@ def test_bad_input_is_one_error_line(
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert message in done.stderr
+
+
+def test_the_summary_line_prints_p_values_as_the_report_does() -> None:
+    assert [p_phrase(p) for p in (0.0, 1e-320, 3.1e-9, 0.0123)] == [
+        "p < 1e-300",
+        "p < 1e-300",
+        "p=3.1e-09",
+        "p=0.0123",
+    ]

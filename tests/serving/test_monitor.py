@@ -107,3 +107,78 @@ def test_an_unwritable_shared_folder_leaves_the_service_unmonitored(tmp_path: Pa
     status = monitor.status()
     assert status["enabled"] is False and "cannot write" in status["reason"]
     monitor.record([{"carat": 1.0}], [1.0])  # still never raises
+
+
+def test_the_first_test_waits_for_every_worker_then_says_what_it_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' monitors in one folder: the leader's first test waits until the other's
+    window is written, and covers both; alone past the bound, it tests and says 1 of 2."""
+    reference = small_reference()
+    data = diamonds_with_gaps().sample(600, random_state=2)
+    answers = [{"prediction": p} for p in data["price"]]
+    options = {"enabled": True, "window": 1_000, "min_rows": 10, "every_s": 60, "workers": 2}
+    leader, other = (monitoring.Monitor(reference, folder=tmp_path, **options) for _ in range(2))
+    leader.record(as_records(data.iloc[:300]), answers[:300])
+    other.record(as_records(data.iloc[300:]), answers[300:])
+    for monitor in (leader, other):
+        monitor.collect()
+    # Both monitors share one pid here: the other worker's file gets a pid of its own.
+    assert leader.cycle() == monitoring.WAITING  # leads, and waits for the other worker
+    assert not (tmp_path / monitoring.RESULT_FILE).exists()
+    arrays = other.window.arrays()
+    np.savez(tmp_path / f"{monitoring.WINDOW_PREFIX}{os.getpid() + 1}.npz", **arrays)
+    assert leader.cycle() == ""
+    status = leader.status()
+    assert status["window"]["rows"] == 600
+    assert status["window"]["workers"] == status["window"]["workers_expected"] == 2
+    assert sorted(status["window"]["worker_pids"]) == [os.getpid(), os.getpid() + 1]
+
+    # Alone: once the bound has passed, it tests what it has and says so.
+    monkeypatch.setattr(monitoring, "FIRST_WAIT_MIN_S", 0.0)
+    alone_folder = tmp_path / "alone"
+    alone_folder.mkdir()
+    alone = monitoring.Monitor(reference, folder=alone_folder, **options | {"every_s": 0.05})
+    alone.record(as_records(data.iloc[:300]), answers[:300])
+    alone.collect()
+    assert alone.cycle() == monitoring.WAITING
+    time.sleep(0.1)
+    assert alone.cycle() == ""
+    window = alone.status()["window"]
+    assert (window["workers"], window["workers_expected"]) == (1, 2)
+    assert window["worker_pids"] == [os.getpid()] and window["rows"] == 300
+
+
+def test_prediction_drift_tests_the_live_answers_and_the_canarys_apart(tmp_path: Path) -> None:
+    """Rows the candidate answered (the canary) are in the feature tests, not in the live
+    model's prediction test; the candidate's answers get a test of their own."""
+    from serving.routing import CANDIDATE, LIVE
+
+    reference = small_reference()
+    data = diamonds_with_gaps().sample(1_000, random_state=3)
+    price = data["price"].to_numpy()
+    monitor = monitoring.Monitor(
+        reference, enabled=True, window=2_000, min_rows=100, folder=tmp_path
+    )
+    monitor.record(as_records(data.iloc[:700]), [{"prediction": p} for p in price[:700]])
+    canary = price[700:] * 3  # a candidate whose answers are far off
+    monitor.record(as_records(data.iloc[700:]), list(canary), route=CANDIDATE)
+    monitor.record(data[FEATURES].iloc[:0], [], route=LIVE)  # an empty frame changes nothing
+    monitor.collect()
+    assert monitor.cycle() == ""  # one worker: its own window is every worker's
+    status = monitor.status()
+    assert status["window"]["rows"] == 1_000
+    assert (status["window"]["live_rows"], status["window"]["candidate_rows"]) == (700, 300)
+    assert status["prediction"]["rows"] == 700 and not status["prediction"]["detected"]
+    assert "prediction" not in status["drifted"]
+    expected = drift.evaluate(
+        reference, drift.frame_columns(data, FEATURES), price[:700], min_rows=100
+    )
+    assert status["prediction"]["p_value"] == pytest.approx(
+        expected["prediction"]["p_value"], rel=1e-12
+    )
+    canary_test = status["candidate_prediction"]
+    assert canary_test["rows"] == 300 and canary_test["detected"]
+    assert canary_test["p_value"] == pytest.approx(
+        drift.prediction_report(reference, canary, min_rows=100)["p_value"], rel=1e-12
+    )

@@ -53,7 +53,12 @@ def test_an_unmonitored_service_says_why(server: str, models: Models) -> None:
     page = httpx.get(f"{server}/monitoring/report", timeout=10)
     assert page.status_code == 200 and "Not monitored" in page.text
     off = SimpleNamespace(
-        monitor=False, monitor_window=10, monitor_min_rows=1, monitor_every_s=1, monitor_dir=None
+        monitor=False,
+        monitor_window=10,
+        monitor_min_rows=1,
+        monitor_every_s=1,
+        monitor_dir=None,
+        workers=1,
     )
     folder = models.mlflow_folder(models.regressor).parent
     assert monitoring.Monitor.for_model(folder, off).status() == {

@@ -59,9 +59,13 @@ def test_a_slow_candidate_never_delays_the_live_answer_and_drops_are_counted(
     choice = ModelChoice(live, models.regressor, slow, "slow:v1", shadow_fraction=1.0)
     # A small queue, so that the drops are seen with a few calls.
     choice.shadow = shadow = Shadow(
-        choice.candidate_predictions, "regression", shadow_metrics(), tag="slow:v1", maxsize=4
+        choice.candidate_predictions,
+        "regression",
+        shadow_metrics("regression"),
+        tag="slow:v1",
+        maxsize=4,
     )
-    dropped_metric = shadow_metrics().dropped.labels(reason="queue_full")
+    dropped_metric = shadow_metrics("regression").dropped.labels(reason="queue_full")
     dropped_before = dropped_metric._value.get()
     answers: list[Any] = []
 
@@ -95,7 +99,7 @@ def test_a_classifier_candidate_is_compared_by_agreement(
     features = [c.name for c in loaded(models, models.classifier).contract.columns]
     rows = json.loads(penguins()[features].head(60).to_json(orient="records"))
     live, candidate = loaded(models, models.classifier), loaded(models, classifier_candidate)
-    metrics = shadow_metrics()
+    metrics = shadow_metrics("classification")
     choice = ModelChoice(live, models.classifier, candidate, classifier_candidate)
     choice.shadow = shadow = Shadow(
         choice.candidate_predictions,
@@ -125,4 +129,4 @@ def test_a_classifier_candidate_is_compared_by_agreement(
     assert metrics.rows._value.get() - rows_before == len(rows)
     assert metrics.agreed._value.get() - agreed_before == agreed
     assert 0 < agreed < len(rows)  # the candidate differs, and not everywhere
-    assert metrics.agreement_of_worker()._value.get() == agreed / len(rows)
+    assert metrics.agreement._value.get() == agreed / len(rows)

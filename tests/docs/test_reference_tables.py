@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from serving.routes import API_PAGE
 from tests.helpers.docs import DOCS, section, table_first_cells
 from tests.helpers.project import PROJECT_ROOT
 from tests.helpers.service_models import Models, bentoml_home, load_service
@@ -66,7 +67,7 @@ def answered(models: Models) -> set[tuple[str, str]]:
     operations: dict[str, Any] = json.loads(service.inner.plan.openapi_body)["paths"]
     routes = {(m.upper(), p) for p, ops in operations.items() for m in ops}
     assert ("POST", "/predict") in routes and ("GET", "/readyz") in routes
-    return routes | {("GET", "/docs.json"), ("GET", "/")}
+    return routes | {("GET", "/docs.json"), ("GET", "/"), ("GET", API_PAGE)}
 
 
 def test_every_route_the_service_answers_is_in_the_routes_table(answered):

@@ -88,7 +88,9 @@ def create_service(settings: Settings | None = None) -> Any:
     except TagserveError as exc:
         raise bentoml.exceptions.NotFound(str(exc)) from None
     model_tag = str(bento_model.tag)
-    contract = model_contract(bento_model)
+    # The model's domain, refused outside or accepted as TAGSERVE_UNKNOWN_CATEGORIES and
+    # TAGSERVE_OUT_OF_RANGE say: every route validates through this contract.
+    contract = model_contract(bento_model).enforcing(settings.domain_policy)
     settings = settings.with_body_cap(len(contract.columns))
     revision = source_revision(args)
     # issue 17: the candidate, checked here (in `bentoml serve` itself): refused in one line.
@@ -268,6 +270,7 @@ def create_service(settings: Settings | None = None) -> Any:
                     "startup": self.model.fast_report,
                 },
                 limits=settings.limits(),
+                domain={"columns": contract.domain, "enforced": settings.domain_enforced()},
                 batching={"model_calls": self.batch_calls, "rows": self.batch_rows},
                 candidate=describe_candidate(
                     candidate_bento,

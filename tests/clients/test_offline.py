@@ -276,7 +276,7 @@ def test_bad_input_is_one_error_line(world, tmp_path, capsys):
             str(tmp_path / "o2.csv"),
             *model,
         ],
-        "column 'depth' in row 3: 1e+300 is outside the range": [
+        "column 'depth' in row 4: 1e+300 is outside the range": [  # 1-based data rows
             "score",
             str(tmp_path / "huge.csv"),
             str(tmp_path / "o11.csv"),

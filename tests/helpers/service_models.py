@@ -58,8 +58,30 @@ def train_and_log(
         frame = diamonds_sample() if frame is None else frame
         target, feats, stratify = "price", features("diamonds"), None
     return log_trained(
-        home, project, frame, target, feats, classifier=classifier, seed=seed, stratify=stratify
+        home,
+        project,
+        frame,
+        target,
+        feats,
+        classifier=classifier,
+        seed=seed,
+        stratify=stratify,
+        rules=pipeline_rules("penguins" if classifier else "diamonds"),
     )
+
+
+def pipeline_rules(name: str) -> dict[str, Any]:
+    """The shipped config's cleaning rules and data checks of data set ``name`` (composed as
+    the pipeline composes them: the checks' categories interpolate the features)."""
+    config = OmegaConf.create(
+        {
+            "features": OmegaConf.load(CONFIG_DIR / "features" / f"{name}.yaml"),
+            "clean": OmegaConf.load(CONFIG_DIR / "clean" / f"{name}.yaml"),
+            "checks": OmegaConf.load(CONFIG_DIR / "checks" / f"{name}.yaml"),
+        }
+    )
+    container = OmegaConf.to_container(config, resolve=True)
+    return {"clean": container["clean"], "checks": container["checks"]}
 
 
 def log_trained(
@@ -72,6 +94,7 @@ def log_trained(
     classifier: bool,
     seed: int = 0,
     stratify: str | None = None,
+    rules: dict[str, Any] | None = None,
 ) -> str:
     """Fit and export a tiny model of ``frame`` as the pipeline does (``pipeline.train.fit``
     and ``export_model``), log it as the next ``model_export`` of ``project`` in the local
@@ -84,7 +107,7 @@ def log_trained(
     model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
     export = home / "exports" / f"{project}-{seed}"
     export.parent.mkdir(parents=True, exist_ok=True)
-    export_model(model, export, frame[feature_columns(feats)], {"target": target})
+    export_model(model, export, frame[feature_columns(feats)], {"target": target}, rules)
     store = LocalArtifactStore(home / "store" / project)
     version = store.log_artifact(
         export,

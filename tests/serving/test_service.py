@@ -184,7 +184,7 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     assert meta.engine.startswith("numpy+numba-forest")
     assert meta.fast_path["import"]["exact"] and meta.fast_path["startup"]["exact"]
     rows = records(home.example(home.classifier))
-    rows += [{**rows[0], "sex": None}, {**rows[1], "island": "Atlantis", "body_mass_g": None}]
+    rows += [{**rows[0], "sex": None}, {**rows[1], "body_mass_g": None}]
     frame = records_frame(rows, service.contract)  # what the service hands the model
     reference = native(home, home.classifier)
     labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
@@ -193,6 +193,13 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     for answers in (batch, singles):
         assert [a.prediction for a in answers] == labels
         assert [list(a.probabilities.values()) for a in answers] == proba  # exact floats
+    # An island the model never saw reaches it only with TAGSERVE_UNKNOWN_CATEGORIES=accept:
+    # the fast path answers it as sklearn does too.
+    unknown = {**rows[1], "island": "Atlantis", "body_mass_g": None}
+    (answer,) = service.model.answer_records([unknown])
+    frame = records_frame([unknown], service.contract)
+    assert answer["prediction"] == reference.predict(frame).tolist()[0]
+    assert list(answer["probabilities"].values()) == reference.predict_proba(frame).tolist()[0]
 
     regressor_meta = client.get("/metadata").json()
     assert regressor_meta["engine"].startswith("numpy+numba-forest")

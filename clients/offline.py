@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.io import Manifest, PartWriter, count_rows
+from clients.errors import ClientError
+from clients.io import PREDICTION, Manifest, PartWriter, count_rows
 from clients.model import ModelInfo, OfflineModel
 
 DEFAULT_CHUNK_SIZE = 50_000
@@ -49,14 +50,36 @@ def score_file(
     overwrite: bool = False,
     progress: bool = True,
     threads: int = 1,
+    keep_input: bool = False,
 ) -> ScoreSummary:
-    """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``);
-    ``threads``: of the fast path's forest (the same predictions)."""
-    from tqdm import tqdm
-
+    """Score ``input`` with the model ``info`` into ``output`` (id column, the model's input
+    columns with ``keep_input``, ``prediction``); ``threads``: of the fast path's forest (the
+    same predictions). A run that fails removes its partial output (an interrupted one keeps
+    it, to resume)."""
+    if keep_input and PREDICTION in info.features:
+        raise ClientError(f"--keep-input: the model has an input column named {PREDICTION!r}")
     # loaded with the first chunk, once that chunk fits the model
     model = OfflineModel(info, threads=threads)
-    writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
+    manifest = Manifest.for_job(input, info.ref, id_column, keep_input)
+    writer = PartWriter(output, manifest, overwrite=overwrite)
+    try:
+        return _score(input, info, model, writer, chunk_size, progress, keep_input)
+    except Exception:
+        writer.abandon()
+        raise
+
+
+def _score(
+    input: str | Path,
+    info: ModelInfo,
+    model: OfflineModel,
+    writer: PartWriter,
+    chunk_size: int,
+    progress: bool,
+    keep_input: bool,
+) -> ScoreSummary:
+    from tqdm import tqdm
+
     resumed_from = writer.rows_done
     total = count_rows(input)
     bar = tqdm(
@@ -74,8 +97,8 @@ def score_file(
         for chunk in writer.remaining_chunks(
             input, chunk_size, columns=info.features, dtypes=info.dtypes
         ):
-            predictions = model.predict(chunk)
-            writer.write(writer.ids_of(chunk), predictions)
+            X = model.inputs(chunk)
+            writer.write(writer.ids_of(chunk), model.predict_inputs(X), X if keep_input else None)
             scored += len(chunk)
             bar.update(len(chunk))
     writer.finish()

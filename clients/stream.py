@@ -318,7 +318,9 @@ class _Runner:
                 if not shed:
                     self.summary.requests += 1
                     self.summary.errors += 1
-                    raise _Fatal(f"rows {int(chunk.index[0])}-{int(chunk.index[-1])}: {problem}")
+                    # rows as a person counts them: the first data row of the file is 1
+                    first, last = int(chunk.index[0]) + 1, int(chunk.index[-1]) + 1
+                    raise _Fatal(f"rows {first}-{last}: {problem}")
                 retry_after = response.headers.get("retry-after")
             self.summary.requests += 1
             delay = retrying.next_delay(retry_after if shed else None)

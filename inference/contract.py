@@ -292,12 +292,14 @@ def signature_of(mlmodel: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_contract(folder: Path) -> Contract:
-    """The contract of the MLflow model ``folder``, from its MLmodel file (nothing loaded)."""
+def read_contract(folder: Path, domain: Mapping[str, Any] | None = None) -> Contract:
+    """The contract of the MLflow model ``folder``, from its MLmodel file (nothing loaded),
+    with the model's ``domain`` as its import recorded it (``inference.domain``), if given."""
     mlmodel = read_mlmodel(folder)
-    return contract_from_signature(
-        signature_of(mlmodel).get("inputs"), mlmodel.get("metadata") or {}
-    )
+    metadata = dict(mlmodel.get("metadata") or {})
+    if domain:
+        metadata[DOMAIN_METADATA] = dict(domain)
+    return contract_from_signature(signature_of(mlmodel).get("inputs"), metadata)
 
 
 # --- the service: strict ---------------------------------------------------------------------

@@ -217,3 +217,64 @@ def policy_from_env() -> Policy:
     """``TAGSERVE_UNKNOWN_CATEGORIES`` and ``TAGSERVE_OUT_OF_RANGE`` (``accept|refuse``): the
     service's settings, and the clients' (score, spark) through the same variables."""
     return Policy(env_choice(UNKNOWN_CATEGORIES_ENV), env_choice(OUT_OF_RANGE_ENV))
+
+
+# --- the CSV form of a bounded number (the OpenAPI document's CSV pattern) -------------------
+
+# A CSV number's integer digits and fraction digits at most, as inference.contract's patterns.
+INT_DIGITS, FRACTION_DIGITS = 9, 8
+
+
+def int_range_pattern(low: int, high: int) -> str:
+    """A regular expression of the integers ``low`` to ``high`` (0 <= low <= high), written
+    without leading zeros: per digit count, aligned blocks (``4[0-9]``, ``80``)."""
+    parts = []
+    for digits in range(len(str(low)), len(str(high)) + 1):
+        start = max(low, 10 ** (digits - 1) if digits > 1 else 0)
+        end = min(high, 10**digits - 1)
+        if digits > 1 and (start, end) == (10 ** (digits - 1), 10**digits - 1):
+            parts.append(f"[1-9][0-9]{{{digits - 1}}}")  # every number of this many digits
+            continue
+        while start <= end:
+            width = 0  # the largest aligned block of 10**width numbers from start within end
+            while start % 10 ** (width + 1) == 0 and start + 10 ** (width + 1) - 1 <= end:
+                width += 1
+            prefix = str(start)[: len(str(start)) - width] if width else str(start)
+            parts.append(prefix + "[0-9]" * width)
+            start += 10**width
+    return "|".join(parts)
+
+
+def range_csv_pattern(bounds: Range, whole: bool) -> str | None:
+    """A regular expression of plain CSV numbers (decimal notation) within ``bounds``: every
+    such integer, every fraction but near a non-integer upper bound or just above a lower
+    one's first decimal (a subset there: a regular expression states no numeric order), or
+    None where it cannot say (a bound below 0, or no lower bound)."""
+    from decimal import Decimal
+
+    if bounds.low is None or bounds.low < 0:
+        return None
+    low, high = Decimal(repr(float(bounds.low))), bounds.high
+    top = Decimal(10**INT_DIGITS - 1) if high is None else Decimal(repr(float(high)))
+    first = int(low) + 1 if bounds.low_exclusive or low != int(low) else int(low)
+    # the top integer takes no fraction if the bound is it (or below the next fraction)
+    last = int(top) - 1 if bounds.high_exclusive and top == int(top) else int(top)
+    zeros = rf"(\.0{{1,{FRACTION_DIGITS}}})?"
+    any_fraction = rf"(\.[0-9]{{1,{FRACTION_DIGITS}}})?"
+    alternatives = []
+    if first <= last - 1:
+        tail = zeros if whole else any_fraction
+        alternatives.append(f"({int_range_pattern(first, last - 1)}){tail}")
+    if first <= last:
+        alternatives.append(f"{last}{zeros}")
+    if not whole and int(low) < first:  # values between the lower bound and the next integer
+        below = int(low)
+        if bounds.low_exclusive and low == below:
+            alternatives.append(rf"{below}\.[0-9]{{0,{FRACTION_DIGITS - 1}}}[1-9]")
+        else:
+            tenths = (low - below) * 10
+            digit = int(tenths) if tenths == int(tenths) and not bounds.low_exclusive else None
+            digit = int(tenths) + 1 if digit is None else digit
+            if digit <= 9 and below + Decimal(digit) / 10 < top:
+                alternatives.append(rf"{below}\.[{digit}-9][0-9]{{0,{FRACTION_DIGITS - 1}}}")
+    return "|".join(alternatives) or None

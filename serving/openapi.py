@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from inference.contract import TYPES, Column, Contract
-from inference.domain import Range
+from inference.domain import Range, range_csv_pattern
 from serving.candidates import HIDDEN_PREFIX
 from serving.protocol import CSV, JSON
 from serving.schema import Metadata
@@ -276,14 +276,16 @@ def csv_value(kind: str) -> str:
 
 def csv_domain_value(column: Column) -> str | None:
     """One CSV value of a column with a domain, or None (none: its type's pattern): a closed
-    column's categories; a bounded number column's sample of values within its bounds (a
-    regular expression cannot state a numeric range; the sample is enough to generate from)."""
+    column's categories; a bounded number column's numbers within its bounds
+    (``inference.domain.range_csv_pattern``), else a sample of them."""
     if column.categories is not None:
         fields = [csv_header_field(str(c)) for c in column.categories]
         plain = [f for f in fields if f not in PANDAS_NA_WORDS and f.strip() == f and f]
         return "|".join(literal(f) for f in plain) or None
     if column.range is not None:
-        return "|".join(literal(v) for v in range_samples(column.range, TYPES[column.type].whole))
+        whole = TYPES[column.type].whole
+        pattern = range_csv_pattern(column.range, whole)
+        return pattern or "|".join(literal(v) for v in range_samples(column.range, whole))
     return None
 
 

@@ -650,6 +650,22 @@ def range_mask(numbers: np.ndarray, bounds: Range) -> np.ndarray:
     return ok
 
 
+def domain_mask(frame: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Where the rows of ``frame`` (typed as the model's input) lie within the contract's
+    domain (a missing value does): the rows a benchmark or a test may send and get served."""
+    ok = np.ones(len(frame), dtype=bool)
+    for col in contract.columns:
+        if col.name not in frame.columns:
+            continue
+        values = frame[col.name]
+        if col.categories is not None:
+            ok &= (values.isin(col.categories) | values.isna()).to_numpy()
+        elif col.range is not None:
+            numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            ok &= range_mask(numbers, col.range) | np.isnan(numbers)
+    return ok
+
+
 def check_domain(values: np.ndarray, col: Column, positions: np.ndarray | None) -> None:
     """Raise InputError naming the column, the row (``positions``, as :func:`_row`), the value
     and what the column takes, for the first of ``values`` (typed, none missing) outside the

@@ -379,3 +379,18 @@ def test_a_bounded_number_csv_pattern_takes_only_numbers_within_its_bounds(
     if high is not None and float(high).is_integer():
         assert pattern.match(f"{high:g}")
     assert not pattern.match("-5")
+
+
+def test_domain_mask_keeps_the_rows_the_contract_takes() -> None:
+    """The rows a benchmark may send: inside the domain, or missing there."""
+    from inference.contract import domain_mask
+
+    frame = pd.DataFrame(
+        {
+            "carat": [0.5, -5.0, None, 0.5, 6.0],
+            "x": [1.0, 1.0, 1.0, 0.0, None],
+            "cut": ["Ideal", "Ideal", None, "Ideal", "ideal"],
+            "note": ["a", "b", "c", "d", "e"],
+        }
+    )
+    assert domain_mask(frame, domain_contract()).tolist() == [True, False, True, False, False]

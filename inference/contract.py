@@ -484,18 +484,19 @@ def _checked(values: np.ndarray, col: Column, first_row: int = 0) -> np.ndarray:
     if any_missing and col.required:
         rows = (np.flatnonzero(missing)[:5] + first_row).tolist()
         raise InputError(f"column {col.name!r} is required but null in row(s) {rows}")
-    if any_missing:
-        positions = np.flatnonzero(~missing) + first_row
+    where = np.flatnonzero(~missing) if any_missing else None  # the present values' rows
+    if where is not None:
+        positions = where + first_row
     else:
         positions = np.arange(len(values)) + first_row if first_row else None
     present = values[~missing] if any_missing else values
     typed = _typed(present, col, positions)
     check_domain(typed, col, positions)
-    if not any_missing:
+    if where is None:
         return typed
     dtype = dtype_for(col.type, True)
     out = np.full(len(values), np.nan, dtype=dtype)
-    out[positions] = typed
+    out[where] = typed
     return out
 
 

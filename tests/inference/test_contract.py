@@ -394,3 +394,14 @@ def test_domain_mask_keeps_the_rows_the_contract_takes() -> None:
         }
     )
     assert domain_mask(frame, domain_contract()).tolist() == [True, False, True, False, False]
+
+
+def test_csv_rows_counted_from_one_keep_missing_values_in_place() -> None:
+    """A CSV body's rows are named from 1; the missing values stay where they were."""
+    frame = pd.DataFrame({"carat": [0.3, 1.0, 2.5], "year": [None, 2007.0, None], "cut": "a"})
+    out = validate(frame, CONTRACT, first_row=1)
+    assert out["year"].isna().tolist() == [True, False, True] and out["year"][1] == 2007.0
+    with pytest.raises(InputError, match=r"column 'year' in row 3: 2007.5 is not a whole"):
+        validate(frame.assign(year=[None, 2007.0, 2007.5]), CONTRACT, first_row=1)
+    with pytest.raises(InputError, match=r"'cut' is required but null in row\(s\) \[2\]"):
+        validate(frame.assign(cut=["a", None, "b"]), CONTRACT, first_row=1)

@@ -140,3 +140,32 @@ def test_a_bad_setting_is_refused_in_one_line() -> None:
         pytest.raises(ValueError, match="TAGSERVE_UNKNOWN_CATEGORIES must be accept or refuse"),
     ):
         Settings.from_env()
+
+
+def test_under_adaptive_batching_only_the_request_outside_the_domain_fails(
+    server: str, models: Models
+) -> None:
+    """A real `bentoml serve`: 16 concurrent /predict_batch requests, every fourth holding a
+    record outside the domain. Each is refused on its own (validation comes before the
+    batcher merges requests), and every other request gets its predictions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    rows = records(models.example(models.regressor))
+
+    def send(i: int) -> httpx.Response:
+        body = [rows[i % len(rows)], rows[(i + 1) % len(rows)]]
+        if i % 4 == 0:
+            body[1] = {**body[1], "cut": "Superb"}
+        return httpx.post(f"{server}/predict_batch", json=body, timeout=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(send, range(16)))
+    for i, answer in enumerate(answers):
+        if i % 4 == 0:
+            assert answer.status_code == 400, answer.text
+            assert "[1].cut: 'Superb' is not one of" in answer.json()["error"]
+        else:
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()) == 2

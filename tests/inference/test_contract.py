@@ -350,8 +350,8 @@ def test_a_bounded_number_csv_pattern_takes_only_numbers_within_its_bounds(
     bounds: dict, whole: bool
 ) -> None:
     """The OpenAPI document's CSV pattern of a bounded column: every plain decimal it matches
-    (of 20,000 drawn, seeded, around the bounds) lies within the bounds (and is whole in an integer column), and
-    it matches the bounds themselves where inclusive and typical values."""
+    (of 20,000 drawn, seeded, around the bounds) lies within the bounds (and is whole in an
+    integer column), and it matches the bounds themselves where inclusive."""
     import random
     import re
 

@@ -1,12 +1,14 @@
 """The model's domain on every route: a category the model never learnt (or in another case)
 and a number outside the bounds the pipeline's rules put on its training data get a 400 naming
 the column, the value and what the column takes; with TAGSERVE_UNKNOWN_CATEGORIES=accept and
-TAGSERVE_OUT_OF_RANGE=accept they are served as before. The document and /metadata show it."""
+TAGSERVE_OUT_OF_RANGE=accept they are served as before. The document and /metadata show it.
+
+The HTTP tests of the refusing service are in test_service.py (its app is the one ASGI app a
+test process may start: a second would register BentoML's metrics twice)."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,25 +17,8 @@ import pytest
 
 from inference.domain import OUT_OF_RANGE_ENV, UNKNOWN_CATEGORIES_ENV
 from inference.envvars import scoped_env
+from tests.helpers.domain import OUTSIDE
 from tests.helpers.service_models import Models, bentoml_home, load_service, records
-
-CUTS = "'Fair', 'Good', 'Very Good', 'Premium', 'Ideal'"
-# (field, value, what the 400 says of it); the diamonds model's domain, as the shipped
-# config and the fitted Pipeline give it.
-OUTSIDE = [
-    ("cut", "Superb", f"'Superb' is not one of {CUTS}"),
-    ("cut", "ideal", f"'ideal' is not one of {CUTS}"),
-    ("carat", -5, "-5 is out of the model's range (it takes at least 0.1 and at most 6)"),
-]
-IDS = ["unknown-category", "wrong-case", "negative-carat"]
-
-
-def app_client(service: Any) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Starlette's test client on httpx
-        from starlette.testclient import TestClient
-
-        return TestClient(service.Tagserve.to_asgi())
 
 
 @pytest.fixture(scope="module")
@@ -43,61 +28,8 @@ def home(models: Models) -> Iterator[Models]:
 
 
 @pytest.fixture(scope="module")
-def client(home: Models) -> Iterator[Any]:
-    with app_client(load_service(home.regressor)) as test_client:
-        yield test_client
-
-
-@pytest.fixture(scope="module")
 def rows(home: Models) -> list[dict[str, Any]]:
     return records(home.example(home.regressor))
-
-
-@pytest.mark.parametrize(("column", "value", "problem"), OUTSIDE, ids=IDS)
-def test_outside_the_domain_is_a_400_naming_column_value_and_domain_on_every_route(
-    client: Any, rows: list[dict[str, Any]], column: str, value: Any, problem: str
-) -> None:
-    bad = {**rows[0], column: value}
-    answer = client.post("/predict", json=bad)
-    assert answer.status_code == 400, answer.text
-    assert f"{column}: {problem}" in answer.json()["error"], answer.text
-    answer = client.post("/predict_batch", json=[rows[0], rows[1], bad])
-    assert answer.status_code == 400, answer.text
-    assert f"[2].{column}: {problem}" in answer.json()["error"], answer.text
-    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["message"].endswith(f"column '{column}' in row 1: {problem}")
-    csv = pd.DataFrame([rows[0], rows[1], bad]).to_csv(index=False)
-    answer = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
-    assert answer.status_code == 400, answer.text
-    # a CSV body's third data row is row 3, as a person counts
-    assert answer.json()["message"].endswith(f"column '{column}' in row 3: {problem}")
-    assert client.post("/predict", json=rows[0]).status_code == 200
-
-
-def test_within_the_domain_and_null_where_optional_are_served(
-    client: Any, rows: list[dict[str, Any]]
-) -> None:
-    """The bounds themselves are inside (inclusive), every trained category is taken."""
-    edge = [{**rows[0], "carat": 0.1, "cut": "Fair"}, {**rows[0], "carat": 6.0, "cut": "Ideal"}]
-    answer = client.post("/predict_batch", json=edge)
-    assert answer.status_code == 200, answer.text
-    assert len(answer.json()) == 2
-
-
-def test_the_document_and_metadata_show_the_domain(client: Any) -> None:
-    """Enums for the closed columns, bounds for the numbers, in the Record schema and in
-    /invocations' columns; /metadata has the recorded domain and what is enforced."""
-    document = client.get("/docs.json").json()
-    record = document["components"]["schemas"]["Record"]["properties"]
-    assert record["cut"]["enum"] == ["Fair", "Good", "Very Good", "Premium", "Ideal"]
-    assert record["clarity"]["enum"][0] == "I1"
-    assert (record["carat"]["minimum"], record["carat"]["maximum"]) == (0.1, 6.0)
-    assert (record["x"]["minimum"], record["x"]["maximum"]) == (0.1, 20.0)
-    meta = client.get("/metadata").json()
-    assert meta["domain"]["columns"]["cut"] == {"categories": record["cut"]["enum"]}
-    assert meta["domain"]["columns"]["carat"] == {"minimum": 0.1, "maximum": 6.0}
-    assert meta["domain"]["enforced"] == {"unknown_categories": "refuse", "out_of_range": "refuse"}
 
 
 def test_accepted_outside_the_domain_is_served_as_before(

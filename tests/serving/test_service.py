@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from inference.contract import FEATURE_LIMIT
 from inference.errors import InputError
+from tests.helpers.domain import IDS, OUTSIDE
 from tests.helpers.service_models import (
     FRAGILE_DEPTH,
     PROJECT_ROOT,
@@ -650,3 +651,53 @@ def test_max_rows_must_be_a_number(home: Models, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TAGSERVE_MAX_ROWS", "lots")
     with pytest.raises(ValueError, match="TAGSERVE_MAX_ROWS must be a whole number"):
         load_service(home.regressor)
+
+
+# --- the model's domain (more in test_domain.py) --------------------------------------------
+
+
+@pytest.mark.parametrize(("column", "value", "problem"), OUTSIDE, ids=IDS)
+def test_outside_the_domain_is_a_400_naming_column_value_and_domain_on_every_route(
+    home: Models, client: Any, column: str, value: Any, problem: str
+) -> None:
+    rows = records(home.example(home.regressor))
+    bad = {**rows[0], column: value}
+    answer = client.post("/predict", json=bad)
+    assert answer.status_code == 400, answer.text
+    assert f"{column}: {problem}" in answer.json()["error"], answer.text
+    answer = client.post("/predict_batch", json=[rows[0], rows[1], bad])
+    assert answer.status_code == 400, answer.text
+    assert f"[2].{column}: {problem}" in answer.json()["error"], answer.text
+    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].endswith(f"column '{column}' in row 1: {problem}")
+    csv = pd.DataFrame([rows[0], rows[1], bad]).to_csv(index=False)
+    answer = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert answer.status_code == 400, answer.text
+    # a CSV body's third data row is row 3, as a person counts
+    assert answer.json()["message"].endswith(f"column '{column}' in row 3: {problem}")
+    assert client.post("/predict", json=rows[0]).status_code == 200
+
+
+def test_within_the_domain_and_null_where_optional_are_served(home: Models, client: Any) -> None:
+    """The bounds themselves are inside (inclusive), every trained category is taken."""
+    rows = records(home.example(home.regressor))
+    edge = [{**rows[0], "carat": 0.1, "cut": "Fair"}, {**rows[0], "carat": 6.0, "cut": "Ideal"}]
+    answer = client.post("/predict_batch", json=edge)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()) == 2
+
+
+def test_the_document_and_metadata_show_the_domain(client: Any) -> None:
+    """Enums for the closed columns, bounds for the numbers, in the Record schema and in
+    /invocations' columns; /metadata has the recorded domain and what is enforced."""
+    document = client.get("/docs.json").json()
+    record = document["components"]["schemas"]["Record"]["properties"]
+    assert record["cut"]["enum"] == ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+    assert record["clarity"]["enum"][0] == "I1"
+    assert (record["carat"]["minimum"], record["carat"]["maximum"]) == (0.1, 6.0)
+    assert (record["x"]["minimum"], record["x"]["maximum"]) == (0.1, 20.0)
+    meta = client.get("/metadata").json()
+    assert meta["domain"]["columns"]["cut"] == {"categories": record["cut"]["enum"]}
+    assert meta["domain"]["columns"]["carat"] == {"minimum": 0.1, "maximum": 6.0}
+    assert meta["domain"]["enforced"] == {"unknown_categories": "refuse", "out_of_range": "refuse"}

@@ -464,6 +464,17 @@ def command_output(cmd: list[str]) -> str:
         return ""
 
 
+def served_contract(bento_model: Path) -> Any:
+    """The contract the service enforces for the imported model at ``bento_model``: its
+    signature and the domain its import recorded."""
+    import yaml
+
+    from inference.contract import read_contract
+
+    metadata = yaml.safe_load((bento_model / "model.yaml").read_text()).get("metadata") or {}
+    return read_contract(bento_model / "mlflow_model", metadata.get("domain"))
+
+
 def import_model(source: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "importers", source, "--json", *args],
@@ -498,7 +509,7 @@ class Setup:
 def prepare(source: str, home: Path | None) -> Setup:
     """Import ``source`` into a throw-away BentoML home and build the request bodies."""
     from inference.constants import FASTPATH_FOLDER, MODEL_ENV
-    from inference.contract import coerce, json_records
+    from inference.contract import coerce, domain_mask, json_records
     from inference.model import load_model
     from serving.settings import env_int
 
@@ -524,6 +535,9 @@ def prepare(source: str, home: Path | None) -> Setup:
     model_dir = Path(imported["path"]) / "mlflow_model"
     model = load_model(model_dir)  # native sklearn, n_jobs=1: what the service runs
     frame = pd.read_parquet(DATA)
+    # Rows the service serves: those within the model's domain (the shipped data holds a few
+    # impossible diamonds, a zero size, that the pipeline's own cleaning drops).
+    frame = frame[domain_mask(frame, served_contract(Path(imported["path"])))]
     X = coerce(distinct_rows(frame[model.contract.features], 10_000, seed=0), model.contract)
     bodies = Bodies.from_records(json_records(X, model.contract), list(X.columns))
     # One worker for every server unless TAGSERVE_WORKERS says: the side-by-side compares

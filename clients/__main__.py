@@ -2,7 +2,10 @@
 each).
 
 Bad input ends with exit code != 0 and one `error: ...` line on stderr, never a traceback
-(set TAGSERVE_DEBUG=1 to see one).
+(set TAGSERVE_DEBUG=1 to see one). Rows are named as a person counts them: the first data row
+of a file is row 1. A value outside the model's domain (a category it never learnt, a number
+outside the bounds of its training data) is refused as the service refuses it, unless
+TAGSERVE_UNKNOWN_CATEGORIES=accept / TAGSERVE_OUT_OF_RANGE=accept (the service's settings).
 """
 
 from __future__ import annotations
@@ -181,6 +184,12 @@ def add_score(sub: SubParsers) -> None:
         "default, here %(default)s); each row is still computed alone, in tree order, so "
         "the predictions are the same whatever the count",
     )
+    p.add_argument(
+        "--keep-input",
+        action="store_true",
+        help="write the model's input columns beside the prediction (as the model took "
+        "them), so that the output can be tested for drift: clients drift OUTPUT --model TAG",
+    )
     p.set_defaults(func=cmd_score)
 
 
@@ -305,6 +314,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         threads=args.threads,
+        keep_input=args.keep_input,
     )
     print(summary.line())
     return 0

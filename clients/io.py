@@ -102,6 +102,10 @@ def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
         raise ClientError(f"cannot read {path} as Parquet: {exc}") from exc
     names = pf.schema_arrow.names
     wanted = [c for c in columns if c in names] if columns is not None else None
+    # None of the columns asked for: still read the rows (one column, dropped), so that the
+    # caller sees rows lacking every column, not a file of no rows.
+    dropped = names[:1] if wanted == [] else []
+    wanted = dropped or wanted
     # Start at the row group holding row ``skip``: skipped groups are never read.
     start, first_group = 0, pf.metadata.num_row_groups
     for g in range(pf.metadata.num_row_groups):
@@ -116,14 +120,14 @@ def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
     batches = pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted)
     row = skip
     for table in table_chunks(batches, chunk_size, skip - start):
-        yield _frame(table, row)
+        yield _frame(table, row, dropped)
         row += table.num_rows
 
 
-def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
+def _frame(table: pa.Table, first_row: int, dropped: list[str] | None = None) -> pd.DataFrame:
     frame = table.to_pandas()
     frame.index = pd.RangeIndex(first_row, first_row + len(frame))
-    return frame
+    return frame.drop(columns=dropped) if dropped else frame
 
 
 def _csv_chunks(path, chunk_size, columns, dtypes, skip):
@@ -135,10 +139,15 @@ def _csv_chunks(path, chunk_size, columns, dtypes, skip):
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
     usecols = [c for c in columns if c in header] if columns is not None else None
+    # None of the columns asked for: read the rows of one column, as text, and drop it (the
+    # caller then names every column the rows lack, as it names some).
+    dropped = [header[0]] if usecols == [] and len(header) else []
+    usecols = dropped or usecols
     text_types = {c: t for c, t in dtypes.items() if t == "object" and c in header}
+    text_types.update({c: "object" for c in dropped})
     names = header if usecols is None else [c for c in header if c in usecols]  # file order
     row = skip
-    if names and arrow_reads(path, header, names, dtypes):
+    if names and not dropped and arrow_reads(path, header, names, dtypes):
         try:
             for chunk in csv_chunks(path, chunk_size, names, dtypes, skip):
                 yield chunk
@@ -146,10 +155,10 @@ def _csv_chunks(path, chunk_size, columns, dtypes, skip):
             return
         except NotLikePandas:
             pass  # pandas reads the rest (see clients.arrow_input)
-    yield from _pandas_csv_chunks(path, chunk_size, usecols, text_types, row)
+    yield from _pandas_csv_chunks(path, chunk_size, usecols, text_types, row, dropped)
 
 
-def _pandas_csv_chunks(path, chunk_size, usecols, text_types, skip):
+def _pandas_csv_chunks(path, chunk_size, usecols, text_types, skip, dropped=()):
     try:
         # Rows are skipped after parsing, never as lines (``skiprows``): blank lines and
         # quoted values holding line breaks are not rows, and a resume must count rows.
@@ -160,7 +169,8 @@ def _pandas_csv_chunks(path, chunk_size, usecols, text_types, skip):
             dtype={c: str for c in text_types} or None,
             float_precision="round_trip",  # the exact double a CSV value spells
         )
-        yield from _rechunk(_skip_rows(reader, skip), chunk_size, skip)
+        frames = (f.drop(columns=dropped) for f in reader) if dropped else reader
+        yield from _rechunk(_skip_rows(frames, skip), chunk_size, skip)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ClientError(f"cannot read {path} as CSV: {exc}") from exc
 
@@ -249,9 +259,14 @@ class Manifest:
     input_size: int | None
     model: str
     id_column: str | None
+    # The model's input columns written beside the prediction (score --keep-input): a resumed
+    # run must write them too, or not at all.
+    keep_input: bool = False
 
     @classmethod
-    def for_job(cls, input: str | Path, model: str, id_column: str | None) -> Manifest:
+    def for_job(
+        cls, input: str | Path, model: str, id_column: str | None, keep_input: bool = False
+    ) -> Manifest:
         stdin = str(input) == STDIN
         file_format(input)
         if not stdin and not Path(input).is_file():
@@ -261,6 +276,7 @@ class Manifest:
             input_size=None if stdin else Path(input).stat().st_size,
             model=model,
             id_column=id_column,
+            keep_input=keep_input,
         )
 
 
@@ -305,7 +321,10 @@ class PartWriter:
         except (OSError, ValueError) as exc:
             raise ClientError(f"cannot read {manifest_file}: {exc}") from exc
         mine = self.manifest.__dict__
-        different = [k for k in mine if found.get(k) != mine[k]]
+        # a manifest written before keep_input existed kept no input
+        different = [
+            k for k in mine if found.get(k, False if k == "keep_input" else None) != mine[k]
+        ]
         if different:
             what = ", ".join(f"{k} {found.get(k)!r} (now {mine[k]!r})" for k in different)
             raise ClientError(
@@ -377,9 +396,14 @@ class PartWriter:
 
     # -- writing
 
-    def write(self, ids: Any, predictions: Any) -> None:
-        """Append the next consecutive rows as one durable part."""
-        frame = pd.DataFrame({self.id_name: np.asarray(ids), PREDICTION: np.asarray(predictions)})
+    def write(self, ids: Any, predictions: Any, inputs: pd.DataFrame | None = None) -> None:
+        """Append the next consecutive rows as one durable part: their ids, their ``inputs``
+        (the model's columns, with --keep-input) and their predictions."""
+        frame = pd.DataFrame({self.id_name: np.asarray(ids)})
+        for name in inputs.columns if inputs is not None else []:
+            if name != self.id_name:
+                frame[name] = inputs[name].to_numpy()
+        frame[PREDICTION] = np.asarray(predictions)
         if not len(frame):
             return
         try:
@@ -407,6 +431,11 @@ class PartWriter:
             write_atomically(self.output, lambda out: self._write_text(out, parts, schema))
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.output
+
+    def abandon(self) -> None:
+        """Remove the partial output of a run that failed (bad input, a model that refuses
+        it): nothing half-made is left behind. An interrupted run keeps it, to resume."""
+        shutil.rmtree(self.partial, ignore_errors=True)
 
     def _write_text(self, out: IO[bytes], parts: list[Path], schema: pa.Schema) -> None:
         """The parts as CSV (one header line) or JSON lines, in UTF-8."""

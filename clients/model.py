@@ -20,6 +20,7 @@ import pandas as pd
 from clients.errors import ClientError
 from inference.bento import fastpath_folder, find_in_store, get_model, mlflow_folder
 from inference.contract import Column, Contract, coerce, read_contract
+from inference.domain import BOUNDS_METADATA, DOMAIN_METADATA, model_domain, policy_from_env
 from inference.errors import InputError, TagserveError
 from inference.loading import check_model
 from inference.model import LoadedModel, load_model
@@ -33,6 +34,8 @@ class ModelInfo:
     ref: str  # a BentoML tag or a folder
     contract: Contract
     fast_path: Path | None = None  # the fast path the importer proved exact (BentoML models)
+    # A plain MLflow folder has no recorded domain: it is read from the Pipeline once loaded.
+    domain_from_pipeline: bool = False
 
     @property
     def columns(self) -> list[Column]:
@@ -55,11 +58,17 @@ class ModelInfo:
         return self.contract.dtypes
 
 
-def read_model_info(path: Path, ref: str | None = None) -> ModelInfo:
-    """The contract of the MLflow model folder ``path`` (no model is loaded)."""
+def read_model_info(
+    path: Path, ref: str | None = None, domain: dict[str, Any] | None = None
+) -> ModelInfo:
+    """The contract of the MLflow model folder ``path`` (no model is loaded), with the model's
+    ``domain`` enforced as TAGSERVE_UNKNOWN_CATEGORIES and TAGSERVE_OUT_OF_RANGE say (the
+    service's settings, read by the clients too)."""
     try:
-        contract = read_contract(Path(path))
+        contract = read_contract(Path(path), domain).enforcing(policy_from_env())
     except TagserveError as exc:
+        raise ClientError(str(exc)) from None
+    except ValueError as exc:  # a setting that is neither accept nor refuse
         raise ClientError(str(exc)) from None
     return ModelInfo(path=Path(path), ref=ref or str(path), contract=contract)
 
@@ -75,14 +84,17 @@ def resolve(model: str | None = None, model_dir: str | Path | None = None) -> Mo
         # Refuse a hostile folder here, before Spark ships it to executors that would only
         # fail there (the loader checks again wherever the model is loaded).
         check_model(path)
-        return read_model_info(path, str(path))
+        info = read_model_info(path, str(path))
+        info.domain_from_pipeline = True
+        return info
     try:
         # The store's files when the tag names a model plainly (no BentoML import: start-up).
         bento_model = find_in_store(model) or get_model(model)
         path = mlflow_folder(bento_model)
     except TagserveError as exc:
         raise ClientError(str(exc)) from None
-    info = read_model_info(path, model)
+    domain = bento_model.info.metadata.get(DOMAIN_METADATA)
+    info = read_model_info(path, model, domain if isinstance(domain, dict) else None)
     info.ref = f"bentoml:{path.parent.parent.name}:{path.parent.name}"
     info.fast_path = fastpath_folder(bento_model)
     return info
@@ -94,6 +106,17 @@ def coerced(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         return coerce(frame, contract)
     except InputError as exc:
         raise ClientError(str(exc)) from None
+
+
+def domain_contract(info: ModelInfo, pipeline: Any) -> Contract:
+    """The contract of a plain MLflow folder with its domain, read from its fitted Pipeline
+    and its MLmodel's ``bounds`` (``inference.domain.model_domain``, as the importer does)."""
+    from inference.contract import read_mlmodel
+
+    bounds = (read_mlmodel(info.path).get("metadata") or {}).get(BOUNDS_METADATA)
+    types = {c.name: c.type for c in info.columns}
+    domain = model_domain(pipeline, types, bounds if isinstance(bounds, dict) else None)
+    return read_model_info(info.path, info.ref, domain).contract
 
 
 class OfflineModel:
@@ -121,12 +144,25 @@ class OfflineModel:
         except TagserveError as exc:
             raise ClientError(f"cannot load the model at {self.info.path}: {exc}") from None
         model.threads = self.threads
+        if self.info.domain_from_pipeline:  # as the importer would record it
+            self.info.contract = domain_contract(self.info, model.pipeline)
+            self.info.domain_from_pipeline = False
         self.load_seconds = time.perf_counter() - began
         return model
 
+    def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's columns of ``frame`` (which may hold extra ones), fitted to its
+        contract (types, and its domain where enforced)."""
+        if self.info.domain_from_pipeline:
+            _ = self.loaded  # the domain comes with the model
+        return coerced(frame, self.info.contract)
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for the rows of ``frame`` (which may hold extra columns)."""
-        X = coerced(frame, self.info.contract)
+        return self.predict_inputs(self.inputs(frame))
+
+    def predict_inputs(self, X: pd.DataFrame) -> np.ndarray:
+        """Predictions for rows already fitted to the contract (:meth:`inputs`)."""
         if not len(X):
             return np.array([], dtype=object if self.info.task == "classification" else float)
         try:

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients.io import Manifest, PartWriter, count_rows
+from clients.errors import ClientError
+from clients.io import PREDICTION, Manifest, PartWriter, count_rows
 from clients.model import ModelInfo, OfflineModel
 from clients.overlap import ordered_map
 
@@ -60,15 +61,37 @@ def score_file(
     overwrite: bool = False,
     progress: bool = True,
     threads: int = 1,
+    keep_input: bool = False,
 ) -> ScoreSummary:
-    """Score ``input`` with the model ``info`` into ``output`` (id column + ``prediction``);
-    ``threads``: chunks scored at once (each row is computed alone, in tree order, so the
-    predictions are the same whatever the count)."""
-    from tqdm import tqdm
-
+    """Score ``input`` with the model ``info`` into ``output`` (id column, the model's input
+    columns with ``keep_input``, ``prediction``); ``threads``: chunks scored at once (each row
+    is computed alone, in tree order, so the predictions are the same whatever the count). A
+    run that fails removes its partial output (an interrupted one keeps it, to resume)."""
+    if keep_input and PREDICTION in info.features:
+        raise ClientError(f"--keep-input: the model has an input column named {PREDICTION!r}")
     # loaded with the first chunk, once that chunk fits the model, while the next are read
     model = OfflineModel(info)
-    writer = PartWriter(output, Manifest.for_job(input, info.ref, id_column), overwrite=overwrite)
+    manifest = Manifest.for_job(input, info.ref, id_column, keep_input)
+    writer = PartWriter(output, manifest, overwrite=overwrite)
+    try:
+        return _score(input, info, model, writer, chunk_size, progress, keep_input, threads)
+    except Exception:
+        writer.abandon()
+        raise
+
+
+def _score(
+    input: str | Path,
+    info: ModelInfo,
+    model: OfflineModel,
+    writer: PartWriter,
+    chunk_size: int,
+    progress: bool,
+    keep_input: bool,
+    threads: int,
+) -> ScoreSummary:
+    from tqdm import tqdm
+
     resumed_from = writer.rows_done
     total = count_rows(input)
     bar = tqdm(
@@ -83,14 +106,15 @@ def score_file(
     chunks = writer.remaining_chunks(input, chunk_size, columns=info.features, dtypes=info.dtypes)
 
     def score(chunk):
-        return writer.ids_of(chunk), model.predict(chunk)
+        X = model.inputs(chunk)
+        return writer.ids_of(chunk), model.predict_inputs(X), X if keep_input else None
 
     start = time.perf_counter()
     scored = 0
     scoring = ordered_map(score, chunks, workers=threads, ahead=chunks_ahead(threads))
     with bar, contextlib.closing(scoring):  # an error stops the reader and scorers at once
-        for ids, predictions in scoring:
-            writer.write(ids, predictions)
+        for ids, predictions, X in scoring:
+            writer.write(ids, predictions, X)
             scored += len(ids)
             bar.update(len(ids))
     writer.finish()

@@ -24,7 +24,8 @@ from clients.errors import ClientError
 from clients.http import RETRY_STATUSES, Backoff, Retries, decode, describe, error_of
 from clients.model import ModelInfo, coerced
 from inference.constants import MODEL_ENV  # noqa: F401  (the model tag the service serves)
-from inference.contract import contract_from_signature, json_records
+from inference.contract import Contract, contract_from_signature, json_records
+from inference.domain import REFUSE, Policy
 from inference.errors import ModelRefused
 
 SERVICE_TARGET = "service:Tagserve"  # for `bentoml serve`, from the project root
@@ -62,7 +63,7 @@ class ServiceInfo:
     @classmethod
     def from_metadata(cls, meta: Any) -> ServiceInfo:
         try:
-            contract = contract_from_signature(meta["signature"]["inputs"], meta)
+            contract = service_contract(meta)
         except (KeyError, TypeError) as exc:
             raise ClientError(f"the service's /metadata lacks a signature ({exc})") from exc
         except ModelRefused as exc:
@@ -70,6 +71,20 @@ class ServiceInfo:
         info = ModelInfo(path=Path("."), ref=str(meta.get("model") or ""), contract=contract)
         limits = meta.get("limits") or {}
         return cls(model=meta.get("model"), info=info, max_rows=limits.get("max_rows"))
+
+
+def service_contract(meta: Any) -> Contract:
+    """The contract a service's ``/metadata`` describes, with its domain enforced as that
+    service enforces it (``domain``: ``columns`` and ``enforced``): a file's row outside it is
+    refused here, named by its row in the file, before any request."""
+    domain = meta.get("domain") if isinstance(meta.get("domain"), dict) else {}
+    enforced = domain.get("enforced") if isinstance(domain.get("enforced"), dict) else {}
+    columns = domain.get("columns") if isinstance(domain.get("columns"), dict) else {}
+    contract = contract_from_signature(meta["signature"]["inputs"], {**meta, "domain": columns})
+    policy = Policy(
+        enforced.get("unknown_categories") == REFUSE, enforced.get("out_of_range") == REFUSE
+    )
+    return contract.enforcing(policy)
 
 
 def fetch_service_info(url: str, *, timeout: float, backoff: Backoff) -> ServiceInfo:

@@ -195,6 +195,47 @@ def with_row_numbers(df, name: str):
     )
 
 
+def check_domain(df, info: ModelInfo, id_name: str, numbered: bool) -> None:
+    """Refuse, as the service and ``score`` do, the input if a row holds a value outside the
+    model's domain (where enforced): one filtering pass before the job, the first such row
+    named (by its row number counted from 1, or its id) with the column, value and domain."""
+    from functools import reduce
+    from operator import or_
+
+    from pyspark.sql import functions as F
+
+    if info.domain_from_pipeline:  # a plain folder: its domain is its fitted Pipeline's
+        from clients.model import domain_contract
+        from inference.loading import load_pipeline
+
+        info.contract = domain_contract(info, load_pipeline(info.path))
+        info.domain_from_pipeline = False
+    outside = []
+    for col in info.columns:
+        value = F.col(col.name)
+        if col.categories is not None:
+            outside.append(value.isNotNull() & ~value.isin(list(col.categories)))
+        elif col.range is not None:
+            bounds, sides = col.range, []
+            if bounds.low is not None:
+                sides.append(value <= bounds.low if bounds.low_exclusive else value < bounds.low)
+            if bounds.high is not None:
+                sides.append(value >= bounds.high if bounds.high_exclusive else value > bounds.high)
+            # Spark orders NaN above every number: not a value out of range
+            outside.append(value.isNotNull() & ~F.isnan(value) & reduce(or_, sides))
+    if not outside:
+        return
+    first = df.filter(reduce(or_, outside)).orderBy(id_name).limit(1).collect()
+    if not first:
+        return
+    row = first[0]
+    where = f"row {row[id_name] + 1}" if numbered else f"the row of {id_name} {row[id_name]!r}"
+    for col in info.columns:
+        problem = None if row[col.name] is None else col.domain_problem(row[col.name])
+        if problem:
+            raise ClientError(f"column {col.name!r} in {where}: {problem}")
+
+
 def score_with_spark(
     input: str | Path,
     output: str | Path,
@@ -261,6 +302,7 @@ def _run(spark, input, fmt, output, out_fmt, info, id_column, partitions) -> int
         value = F.col(col.name) if col.name in df.columns else F.lit(None)
         features.append(value.cast(spark_type).alias(col.name))
     df = df.select(F.col(id_name), *features)
+    check_domain(df, info, id_name, numbered=not id_column)
     if partitions:
         df = df.repartition(partitions)
     scratch = Path(tempfile.mkdtemp(prefix="tagserve-spark-"))

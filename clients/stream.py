@@ -135,7 +135,12 @@ class AdaptiveLimit:
 
 
 class _Fatal(Exception):
-    """A request that failed for good (the message says why)."""
+    """A request that failed for good (the message says why). ``resumable``: not the input's
+    fault (the service failed, or stayed unreachable), so a rerun may finish the job."""
+
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 def stream_file(
@@ -155,7 +160,8 @@ def stream_file(
     """Send every row of ``input`` to the service at ``url``; write id + prediction rows.
 
     Returns a summary whose ``complete`` is True when OUTPUT holds every input row. Raises
-    ClientError for bad input or when a request fails for good (after committing the rows
+    ClientError for bad input (its partial output removed: a rerun of the same input would
+    fail again) or when a request fails for good otherwise (after committing the rows
     answered before it, so a rerun resumes).
     """
     if concurrency < 1 or batch_size < 1:
@@ -188,9 +194,15 @@ def stream_file(
     try:
         asyncio.run(runner.run())
     except _Fatal as exc:
+        if not exc.resumable:
+            writer.abandon()
+            raise ClientError(str(exc)) from None
         raise ClientError(
             f"{exc}; {writer.rows_done:,} rows are in {writer.partial}: run again to resume"
         ) from None
+    except ClientError:  # the input (a row outside the contract): nothing half-made is kept
+        writer.abandon()
+        raise
     return summary
 
 
@@ -318,7 +330,10 @@ class _Runner:
                 if not shed:
                     self.summary.requests += 1
                     self.summary.errors += 1
-                    raise _Fatal(f"rows {int(chunk.index[0])}-{int(chunk.index[-1])}: {problem}")
+                    # rows as a person counts them: the first data row of the file is 1
+                    first, last = int(chunk.index[0]) + 1, int(chunk.index[-1]) + 1
+                    # a 4xx: these rows are at fault, and would be again
+                    raise _Fatal(f"rows {first}-{last}: {problem}", response.status_code >= 500)
                 retry_after = response.headers.get("retry-after")
             self.summary.requests += 1
             delay = retrying.next_delay(retry_after if shed else None)

@@ -40,6 +40,7 @@ from inference.constants import (
     MLFLOW_FOLDER,
     PROD_ALIAS,
 )
+from inference.domain import BOUNDS_METADATA, DOMAIN_METADATA, model_domain
 from inference.drift import MONITORING_FOLDER
 from inference.errors import TagserveError
 
@@ -127,7 +128,9 @@ def import_model(
             verified = verify_model(folder)
             test = read_test_data(resolved.fetch_test_data(ws), verified)
             fast_folder, fast_report = prepare_fast_path(verified, test, ws)
-            reference_folder, reference_report = build_reference(resolved, verified, test, ws)
+            reference_folder, reference_report = build_reference(
+                resolved, verified, test, ws, domain=domain_of(verified)
+            )
             metadata = {
                 **build_metadata(resolved, digest, verified),
                 FASTPATH_METADATA: fast_report,
@@ -237,11 +240,20 @@ def build_metadata(source: Source, digest: str, verified: VerifiedModel) -> dict
         "target": verified.target or meta.get("target"),
         "feature_columns": verified.feature_columns,
         "signature": verified.facts.signature,
+        DOMAIN_METADATA: domain_of(verified),
         "lineage": lineage,
         "requirements": verified.facts.requirements,
         "mlflow_version": verified.facts.mlflow_version,
     }
     return _without_none(metadata)
+
+
+def domain_of(verified: VerifiedModel) -> dict[str, Any]:
+    """The model's domain (``inference.domain``): the closed categories its fitted Pipeline
+    encodes, and the bounds its MLflow model records (``bounds``, from the pipeline's rules)."""
+    types = {c.name: c.type for c in verified.facts.contract.columns}
+    bounds = verified.facts.mlflow_metadata.get(BOUNDS_METADATA)
+    return model_domain(verified.pipeline, types, bounds if isinstance(bounds, dict) else None)
 
 
 def recorded_ref(source: Source, digest: str) -> str:

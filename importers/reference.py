@@ -60,9 +60,16 @@ def read_frame(path: Path) -> pd.DataFrame:
 
 
 def build_reference(
-    source: Source, verified: VerifiedModel, test: pd.DataFrame | None, scratch: Path
+    source: Source,
+    verified: VerifiedModel,
+    test: pd.DataFrame | None,
+    scratch: Path,
+    domain: Mapping[str, Any] | None = None,
 ) -> tuple[Path | None, dict[str, Any]]:
-    """Compute the model's reference and save it under ``scratch``.
+    """Compute the model's reference and save it under ``scratch``. A closed column's
+    categories are the model's ``domain`` (``inference.domain``), those the reference data
+    lacks counted 0: monitoring's "unknown" categories are then exactly those outside the
+    domain, which the service refuses unless TAGSERVE_UNKNOWN_CATEGORIES=accept.
 
     Returns:
         (the folder to save in the model, or None; the report for the model's metadata:
@@ -87,6 +94,10 @@ def build_reference(
         )
         for c in contract.columns
     }
+    for name, entry in (domain or {}).items():
+        if "categories" in entry and name in features and not features[name].reduced:
+            known = features[name].categories
+            known.update({str(c): 0 for c in entry["categories"] if str(c) not in known})
     prediction, predictions_on = _predictions(verified, test, data)
     reference = drift.Reference(
         features=features,

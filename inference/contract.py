@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from inference.domain import DOMAIN_METADATA, Policy, Range, category_problem
 from inference.errors import InputError, ModelRefused
+from inference.strict_json import plain
 
 
 @dataclass(frozen=True)
@@ -140,9 +142,32 @@ class Column:
     name: str
     type: str  # an MLflow ColSpec type, a key of TYPES
     required: bool = True
+    # The model's domain (inference.domain), where enforced: the closed set of a categorical
+    # text column, as trained; the bounds the pipeline's rules put on a number column.
+    categories: tuple[Any, ...] | None = None
+    range: Range | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "required": self.required}
+
+    def domain_problem(self, value: Any) -> str | None:
+        """Why ``value`` (of the column's type, not missing) is outside the column's domain,
+        or None."""
+        if self.categories is not None and value not in self.categories:
+            return category_problem(value, self.categories)
+        if (
+            self.range is not None
+            and not isinstance(value, bool)
+            and not self.range.contains(value)
+        ):
+            return self.range.problem(value)
+        return None
+
+    def schema(self) -> dict[str, Any]:
+        """The domain as JSON Schema words (``enum``, ``minimum``...), for the document."""
+        if self.categories is not None:
+            return {"enum": list(self.categories)}
+        return self.range.schema() if self.range is not None else {}
 
 
 @dataclass
@@ -168,6 +193,24 @@ class Contract:
         """The signature's inputs, as MLflow writes them."""
         return [c.as_dict() for c in self.columns]
 
+    @property
+    def domain(self) -> dict[str, Any]:
+        """The model's recorded domain (``inference.domain``), enforced or not."""
+        return dict(self.metadata.get(DOMAIN_METADATA) or {})
+
+    def enforcing(self, policy: Policy) -> Contract:
+        """This contract with only the parts of the domain ``policy`` refuses outside it: the
+        other values are served as if the model had no domain."""
+        columns = [
+            replace(
+                c,
+                categories=c.categories if policy.refuse_unknown_categories else None,
+                range=c.range if policy.refuse_out_of_range else None,
+            )
+            for c in self.columns
+        ]
+        return replace(self, columns=columns)
+
 
 def contract_from_signature(
     inputs: Sequence[Mapping[str, Any]] | None, metadata: Mapping[str, Any] | None = None
@@ -188,7 +231,7 @@ def contract_from_signature(
             f"the model's signature has column(s) of a type tagserve does not serve: "
             f"{', '.join(unknown)} (it serves {', '.join(TYPES)})"
         )
-    columns = [Column(c["name"], c["type"], bool(c.get("required", True))) for c in inputs]
+    columns = [_column(c, metadata.get(DOMAIN_METADATA)) for c in inputs]
     order = metadata.get("feature_columns")
     if order and sorted(order) == sorted(c.name for c in columns):
         by_name = {c.name: c for c in columns}
@@ -199,6 +242,22 @@ def contract_from_signature(
         task=str(metadata.get("task") or "regression"),
         classes=list(classes) if classes is not None else None,
         metadata=metadata,
+    )
+
+
+def _column(spec: Mapping[str, Any], domain: Any) -> Column:
+    """A signature input and its domain entry (a closed set for text, bounds for numbers)."""
+    entry = domain.get(spec["name"]) if isinstance(domain, Mapping) else None
+    entry = entry if isinstance(entry, Mapping) else {}
+    categories = entry.get("categories")
+    column_type = TYPES[spec["type"]]
+    closed = column_type.python is str and isinstance(categories, list) and categories
+    return Column(
+        spec["name"],
+        spec["type"],
+        bool(spec.get("required", True)),
+        categories=tuple(categories) if closed else None,
+        range=Range.of(entry) if column_type.number else None,
     )
 
 
@@ -234,12 +293,14 @@ def signature_of(mlmodel: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_contract(folder: Path) -> Contract:
-    """The contract of the MLflow model ``folder``, from its MLmodel file (nothing loaded)."""
+def read_contract(folder: Path, domain: Mapping[str, Any] | None = None) -> Contract:
+    """The contract of the MLflow model ``folder``, from its MLmodel file (nothing loaded),
+    with the model's ``domain`` as its import recorded it (``inference.domain``), if given."""
     mlmodel = read_mlmodel(folder)
-    return contract_from_signature(
-        signature_of(mlmodel).get("inputs"), mlmodel.get("metadata") or {}
-    )
+    metadata = dict(mlmodel.get("metadata") or {})
+    if domain:
+        metadata[DOMAIN_METADATA] = dict(domain)
+    return contract_from_signature(signature_of(mlmodel).get("inputs"), metadata)
 
 
 # --- the service: strict ---------------------------------------------------------------------
@@ -350,9 +411,12 @@ def missing_mask(values: np.ndarray) -> np.ndarray:
     return np.zeros(len(values), dtype=bool)
 
 
-def validate(frame: pd.DataFrame, contract: Contract, max_rows: int | None = None) -> pd.DataFrame:
+def validate(
+    frame: pd.DataFrame, contract: Contract, max_rows: int | None = None, first_row: int = 0
+) -> pd.DataFrame:
     """The contract's columns of ``frame``, in order, typed as in training; extra columns are
-    ignored (as MLflow does).
+    ignored (as MLflow does). Errors name rows from ``first_row`` (1 for a CSV body's rows, as
+    a person counts them; 0 for JSON lists, as their indexes).
 
     Raises:
         InputError: No rows, more than ``max_rows``, a missing or repeated column, a null in a
@@ -362,11 +426,15 @@ def validate(frame: pd.DataFrame, contract: Contract, max_rows: int | None = Non
     if repeated:
         raise InputError(f"column {repeated[0]!r} appears more than once")
     present = {c.name: frame[c.name].to_numpy() for c in contract.columns if c.name in frame}
-    return validate_columns(present, len(frame), contract, max_rows)
+    return validate_columns(present, len(frame), contract, max_rows, first_row)
 
 
 def validate_columns(
-    columns: Mapping[str, Any], rows: int, contract: Contract, max_rows: int | None = None
+    columns: Mapping[str, Any],
+    rows: int,
+    contract: Contract,
+    max_rows: int | None = None,
+    first_row: int = 0,
 ) -> pd.DataFrame:
     """:func:`validate` for columns given as a mapping of name -> values (a list of JSON
     values, or an array): each column checked as a whole where its values allow (one type,
@@ -391,7 +459,7 @@ def validate_columns(
         if values is None:
             out[col.name] = _all_missing(col, rows)
         else:
-            out[col.name] = _validated_column(_one_dimensional(values), col)
+            out[col.name] = _validated_column(_one_dimensional(values), col, first_row)
     return pd.DataFrame(out)
 
 
@@ -409,22 +477,27 @@ def _all_missing(col: Column, rows: int) -> np.ndarray:
     return np.full(rows, np.nan, dtype=object)
 
 
-def _validated_column(values: np.ndarray, col: Column) -> np.ndarray:
+def _validated_column(values: np.ndarray, col: Column, first_row: int = 0) -> np.ndarray:
     """``values`` (one column of a request) in the column's dtype, or InputError naming the
-    column and row."""
+    column and row (counted from ``first_row``)."""
     missing = missing_mask(values)
     any_missing = bool(missing.any())
     if any_missing and col.required:
-        rows = np.flatnonzero(missing)[:5].tolist()
+        rows = (np.flatnonzero(missing)[:5] + first_row).tolist()
         raise InputError(f"column {col.name!r} is required but null in row(s) {rows}")
-    positions = np.flatnonzero(~missing) if any_missing else None
+    where = np.flatnonzero(~missing) if any_missing else None  # the present values' rows
+    if where is not None:
+        positions = where + first_row
+    else:
+        positions = np.arange(len(values)) + first_row if first_row else None
     present = values[~missing] if any_missing else values
     typed = _typed(present, col, positions)
-    if not any_missing:
+    check_domain(typed, col, positions)
+    if where is None:
         return typed
     dtype = dtype_for(col.type, True)
     out = np.full(len(values), np.nan, dtype=dtype)
-    out[positions] = typed
+    out[where] = typed
     return out
 
 
@@ -571,6 +644,51 @@ def _validated_numbers(
     return numbers.astype(column.dtype, copy=False)
 
 
+def range_mask(numbers: np.ndarray, bounds: Range) -> np.ndarray:
+    """Where ``numbers`` lie within ``bounds`` (vectorised)."""
+    ok = np.ones(len(numbers), dtype=bool)
+    if bounds.low is not None:
+        ok &= numbers > bounds.low if bounds.low_exclusive else numbers >= bounds.low
+    if bounds.high is not None:
+        ok &= numbers < bounds.high if bounds.high_exclusive else numbers <= bounds.high
+    return ok
+
+
+def domain_mask(frame: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Where the rows of ``frame`` (typed as the model's input) lie within the contract's
+    domain (a missing value does): the rows a benchmark or a test may send and get served."""
+    ok = np.ones(len(frame), dtype=bool)
+    for col in contract.columns:
+        if col.name not in frame.columns:
+            continue
+        values = frame[col.name]
+        if col.categories is not None:
+            ok &= (values.isin(col.categories) | values.isna()).to_numpy()
+        elif col.range is not None:
+            numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            ok &= range_mask(numbers, col.range) | np.isnan(numbers)
+    return ok
+
+
+def check_domain(values: np.ndarray, col: Column, positions: np.ndarray | None) -> None:
+    """Raise InputError naming the column, the row (``positions``, as :func:`_row`), the value
+    and what the column takes, for the first of ``values`` (typed, none missing) outside the
+    column's domain (its closed categories, its bounds); checked as a whole."""
+    if not len(values) or (col.categories is None and col.range is None):
+        return
+    if col.categories is not None:
+        allowed = frozenset(col.categories)
+        ok = np.fromiter((v in allowed for v in values.tolist()), dtype=bool, count=len(values))
+    else:
+        ok = range_mask(values.astype(np.float64, copy=False), col.range)
+    if ok.all():
+        return
+    first = int(np.flatnonzero(~ok)[0])
+    value = plain(values[first])
+    problem = col.domain_problem(value) or "outside the model's domain"
+    raise InputError(f"column {col.name!r} in row {_row(positions, first)}: {problem}")
+
+
 def check_values(present: pd.Series, col: Column) -> None:
     """Raise InputError naming the column and row (``present``'s index label) of the first
     value of ``present`` (numbers, none missing) that the model cannot take
@@ -578,6 +696,13 @@ def check_values(present: pd.Series, col: Column) -> None:
     if TYPES[col.type].bounds is None or present.empty:
         return
     labels = present.index.to_numpy()
+    check_labelled(present, col, labels)
+
+
+def check_labelled(present: pd.Series, col: Column, labels: np.ndarray) -> None:
+    """:func:`check_values`, the rows named by ``labels``."""
+    if TYPES[col.type].bounds is None or present.empty:
+        return
     values = present.to_numpy()
     if values.dtype.kind in "iu" and TYPES[col.type].whole:
         _validated_integers(values, col, labels)
@@ -608,13 +733,16 @@ def records_frame(rows: Sequence[Mapping[str, Any]], contract: Contract) -> pd.D
 # --- the clients: lenient --------------------------------------------------------------------
 
 
-def coerce(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+def coerce(frame: pd.DataFrame, contract: Contract, first_row: int = 1) -> pd.DataFrame:
     """The contract's columns of ``frame`` (rows read from a file), in order, converted to
     their types: numbers read as text become numbers, numbers in a text column text. A
-    missing optional column is added as all-missing.
+    missing optional column is added as all-missing. Errors name a row by its index label
+    (the clients' 0-based row numbers) plus ``first_row``: 1 by default, the first data row of
+    a file being row 1 to a person.
 
     Raises:
-        InputError: A required column is missing, or a value cannot be converted.
+        InputError: A required column is missing, or a value cannot be converted or lies
+            outside the model's domain (where the contract enforces it).
     """
     missing = [c.name for c in contract.columns if c.required and c.name not in frame.columns]
     if missing:
@@ -626,27 +754,36 @@ def coerce(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             dtype = dtype_for(col.type, True)
             out[col.name] = pd.Series(values, index=frame.index, dtype=dtype)
         else:
-            out[col.name] = _converted(frame[col.name], col)
+            out[col.name] = _converted(frame[col.name], col, first_row)
     return pd.DataFrame(out, index=frame.index)
 
 
-def _converted(values: pd.Series, col: Column) -> pd.Series:
+def _labels(present: pd.Series, first_row: int) -> np.ndarray:
+    labels = present.index.to_numpy()
+    return labels + first_row if labels.dtype.kind in "iu" else labels
+
+
+def _converted(values: pd.Series, col: Column, first_row: int) -> pd.Series:
     if TYPES[col.type].python is str:
-        if values.dtype == object:
-            return values
-        # Numbers or categories read where text is expected: text; missing stays missing.
-        return (
-            values.astype(object)
-            .where(values.notna(), None)
-            .map(lambda v: v if v is None or isinstance(v, str) else str(v))
-        )
+        if values.dtype != object:
+            # Numbers or categories read where text is expected: text; missing stays missing.
+            values = (
+                values.astype(object)
+                .where(values.notna(), None)
+                .map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            )
+        present = values[values.notna()]
+        check_domain(present.to_numpy(), col, _labels(present, first_row))
+        return values
     dtype = dtype_for(col.type, bool(values.isna().any()))
     try:
         numbers = pd.to_numeric(values, errors="raise") if col.type in NUMBER_TYPES else values
     except (TypeError, ValueError) as exc:
         bad = _first_bad(values)
         raise InputError(f"column {col.name!r} must hold {col.type} values, got {bad!r}") from exc
-    check_values(numbers[numbers.notna()], col)
+    present = numbers[numbers.notna()]
+    check_labelled(present, col, _labels(present, first_row))
+    check_domain(present.to_numpy(), col, _labels(present, first_row))
     if values.dtype == dtype:
         return values
     try:

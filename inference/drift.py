@@ -85,6 +85,11 @@ def chi2_test(sample: Mapping[str, int], reference: Mapping[str, int]) -> TestRe
     table = np.array(
         [[sample.get(c, 0), reference.get(c, 0)] for c in categories], dtype=np.float64
     )
+    # A category neither side holds (the reference lists every category of the model's
+    # domain, seen or not) tells nothing, and would make an expected frequency 0.
+    table = table[table.sum(axis=1) > 0]
+    if len(table) < 2:
+        return TestResult(0.0, 1.0)
     result = stats.chi2_contingency(table)
     return TestResult(float(result.statistic), float(result.pvalue))
 

@@ -25,6 +25,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 
 from inference import strict_json
 from inference.constants import INPUT_EXAMPLE, RUNTIME_REQUIREMENTS, SERVING_EXAMPLE
+from inference.domain import BOUNDS_METADATA, config_bounds
 from inference.loading import ALLOWED_TYPES, single_threaded
 from pipeline.errors import PipelineError
 from pipeline.segregate import split
@@ -173,14 +174,20 @@ def pinned_requirements(packages: Sequence[str] = RUNTIME_REQUIREMENTS) -> list[
 
 
 def export_model(
-    model: Pipeline, path: Path, X: pd.DataFrame, metadata: Mapping[str, Any] | None = None
+    model: Pipeline,
+    path: Path,
+    X: pd.DataFrame,
+    metadata: Mapping[str, Any] | None = None,
+    rules: Mapping[str, Any] | None = None,
 ) -> Path:
     """Save ``model`` as an MLflow model at ``path`` (which must not exist).
 
     The signature is inferred from all of ``X`` (so columns with missing values become
     optional), the input example is its first three rows, and the model is serialized with
     skops. A model holding types beyond ``inference.loading.ALLOWED_TYPES`` is refused here:
-    no consumer of the export would load it.
+    no consumer of the export would load it. ``rules``: the pipeline's ``clean`` and
+    ``checks`` config, whose bounds on the input columns are recorded as the MLmodel's
+    ``bounds`` metadata (``inference.domain.config_bounds``): part of the model's domain.
     """
     import mlflow.sklearn
     import skops.io
@@ -206,6 +213,10 @@ def export_model(
         "example_predictions": predictions.tolist(),
         "feature_columns": list(X.columns),
     }
+    rules = dict(rules or {})
+    bounds = config_bounds(rules.get("clean"), rules.get("checks"), list(X.columns))
+    if bounds:
+        info[BOUNDS_METADATA] = bounds
     if info["task"] == "classification":
         info["classes"] = [c.item() if hasattr(c, "item") else c for c in model.classes_]
     # MLflow warns that it cannot resolve pip's version: the requirements are pinned here.
@@ -286,8 +297,13 @@ def run(ctx: StepContext) -> None:
         ctx.run.log({name: wandb.Image(str(path)) for name, path in plots.items()})
     lineage = dict(trainval.metadata.get("lineage", {}))
     lineage["trainval_data"] = {"ref": trainval.qualified_name, "digest": trainval.digest}
+    rules = OmegaConf.to_container(cfg, resolve=True)
     export = export_model(
-        model, ctx.workdir / "model", frame[feature_columns(features)], {"target": cfg.data.target}
+        model,
+        ctx.workdir / "model",
+        frame[feature_columns(features)],
+        {"target": cfg.data.target},
+        {"clean": rules.get("clean"), "checks": rules.get("checks")},
     )
     metadata = {
         "task": task_of(model),

@@ -48,6 +48,7 @@ def describe(state: ServiceState) -> Metadata:
         engine=live.engine,
         fast_path={"import": meta.get(FASTPATH_METADATA) or {}, "startup": live.fast_report},
         limits=state.settings.limits(),
+        domain={"columns": state.contract.domain, "enforced": state.settings.domain_enforced()},
         batching={"model_calls": state.counts.model_calls, "rows": state.counts.rows},
         candidate=describe_candidate(state),
     )

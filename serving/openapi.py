@@ -18,12 +18,14 @@ tuple typed column by column.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
-from inference.contract import TYPES, Contract
+from inference.contract import TYPES, Column, Contract
+from inference.domain import Range, range_csv_pattern
 from serving.protocol import CSV, JSON
 from serving.routes import (
     DOCUMENT,
@@ -297,6 +299,39 @@ def csv_value(kind: str) -> str:
     return _NOT_MISSING + column.csv_value if column.python is str else column.csv_value
 
 
+def csv_domain_value(column: Column) -> str | None:
+    """One CSV value of a column with a domain, or None (none: its type's pattern): a closed
+    column's categories; a bounded number column's numbers within its bounds
+    (``inference.domain.range_csv_pattern``), else a sample of them."""
+    if column.categories is not None:
+        fields = [csv_header_field(str(c)) for c in column.categories]
+        plain = [f for f in fields if f not in PANDAS_NA_WORDS and f.strip() == f and f]
+        return "|".join(literal(f) for f in plain) or None
+    if column.range is not None:
+        whole = TYPES[column.type].whole
+        pattern = range_csv_pattern(column.range, whole)
+        return pattern or "|".join(literal(v) for v in range_samples(column.range, whole))
+    return None
+
+
+def range_samples(bounds: Range, whole: bool) -> list[str]:
+    """Five values spread over ``bounds`` (an open side: 100 past the other), in plain decimal
+    notation; whole numbers for an integer column."""
+    low = bounds.low if bounds.low is not None else bounds.high - 100
+    high = bounds.high if bounds.high is not None else low + 100
+    out: list[str] = []
+    for step in range(5):
+        value = low + (high - low) * step / 4
+        if whole:
+            value = float(math.ceil(value) if step < 2 else math.floor(value))
+        text = f"{value:.6f}".rstrip("0").rstrip(".")
+        if text in ("-0", ""):
+            text = "0"
+        if bounds.contains(float(text)) and text not in out:
+            out.append(text)
+    return out
+
+
 def csv_header_field(name: str) -> str:
     """``name`` as a CSV header field (quoted if it holds a comma, a quote or a newline)."""
     if any(c in name for c in ',"\n\r'):
@@ -310,7 +345,7 @@ def csv_pattern(contract: Contract, max_rows: int) -> str:
     An optional column's value may be empty (missing)."""
     values = []
     for column in contract.columns:
-        value = f"({csv_value(column.type)})"
+        value = f"({csv_domain_value(column) or csv_value(column.type)})"
         values.append(f"{value}?" if not column.required else value)
     header = ",".join(literal(csv_header_field(c.name)) for c in contract.columns)
     row = ",".join(values)

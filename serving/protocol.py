@@ -48,7 +48,8 @@ def parse_invocation(
         columns, rows = parse_mlflow_json(body, contract.features, max_rows)
         return validate_columns(columns, rows, contract, max_rows)
     if mime == CSV:
-        return validate(parse_mlflow_csv(body, contract), contract, max_rows)
+        # A CSV body's rows are named as a person counts them: the first after the header is 1.
+        return validate(parse_mlflow_csv(body, contract), contract, max_rows, first_row=1)
     raise UnsupportedMediaType(f"unsupported content type {mime!r}: use {JSON} or {CSV}")
 
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from inference.contract import TYPES, Contract, float_within, strict_value, value_problem
+from inference.contract import TYPES, Column, Contract, float_within, strict_value, value_problem
 from serving.bentoml_private import IORootModel
 
 RECORD_CONFIG = ConfigDict(
@@ -72,15 +72,43 @@ def _whole_number(kind: str) -> BeforeValidator:
     return BeforeValidator(whole)
 
 
+def _domain_check(col: Column) -> AfterValidator:
+    """The model's domain (``Column.domain_problem``): a category outside its closed set, a
+    number outside its bounds, is a validation error of its field naming what it takes."""
+
+    def check(value: Any) -> Any:
+        problem = col.domain_problem(value)
+        if problem is None:
+            return value
+        raise PydanticCustomError("outside_domain", "{problem}", {"problem": problem})
+
+    return AfterValidator(check)
+
+
 def _beyond(kind: str, value: float) -> str:
     low, high = TYPES[kind].bounds
     return f"{value:.8g} is outside the range the model takes for a {kind} column ({low} to {high})"
 
 
-def _bounds_schema(kind: str) -> dict[str, Any] | None:
-    """The type's bounds as JSON-schema ``minimum``/``maximum`` (shown in the OpenAPI page)."""
-    bounds = TYPES[kind].bounds
-    return {"minimum": bounds[0], "maximum": bounds[1]} if bounds else None
+def _bounds_schema(col: Column) -> dict[str, Any] | None:
+    """The column's bounds as JSON-schema ``minimum``/``maximum``, the tighter of its type's
+    and its domain's (``exclusiveMinimum``...), and a closed column's ``enum`` (null among
+    them when the column may be null): shown in the OpenAPI page, generated from by
+    schemathesis."""
+    bounds = TYPES[col.type].bounds
+    schema: dict[str, Any] = {"minimum": bounds[0], "maximum": bounds[1]} if bounds else {}
+    domain = col.schema()
+    if "enum" in domain and not col.required:
+        domain["enum"] = [*domain["enum"], None]
+    for key in ("exclusiveMinimum", "exclusiveMaximum"):
+        side = "minimum" if key == "exclusiveMinimum" else "maximum"
+        if key in domain:
+            schema.pop(side, None)
+    if "minimum" in domain and "minimum" in schema:
+        domain["minimum"] = max(domain["minimum"], schema["minimum"])
+    if "maximum" in domain and "maximum" in schema:
+        domain["maximum"] = min(domain["maximum"], schema["maximum"])
+    return {**schema, **domain} or None
 
 
 def _field_name(column: str, taken: set[str]) -> str:
@@ -106,11 +134,13 @@ def build_record_model(contract: Contract) -> type[BaseModel]:
         python_type = column.python
         if column.bounds:
             python_type = Annotated[python_type, _value_check(col.type)]
+        if col.categories is not None or col.range is not None:
+            python_type = Annotated[python_type, _domain_check(col)]
         if column.whole:
             python_type = Annotated[python_type, _whole_number(col.type)]
         name = _field_name(col.name, taken)
         description = f"{col.type} (MLflow)"
-        extra = _bounds_schema(col.type)
+        extra = _bounds_schema(col)
         if col.required:
             annotation = Annotated[python_type, BeforeValidator(_no_null)]
             field = Field(
@@ -215,6 +245,14 @@ class Metadata(BaseModel):
         "(engine, exact, rows_checked, checked_on, reason if not used) and at start-up",
     )
     limits: dict[str, int] = Field(default_factory=dict)
+    domain: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the model's domain, recorded at import: per column, the closed set of "
+        "categories it was trained on (categories), or the bounds the pipeline's rules "
+        "enforce on its training data (minimum, maximum, exclusiveMinimum...); values outside "
+        "it are refused (400) unless accepted (TAGSERVE_UNKNOWN_CATEGORIES, "
+        "TAGSERVE_OUT_OF_RANGE: see enforced)",
+    )
     batching: dict[str, int] = Field(
         default_factory=dict,
         description="this worker's predict_batch so far: model calls and rows (rows per call "

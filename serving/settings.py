@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.constants import DEFAULT_MODEL, MODEL_ENV
+from inference.domain import ACCEPT, REFUSE, Policy, policy_from_env
 from inference.envvars import usable_cores
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,8 @@ class Settings:
     monitor_window: int = 5_000
     monitor_min_rows: int = 500
     monitor_dir: str | None = None
+    # --- the model's domain (inference.domain): values outside it refused (400) or served ---
+    domain_policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
@@ -113,6 +116,7 @@ class Settings:
             shadow_fraction=env_fraction("TAGSERVE_SHADOW_FRACTION", 0.0, 1.0),
             canary_percent=env_fraction("TAGSERVE_CANARY_PERCENT", 0.0, 100.0),
             drain_seconds=env_int("TAGSERVE_DRAIN_SECONDS", cls.drain_seconds),
+            domain_policy=policy_from_env(),
             **monitor_settings(cls),
         )
 
@@ -165,6 +169,14 @@ class Settings:
         if self.max_body_bytes is not None:
             limits["max_body_bytes"] = self.max_body_bytes
         return limits
+
+    def domain_enforced(self) -> dict[str, str]:
+        """TAGSERVE_UNKNOWN_CATEGORIES and TAGSERVE_OUT_OF_RANGE as in force (for /metadata)."""
+        policy = self.domain_policy
+        return {
+            "unknown_categories": REFUSE if policy.refuse_unknown_categories else ACCEPT,
+            "out_of_range": REFUSE if policy.refuse_out_of_range else ACCEPT,
+        }
 
 
 def env_switch(name: str, default: bool) -> bool:

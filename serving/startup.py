@@ -62,7 +62,10 @@ def plan_service(settings: Settings | None = None) -> ServicePlan:
         live = get_model(settings.model)
     except TagserveError as exc:
         raise bentoml.exceptions.NotFound(str(exc)) from None
-    model_tag, contract = str(live.tag), model_contract(live)
+    # The model's domain, refused outside or accepted as TAGSERVE_UNKNOWN_CATEGORIES and
+    # TAGSERVE_OUT_OF_RANGE say: every route validates through this contract.
+    model_tag = str(live.tag)
+    contract = model_contract(live).enforcing(settings.domain_policy)
     settings = settings.with_body_cap(len(contract.columns))
     revision = source_revision(args)
     # Checked here, in `bentoml serve` itself, before any worker starts: refused in one line.

@@ -274,7 +274,24 @@ def test_a_killed_stream_resumes_from_its_partial_output(world, tmp_path):
 def test_stream_errors_are_one_line(world, tmp_path):
     url = world["server"].url
     world["rows"].drop(columns=["cut"]).head(5).to_csv(tmp_path / "lacks.csv", index=False)
+    outside = world["rows"].head(5).copy()
+    outside.loc[2, "cut"] = "Superb"  # the file's third data row: row 3
+    outside.to_csv(tmp_path / "outside.csv", index=False)
+    negative = world["rows"].head(5).copy()
+    negative.loc[1, "carat"] = -5
+    negative.to_csv(tmp_path / "negative.csv", index=False)
+    world["rows"].head(5)[["sku"]].to_csv(tmp_path / "none.csv", index=False)
     cases = {
+        "column 'cut' in row 3: 'Superb' is not one of 'Fair', 'Good', 'Very Good', 'Premium', "
+        "'Ideal'": [str(tmp_path / "outside.csv"), str(tmp_path / "e.csv"), "--url", url],
+        "column 'carat' in row 2: -5 is out of the model's range (it takes at least 0.1 and at "
+        "most 6)": [str(tmp_path / "negative.csv"), str(tmp_path / "f.csv"), "--url", url],
+        "lacks model column(s): carat, depth": [
+            str(tmp_path / "none.csv"),
+            str(tmp_path / "g.csv"),
+            "--url",
+            url,
+        ],
         "lacks model column(s): cut": [
             str(tmp_path / "lacks.csv"),
             str(tmp_path / "a.csv"),
@@ -305,3 +322,6 @@ def test_stream_errors_are_one_line(world, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
         assert expected in lines[0], (expected, lines[0])
+        assert not Path(args[1]).exists()
+        if "cannot reach" not in expected:  # the input's fault: no partial output left
+            assert not Path(args[1] + ".partial").exists(), expected

@@ -84,3 +84,33 @@ def test_the_summary_line_prints_p_values_as_the_report_does() -> None:
         "p=3.1e-09",
         "p=0.0123",
     ]
+
+
+def test_a_file_scored_with_keep_input_is_tested_for_drift(
+    monitored: MonitoredModel, tmp_path: Path
+) -> None:
+    """The README's example: `score --keep-input` writes the model's columns beside the
+    prediction, and `drift` tests that file. A file scored without them gets the error of a
+    file lacking the model's columns (not "holds no rows")."""
+    from tests.helpers.client_models import model_diamonds
+
+    rows = model_diamonds().drop(columns=["price"]).sample(1_500, random_state=5)
+    rows.to_parquet(tmp_path / "rows.parquet", index=False)
+    env = subprocess_env(monitored)  # type: ignore[arg-type]
+    for name, extra in (("kept.csv", ["--keep-input"]), ("bare.csv", [])):
+        scored = subprocess.run(
+            [PYTHON, "-m", "clients", "score", str(tmp_path / "rows.parquet"), str(tmp_path / name)]
+            + ["--model", monitored.tag, "--no-progress", *extra],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert scored.returncode == 0, scored.stderr
+    done = run_drift(monitored, str(tmp_path / "kept.csv"), "--model", monitored.tag)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"drift: 1500 rows of {tmp_path / 'kept.csv'}")
+    bare = run_drift(monitored, str(tmp_path / "bare.csv"), "--model", monitored.tag)
+    assert bare.returncode == 1
+    assert bare.stderr.startswith("error: input lacks model column(s): carat"), bare.stderr

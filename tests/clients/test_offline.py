@@ -276,7 +276,7 @@ def test_bad_input_is_one_error_line(world, tmp_path, capsys):
             str(tmp_path / "o2.csv"),
             *model,
         ],
-        "column 'depth' in row 3: 1e+300 is outside the range": [
+        "column 'depth' in row 4: 1e+300 is outside the range": [  # 1-based data rows
             "score",
             str(tmp_path / "huge.csv"),
             str(tmp_path / "o11.csv"),
@@ -384,3 +384,91 @@ def test_csv_edge_cases_score_as_the_plain_file(world, tmp_path, capsys):
     assert code == 0, err
     assert "scored 0 rows" in out_text
     assert (tmp_path / "h.csv").read_text().splitlines() == ["id,prediction"]
+
+
+CUTS = "'Fair', 'Good', 'Very Good', 'Premium', 'Ideal'"
+OUTSIDE = [
+    ("cut", "Superb", f"column 'cut' in row 3: 'Superb' is not one of {CUTS}"),
+    ("cut", "ideal", f"column 'cut' in row 3: 'ideal' is not one of {CUTS}"),
+    ("carat", -5, "column 'carat' in row 3: -5 is out of the model's range (it takes at least"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "message"), OUTSIDE, ids=["unknown", "case", "carat"])
+def test_a_value_outside_the_domain_is_one_error_line_and_leaves_nothing(
+    world, tmp_path, capsys, monkeypatch, column, value, message
+):
+    """The file's third data row (row 3, as a person counts) holds a value outside the model's
+    domain: one error line naming column, value and domain, from the BentoML model (its
+    recorded domain) and from the MLflow folder (read from its Pipeline); no output, no
+    partial folder. With TAGSERVE_UNKNOWN_CATEGORIES/OUT_OF_RANGE=accept: scored."""
+    rows = world["rows"].head(10).astype({column: object})
+    rows.loc[2, column] = value
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "scored.csv"
+    for model in (["--model", world["tag"]], ["--model-dir", str(world["model_dir"])]):
+        monkeypatch.setenv("BENTOML_HOME", world["env"]["BENTOML_HOME"])
+        code, _, err = cli(capsys, "score", str(tmp_path / "rows.csv"), str(out), *model)
+        assert message in error_line(code, err), err
+        assert not out.exists() and not (tmp_path / "scored.csv.partial").exists()
+    monkeypatch.setenv("TAGSERVE_UNKNOWN_CATEGORIES", "accept")
+    monkeypatch.setenv("TAGSERVE_OUT_OF_RANGE", "accept")
+    code, _, err = cli(
+        capsys, "score", str(tmp_path / "rows.csv"), str(out), "--model", world["tag"]
+    )
+    assert code == 0, err
+    expected = native_predictions(world["model_dir"], pd.read_csv(tmp_path / "rows.csv"))
+    np.testing.assert_array_equal(read_output(out)["prediction"].to_numpy(), expected)
+
+
+def test_a_file_with_none_of_the_model_columns_fails_as_one_with_some(
+    world, tmp_path, capsys, monkeypatch
+):
+    """The scored output itself (id, prediction) given to score: the same error as a file
+    lacking some of the columns, naming all of them; exit != 0, no output left."""
+    monkeypatch.setenv("BENTOML_HOME", world["env"]["BENTOML_HOME"])
+    scored = tmp_path / "scored.csv"
+    rows = str(world["root"] / "rows.csv")
+    code, _, err = cli(capsys, "score", rows, str(scored), "--model-dir", str(world["model_dir"]))
+    assert code == 0, err
+    for name in ("again.csv", "again.parquet"):
+        source = scored if name.endswith(".csv") else tmp_path / "scored.parquet"
+        if not source.exists():
+            read_output(scored).to_parquet(source)
+        code, _, err = cli(
+            capsys, "score", str(source), str(tmp_path / name), "--model", world["tag"]
+        )
+        line = error_line(code, err)
+        assert "input lacks model column(s): carat, depth, table, x, y, z, cut" in line, line
+        assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.partial").exists()
+
+
+def test_a_run_failing_after_written_parts_leaves_no_partial_folder(world, tmp_path, capsys):
+    """Chunks of 100 rows: the bad row (row 251) is in the third, after two parts were
+    written; the run fails and removes them. An interrupted run keeps its partial output
+    (test_a_killed_run_resumes_from_its_partial_output)."""
+    rows = world["rows"].head(400).astype({"depth": object})
+    rows.loc[250, "depth"] = "deep"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "scored.parquet"
+    args = ["score", str(tmp_path / "rows.csv"), str(out), "--model-dir", str(world["model_dir"])]
+    code, _, err = cli(capsys, *args, "--chunk-size", "100")
+    assert "'depth' must hold double values, got 'deep'" in error_line(code, err)
+    assert not out.exists() and not (tmp_path / "scored.parquet.partial").exists()
+
+
+def test_keep_input_writes_the_model_columns_beside_the_prediction(
+    world, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("BENTOML_HOME", world["env"]["BENTOML_HOME"])
+    out = tmp_path / "scored.csv"
+    args = ["score", str(world["root"] / "rows.parquet"), str(out), "--model", world["tag"]]
+    code, _, err = cli(capsys, *args, "--keep-input", "--id-column", "sku", "--chunk-size", "700")
+    assert code == 0, err
+    result = read_output(out)
+    features = ["carat", "depth", "table", "x", "y", "z", "cut", "color", "clarity"]
+    assert list(result.columns) == ["sku", *features, "prediction"]
+    pd.testing.assert_frame_equal(
+        result[features], world["rows"][features].reset_index(drop=True), check_dtype=False
+    )
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"])

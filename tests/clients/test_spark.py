@@ -112,3 +112,66 @@ def test_spark_local_mode_gives_the_exact_predictions_with_ids(tmp_path, client_
     labels = read_output(out3).sort_values("id")
     assert labels["id"].tolist() == list(range(len(penguins)))
     assert labels["prediction"].tolist() == native_labels(penguin_dir, penguins)
+
+
+DOMAIN_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys
+    from clients.errors import ClientError
+    from clients.model import resolve
+    from clients.spark import score_with_spark, session
+
+    tag, model_dir, csv_in, parquet_in, out = sys.argv[1:]
+    spark = session("local[2]")
+    messages = []
+    try:
+        for source, info, id_column in (
+            (csv_in, resolve(model=tag), None),
+            (parquet_in, resolve(model=tag), "sku"),
+            (csv_in, resolve(model_dir=model_dir), None),
+        ):
+            try:
+                score_with_spark(source, out, info, id_column=id_column, spark=spark)
+                messages.append(None)
+            except ClientError as exc:
+                messages.append(str(exc))
+        os.environ["TAGSERVE_UNKNOWN_CATEGORIES"] = "accept"
+        os.environ["TAGSERVE_OUT_OF_RANGE"] = "accept"
+        accepted = score_with_spark(csv_in, out, resolve(model=tag), spark=spark).rows
+    finally:
+        spark.stop()
+    print(json.dumps({"messages": messages, "accepted": accepted}))
+    """
+)
+
+
+def test_spark_refuses_a_value_outside_the_domain_naming_its_row(tmp_path, client_model):
+    """One filtering pass before the job: the first row outside the model's domain is named
+    by its row number counted from 1 (or by its id), with the column, value and domain; from
+    the BentoML model's recorded domain and from a plain folder's Pipeline. Accepted by the
+    service's settings, it is scored."""
+    rows = diamonds_sample(200, seed=4)
+    rows["cut"] = rows["cut"].astype(object)
+    rows.loc[5, "cut"] = "Superb"  # the 6th data row
+    rows.loc[9, "carat"] = -5.0
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    rows.to_parquet(tmp_path / "rows.parquet")
+    args = [client_model["tag"], client_model["model_dir"], tmp_path / "rows.csv"]
+    args += [tmp_path / "rows.parquet", tmp_path / "out"]
+    done = subprocess.run(
+        [PYTHON, "-c", DOMAIN_DRIVER, *map(str, args)],
+        cwd=PROJECT_ROOT,
+        env=dict(client_model["env"]),
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    cuts = "'Fair', 'Good', 'Very Good', 'Premium', 'Ideal'"
+    assert report["messages"] == [
+        f"column 'cut' in row 6: 'Superb' is not one of {cuts}",
+        f"column 'cut' in the row of sku 'sku-000005': 'Superb' is not one of {cuts}",
+        f"column 'cut' in row 6: 'Superb' is not one of {cuts}",
+    ]
+    assert report["accepted"] == 200

@@ -37,9 +37,26 @@ REGRESSOR = {
 FEATURE_COLUMNS = ["carat", "depth", "table", "x", "y", "z", "cut", "color", "clarity"]
 
 
-def diamonds_sample(n: int, seed: int = 1) -> pd.DataFrame:
-    """``n`` real diamonds (features only) with a text id column ``sku``."""
+def model_diamonds() -> pd.DataFrame:
+    """The shipped diamonds the model's domain takes: those the pipeline's own cleaning rules
+    and data-check ranges keep (the few impossible ones, a zero size, go)."""
+    from pipeline.preprocess import clean
+    from tests.helpers.service_models import pipeline_rules
+
+    rules = pipeline_rules("diamonds")
     frame = pd.read_parquet(PROJECT_ROOT / "data" / "diamonds.parquet")
+    bounds = {
+        **{c: {"min": low, "max": high} for c, (low, high) in rules["checks"]["ranges"].items()},
+        **rules["clean"]["bounds"],
+    }
+    kept, _ = clean(frame, False, [], rules["clean"]["positive"], bounds)
+    return kept
+
+
+def diamonds_sample(n: int, seed: int = 1) -> pd.DataFrame:
+    """``n`` real diamonds (features only, within the model's domain) with a text id column
+    ``sku``."""
+    frame = model_diamonds()
     rows = frame.sample(n=n, random_state=seed, replace=n > len(frame)).reset_index(drop=True)
     rows.insert(0, "sku", [f"sku-{i:06d}" for i in range(n)])
     return rows.drop(columns=["price"])
@@ -48,12 +65,13 @@ def diamonds_sample(n: int, seed: int = 1) -> pd.DataFrame:
 def train_export(dest: Path, n_train: int = 3000) -> Path:
     """Train with ``pipeline.train.fit`` and export with ``export_model`` (an MLflow folder)."""
     from pipeline.train import export_model, feature_columns, fit
+    from tests.helpers.service_models import pipeline_rules
 
-    frame = pd.read_parquet(PROJECT_ROOT / "data" / "diamonds.parquet").sample(
-        n=n_train, random_state=0
-    )
+    frame = model_diamonds().sample(n=n_train, random_state=0)
     model, _, _, _ = fit(frame, "price", FEATURES, REGRESSOR, 0.2, 0)
-    return export_model(model, dest, frame[feature_columns(FEATURES)], {"target": "price"})
+    columns = feature_columns(FEATURES)
+    rules = pipeline_rules("diamonds")
+    return export_model(model, dest, frame[columns], {"target": "price"}, rules)
 
 
 def train_penguins(dest: Path) -> Path:

@@ -57,17 +57,41 @@ def train_and_log(
     classifier: bool,
     seed: int = 0,
     frame: pd.DataFrame | None = None,
+    with_rules: bool = True,
 ) -> str:
     """Fit and export a tiny model of the shipped data (penguins for a classifier, diamonds or
-    ``frame`` for a regressor) as the pipeline does: :func:`log_trained`."""
+    ``frame`` for a regressor) as the pipeline does: :func:`log_trained`, with the shipped
+    config's rules (its domain's bounds) unless not ``with_rules``."""
     if classifier:
         frame, target, feats, stratify = penguins(), "species", features("penguins"), "species"
     else:
         frame = diamonds_sample() if frame is None else frame
         target, feats, stratify = "price", features("diamonds"), None
     return log_trained(
-        home, project, frame, target, feats, classifier=classifier, seed=seed, stratify=stratify
+        home,
+        project,
+        frame,
+        target,
+        feats,
+        classifier=classifier,
+        seed=seed,
+        stratify=stratify,
+        rules=pipeline_rules("penguins" if classifier else "diamonds") if with_rules else None,
     )
+
+
+def pipeline_rules(name: str) -> dict[str, Any]:
+    """The shipped config's cleaning rules and data checks of data set ``name`` (composed as
+    the pipeline composes them: the checks' categories interpolate the features)."""
+    config = OmegaConf.create(
+        {
+            "features": OmegaConf.load(CONFIG_DIR / "features" / f"{name}.yaml"),
+            "clean": OmegaConf.load(CONFIG_DIR / "clean" / f"{name}.yaml"),
+            "checks": OmegaConf.load(CONFIG_DIR / "checks" / f"{name}.yaml"),
+        }
+    )
+    container = OmegaConf.to_container(config, resolve=True)
+    return {"clean": container["clean"], "checks": container["checks"]}
 
 
 def log_trained(
@@ -80,6 +104,7 @@ def log_trained(
     classifier: bool,
     seed: int = 0,
     stratify: str | None = None,
+    rules: dict[str, Any] | None = None,
 ) -> str:
     """Fit and export a tiny model of ``frame`` as the pipeline does (``pipeline.train.fit``
     and ``export_model``), log it as the next ``model_export`` of ``project`` in the local
@@ -92,7 +117,7 @@ def log_trained(
     model, val_metrics, _, _ = fit(frame, target, feats, model_cfg, 0.2, seed, stratify)
     export = home / "exports" / f"{project}-{seed}"
     export.parent.mkdir(parents=True, exist_ok=True)
-    export_model(model, export, frame[feature_columns(feats)], {"target": target})
+    export_model(model, export, frame[feature_columns(feats)], {"target": target}, rules)
     store = LocalArtifactStore(home / "store" / project)
     version = store.log_artifact(
         export,
@@ -165,7 +190,10 @@ def fragile_model(models: Models) -> str:
     session fixture ``fragile`` makes it once): its BentoML tag."""
     frame = diamonds_sample()
     frame["depth"] = np.random.default_rng(0).normal(0.0, 1e-10, len(frame))
-    train_and_log(models.tagserve_home, FRAGILE_NAME, classifier=False, frame=frame)
+    # Without the shipped rules: its depths break them, and no bound may stop the value first.
+    train_and_log(
+        models.tagserve_home, FRAGILE_NAME, classifier=False, frame=frame, with_rules=False
+    )
     with bentoml_home(models.bentoml_home):
         return import_prod(FRAGILE_NAME, home=models.tagserve_home, name=FRAGILE_NAME)
 

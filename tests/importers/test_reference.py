@@ -178,3 +178,26 @@ def test_a_classifier_with_gaps_gets_label_counts_and_null_rates(tmp_path: Path)
     window = drift.frame_columns(frame.sample(200, random_state=0), list(loaded.features))
     got = drift.evaluate(loaded, window)
     assert got["drifted"] == [] and got["features"]["sex"]["missing_ratio"] > 0
+
+
+def test_the_reference_counts_every_category_of_the_model_domain(
+    monitored: MonitoredModel,
+) -> None:
+    """One source: the categories the contract takes (the fitted Pipeline's, recorded as the
+    model's domain) are exactly those the drift reference counts, so monitoring's "unknown"
+    categories are the ones the service refuses unless TAGSERVE_UNKNOWN_CATEGORIES=accept."""
+    folder = model_folder(monitored)
+    reference = drift.Reference.load(folder / drift.MONITORING_FOLDER)
+    domain = metadata(folder)["domain"]
+    assert domain["cut"]["categories"] == ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+    for column in ("cut", "color", "clarity"):
+        assert set(reference.features[column].categories) == set(domain[column]["categories"])
+    assert domain["carat"] == {"minimum": 0.1, "maximum": 6.0}  # the shipped checks' range
+
+
+def test_a_category_neither_side_holds_does_not_break_the_test() -> None:
+    """The reference lists every category of the domain, seen or not: a category with no
+    count on either side is left out of the chi-square table."""
+    with_zero = drift.chi2_test({"a": 10, "b": 5}, {"a": 9, "b": 6, "never": 0})
+    assert with_zero == drift.chi2_test({"a": 10, "b": 5}, {"a": 9, "b": 6})
+    assert drift.chi2_test({"a": 3}, {"a": 2, "never": 0}).p_value == 1.0

@@ -135,7 +135,8 @@ def test_value_problem_is_the_one_rule_of_every_path() -> None:
     assert "outside the range" in value_problem("double", 1e300)
     assert "outside the range" in value_problem("long", 2**63)
     assert "not a finite number" in value_problem("float", float("nan"))
-    with pytest.raises(InputError, match=r"column 'carat' in row 7: .*outside the range"):
+    # a file's row 7 (0-based, as the clients number them) is its 8th data row to a person
+    with pytest.raises(InputError, match=r"column 'carat' in row 8: .*outside the range"):
         coerce(pd.DataFrame({"carat": ["1e300"], "cut": ["a"]}, index=[7]), CONTRACT)
 
 
@@ -159,7 +160,8 @@ def test_integer_columns_take_whole_numbers_as_the_integers_they_are() -> None:
         validate(pd.DataFrame({"year": [2007.0, 2007.5]}), WHOLE)
     with pytest.raises(InputError, match=r"column 'year' expects long, got bool true in row 0"):
         validate_columns({"year": [True]}, 1, WHOLE)
-    with pytest.raises(InputError, match=r"column 'year' in row 3: 2.5 is not a whole number"):
+    # a file's 4th data row (the clients count rows as a person does)
+    with pytest.raises(InputError, match=r"column 'year' in row 4: 2.5 is not a whole number"):
         coerce(pd.DataFrame({"year": ["1", "2", "3", "2.5"]}), WHOLE)  # never truncated to 2
     assert coerce(pd.DataFrame({"year": ["3504.0"]}), WHOLE)["year"].tolist() == [3504]
     assert parse_text("long", "3504.0") == 3504 and parse_text("double", "1") == 1.0
@@ -186,3 +188,220 @@ def test_json_lists_are_never_guessed_by_numpy() -> None:
     ):
         with pytest.raises(InputError, match=problem):
             validate_columns({"carat": values, "cut": ["a"]}, 1, CONTRACT)
+
+
+# --- the model's domain -----------------------------------------------------------------------
+
+CUTS = ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+DOMAIN = {
+    "cut": {"categories": CUTS},
+    "carat": {"minimum": 0.1, "maximum": 6.0},
+    "x": {"exclusiveMinimum": 0},
+}
+DOMAIN_INPUTS = [
+    {"name": "carat", "type": "double"},
+    {"name": "x", "type": "double", "required": False},
+    {"name": "cut", "type": "string", "required": False},
+    {"name": "note", "type": "string"},  # free text: no domain
+]
+
+
+def domain_contract(**policy: bool) -> Contract:
+    from inference.domain import Policy
+
+    contract = contract_from_signature(DOMAIN_INPUTS, {"domain": DOMAIN})
+    return contract.enforcing(Policy(**policy)) if policy else contract
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (
+            "cut",
+            "Superb",
+            "column 'cut' in row 1: 'Superb' is not one of 'Fair', 'Good', "
+            "'Very Good', 'Premium', 'Ideal'",
+        ),
+        ("cut", "ideal", "column 'cut' in row 1: 'ideal' is not one of 'Fair'"),
+        (
+            "carat",
+            -5,
+            "column 'carat' in row 1: -5 is out of the model's range "
+            "(it takes at least 0.1 and at most 6)",
+        ),
+        ("carat", 6.5, "column 'carat' in row 1: 6.5 is out of the model's range"),
+        ("x", 0, "column 'x' in row 1: 0 is out of the model's range (it takes more than 0)"),
+    ],
+    ids=["unknown", "wrong-case", "negative", "above", "exclusive"],
+)
+def test_a_value_outside_the_domain_is_refused_naming_column_value_and_domain(
+    column: str, value: object, message: str
+) -> None:
+    """Every entry: JSON columns, frames (CSV counts rows from 1), and the clients' files."""
+    import re
+
+    good = {"carat": 0.5, "x": 4.0, "cut": "Ideal", "note": "free text, any words"}
+    rows = [good, {**good, column: value}]
+    contract = domain_contract()
+    with pytest.raises(InputError, match=re.escape(message)):
+        validate_columns({k: [r[k] for r in rows] for k in good}, 2, contract)
+    with pytest.raises(InputError, match=re.escape(message)):
+        validate(pd.DataFrame(rows), contract)
+    csv_message = message.replace("in row 1", "in row 2")  # the 2nd data row of a CSV body
+    with pytest.raises(InputError, match=re.escape(csv_message)):
+        validate(pd.DataFrame(rows), contract, first_row=1)
+    text = pd.DataFrame(rows).astype(str)  # a file read as text, 0-based index
+    with pytest.raises(InputError, match=re.escape(csv_message)):
+        coerce(text, contract)
+    assert contract.columns[0].domain_problem(0.5) is None
+
+
+def test_the_domain_allows_null_where_optional_and_is_served_when_accepted() -> None:
+    """A null stays a null (optional columns); with both settings at accept, the values the
+    domain refuses are typed and served as before."""
+    from inference.domain import Policy
+
+    rows = {"carat": [0.5, -5.0], "x": [None, 0.0], "cut": [None, "Superb"], "note": ["a", "b"]}
+    accepting = domain_contract(refuse_unknown_categories=False, refuse_out_of_range=False)
+    out = validate_columns(rows, 2, accepting)
+    assert out["cut"].tolist()[1] == "Superb" and out["carat"].tolist() == [0.5, -5.0]
+    assert accepting.domain == DOMAIN  # still recorded, for /metadata
+    only_ranges = domain_contract().enforcing(Policy(refuse_unknown_categories=False))
+    with pytest.raises(InputError, match="column 'carat' in row 1: -5 is out"):
+        validate_columns(rows, 2, only_ranges)
+    with pytest.raises(InputError, match="'Superb' is not one of"):
+        validate_columns({**rows, "carat": [0.5, 0.5], "x": [None, 1.0]}, 2, domain_contract())
+    fine = {"carat": [0.1, 6.0], "x": [None, 1e-9], "cut": [None, "Fair"], "note": ["a", "b"]}
+    assert validate_columns(fine, 2, domain_contract())["x"].isna().tolist() == [True, False]
+
+
+def test_the_domain_of_a_pipeline_and_its_rules() -> None:
+    """Categories as the fitted encoders learnt them (case included, TF-IDF text left free);
+    bounds the tightest of the preprocess's and the data checks' rules, target excluded."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder
+
+    from inference.domain import config_bounds, model_domain
+
+    frame = pd.DataFrame(
+        {
+            "cut": ["Ideal", "Fair", "Ideal"],
+            "color": ["G", "D", "G"],
+            "note": ["rough stone", "clean cut", "deep blue"],
+            "carat": [0.3, 1.0, 2.0],
+        }
+    )
+    pipeline = Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        ("onehot", OneHotEncoder(handle_unknown="ignore"), ["cut"]),
+                        ("ordinal", OrdinalEncoder(), ["color"]),
+                        (
+                            "text",
+                            Pipeline(
+                                [
+                                    ("flat", FunctionTransformer(np.ravel)),
+                                    ("tfidf", TfidfVectorizer()),
+                                ]
+                            ),
+                            ["note"],
+                        ),
+                        ("numbers", "passthrough", ["carat"]),
+                    ]
+                ),
+            ),
+            ("model", LinearRegression()),
+        ]
+    ).fit(frame, [1.0, 2.0, 3.0])
+    clean = {"positive": ["carat", "price"], "bounds": {"price": {"min": 1, "max": 10}}}
+    checks = {"ranges": {"carat": [0.1, 6.0], "price": [1, 5]}}
+    bounds = config_bounds(clean, checks, list(frame.columns))
+    assert bounds == {"carat": {"minimum": 0.1, "maximum": 6.0}}
+    assert config_bounds({"positive": ["carat"]}, {"ranges": {"carat": [0, 6]}}, ["carat"]) == {
+        "carat": {"exclusiveMinimum": 0, "maximum": 6}
+    }
+    types = {"cut": "string", "color": "string", "note": "string", "carat": "double"}
+    assert model_domain(pipeline, types, bounds) == {
+        "cut": {"categories": ["Fair", "Ideal"]},
+        "color": {"categories": ["D", "G"]},
+        "carat": {"minimum": 0.1, "maximum": 6.0},
+    }
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"minimum": 0.1, "maximum": 6.0},
+        {"minimum": 40, "maximum": 80},
+        {"exclusiveMinimum": 0},
+        {"exclusiveMinimum": 0, "exclusiveMaximum": 6},
+        {"minimum": 0.25, "maximum": 5.5},
+        {"minimum": 2000, "maximum": 7000},
+    ],
+)
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_bounded_number_csv_pattern_takes_only_numbers_within_its_bounds(
+    bounds: dict, whole: bool
+) -> None:
+    """The OpenAPI document's CSV pattern of a bounded column: every plain decimal it matches
+    (of 20,000 drawn, seeded, around the bounds) lies within the bounds (and is whole in an
+    integer column), and it matches the bounds themselves where inclusive."""
+    import random
+    import re
+
+    from inference.domain import Range, range_csv_pattern
+
+    found = Range.of(bounds)
+    pattern = re.compile(f"^({range_csv_pattern(found, whole)})$")
+    rng = random.Random(0)
+    matched = 0
+    for _ in range(20_000):
+        top = int(bounds.get("maximum", bounds.get("exclusiveMaximum", 100)))
+        text = str(rng.randint(0, 2 * top + 10) if rng.random() < 0.8 else rng.randint(0, 10))
+        if rng.random() < 0.7:
+            text += "." + "".join(rng.choices("0123456789", k=rng.randint(1, 8)))
+        if pattern.match(text):
+            matched += 1
+            assert found.contains(float(text)) and (not whole or float(text).is_integer()), text
+    assert matched > 100
+    # Inclusive bounds as the shipped rules write them (a minimum of one decimal, a whole
+    # maximum) are matched; near others the pattern takes a subset (no numeric order in a
+    # regular expression).
+    low, high = bounds.get("minimum"), bounds.get("maximum")
+    if low is not None and float(low * 10).is_integer() and (not whole or float(low).is_integer()):
+        assert pattern.match(f"{low:g}")
+    if high is not None and float(high).is_integer():
+        assert pattern.match(f"{high:g}")
+    assert not pattern.match("-5")
+
+
+def test_domain_mask_keeps_the_rows_the_contract_takes() -> None:
+    """The rows a benchmark may send: inside the domain, or missing there."""
+    from inference.contract import domain_mask
+
+    frame = pd.DataFrame(
+        {
+            "carat": [0.5, -5.0, None, 0.5, 6.0],
+            "x": [1.0, 1.0, 1.0, 0.0, None],
+            "cut": ["Ideal", "Ideal", None, "Ideal", "ideal"],
+            "note": ["a", "b", "c", "d", "e"],
+        }
+    )
+    assert domain_mask(frame, domain_contract()).tolist() == [True, False, True, False, False]
+
+
+def test_csv_rows_counted_from_one_keep_missing_values_in_place() -> None:
+    """A CSV body's rows are named from 1; the missing values stay where they were."""
+    frame = pd.DataFrame({"carat": [0.3, 1.0, 2.5], "year": [None, 2007.0, None], "cut": "a"})
+    out = validate(frame, CONTRACT, first_row=1)
+    assert out["year"].isna().tolist() == [True, False, True] and out["year"][1] == 2007.0
+    with pytest.raises(InputError, match=r"column 'year' in row 3: 2007.5 is not a whole"):
+        validate(frame.assign(year=[None, 2007.0, 2007.5]), CONTRACT, first_row=1)
+    with pytest.raises(InputError, match=r"'cut' is required but null in row\(s\) \[2\]"):
+        validate(frame.assign(cut=["a", None, "b"]), CONTRACT, first_row=1)

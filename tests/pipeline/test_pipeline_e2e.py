@@ -54,6 +54,11 @@ def test_default_run_offline_ends_with_a_prod_model(make_cfg, tmp_path):
     model = load_pipeline(prod.path)
     expected = _mlmodel_metadata(prod.path)["example_predictions"]
     np.testing.assert_allclose(model.predict(example), expected)
+    # The bounds the run's own rules put on the inputs, part of the model's domain: positive
+    # sizes and the checks' ranges (the tighter), y's cleaning cap; not the target's.
+    bounds = _mlmodel_metadata(prod.path)["bounds"]
+    assert bounds["x"] == {"minimum": 0.1, "maximum": 20.0}
+    assert bounds["carat"] == {"minimum": 0.1, "maximum": 6.0} and "price" not in bounds
     meta = prod.metadata
     assert meta["test_metrics"]["r2"] > 0.95 and set(meta["val_metrics"]) == {"r2", "mae", "rmse"}
     assert set(meta["lineage"]) == {"raw_data", "clean_data", "trainval_data"}

@@ -120,7 +120,9 @@ MONITOR_WINDOW = 1_000
 @starts_server
 def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPathFactory):
     """``bentoml serve`` of the monitored model with 2 workers, testing a window of 1,000
-    rows every second: its URL."""
+    rows every second: its URL. Values outside the model's domain are accepted (served and
+    counted by monitoring): the tests send a category the model never learnt and scaled
+    sizes, to see monitoring flag them."""
     log = tmp_path_factory.mktemp("monitored-server") / "bentoml-serve.log"
     env = subprocess_env(
         monitored,  # type: ignore[arg-type]  (the homes are all it reads)
@@ -129,6 +131,8 @@ def monitored_server(monitored: MonitoredModel, tmp_path_factory: pytest.TempPat
         TAGSERVE_MONITOR_EVERY="1",
         TAGSERVE_MONITOR_WINDOW=str(MONITOR_WINDOW),
         TAGSERVE_MONITOR_MIN_ROWS="200",
+        TAGSERVE_UNKNOWN_CATEGORIES="accept",
+        TAGSERVE_OUT_OF_RANGE="accept",
     )
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
         yield url

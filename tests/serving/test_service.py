@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from inference.contract import FEATURE_LIMIT
 from inference.errors import InputError
+from tests.helpers.domain import IDS, OUTSIDE
 from tests.helpers.service_models import (
     FRAGILE_DEPTH,
     PROJECT_ROOT,
@@ -184,7 +185,7 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     assert meta.engine.startswith("numpy+numba-forest")
     assert meta.fast_path["import"]["exact"] and meta.fast_path["startup"]["exact"]
     rows = records(home.example(home.classifier))
-    rows += [{**rows[0], "sex": None}, {**rows[1], "island": "Atlantis", "body_mass_g": None}]
+    rows += [{**rows[0], "sex": None}, {**rows[1], "body_mass_g": None}]
     frame = records_frame(rows, service.state.contract)  # what the service hands the model
     reference = native(home, home.classifier)
     labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
@@ -193,6 +194,13 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     for answers in (batch, singles):
         assert [a.prediction for a in answers] == labels
         assert [list(a.probabilities.values()) for a in answers] == proba  # exact floats
+    # An island the model never saw reaches it only with TAGSERVE_UNKNOWN_CATEGORIES=accept:
+    # the fast path answers it as sklearn does too.
+    unknown = {**rows[1], "island": "Atlantis", "body_mass_g": None}
+    (answer,) = service.model.answer_records([unknown])
+    frame = records_frame([unknown], service.contract)
+    assert answer["prediction"] == reference.predict(frame).tolist()[0]
+    assert list(answer["probabilities"].values()) == reference.predict_proba(frame).tolist()[0]
 
     regressor_meta = client.get("/metadata").json()
     assert regressor_meta["engine"].startswith("numpy+numba-forest")
@@ -665,3 +673,53 @@ def test_a_classifier_document_has_its_classes_and_nullable_columns(models: Mode
     frame = pd.DataFrame(split["data"], columns=split["columns"]).assign(sex=None)
     pattern = invocations["requestBody"]["content"]["text/csv"]["schema"]["pattern"]
     assert re.search(pattern, frame.to_csv(index=False))
+
+
+# --- the model's domain (more in test_domain.py) --------------------------------------------
+
+
+@pytest.mark.parametrize(("column", "value", "problem"), OUTSIDE, ids=IDS)
+def test_outside_the_domain_is_a_400_naming_column_value_and_domain_on_every_route(
+    home: Models, client: Any, column: str, value: Any, problem: str
+) -> None:
+    rows = records(home.example(home.regressor))
+    bad = {**rows[0], column: value}
+    answer = client.post("/predict", json=bad)
+    assert answer.status_code == 400, answer.text
+    assert f"{column}: {problem}" in answer.json()["error"], answer.text
+    answer = client.post("/predict_batch", json=[rows[0], rows[1], bad])
+    assert answer.status_code == 400, answer.text
+    assert f"[2].{column}: {problem}" in answer.json()["error"], answer.text
+    answer = client.post("/invocations", json={"dataframe_records": [rows[0], bad]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].endswith(f"column '{column}' in row 1: {problem}")
+    csv = pd.DataFrame([rows[0], rows[1], bad]).to_csv(index=False)
+    answer = client.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert answer.status_code == 400, answer.text
+    # a CSV body's third data row is row 3, as a person counts
+    assert answer.json()["message"].endswith(f"column '{column}' in row 3: {problem}")
+    assert client.post("/predict", json=rows[0]).status_code == 200
+
+
+def test_within_the_domain_and_null_where_optional_are_served(home: Models, client: Any) -> None:
+    """The bounds themselves are inside (inclusive), every trained category is taken."""
+    rows = records(home.example(home.regressor))
+    edge = [{**rows[0], "carat": 0.1, "cut": "Fair"}, {**rows[0], "carat": 6.0, "cut": "Ideal"}]
+    answer = client.post("/predict_batch", json=edge)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()) == 2
+
+
+def test_the_document_and_metadata_show_the_domain(client: Any) -> None:
+    """Enums for the closed columns, bounds for the numbers, in the Record schema and in
+    /invocations' columns; /metadata has the recorded domain and what is enforced."""
+    document = client.get("/docs.json").json()
+    record = document["components"]["schemas"]["Record"]["properties"]
+    assert record["cut"]["enum"] == ["Fair", "Good", "Very Good", "Premium", "Ideal"]
+    assert record["clarity"]["enum"][0] == "I1"
+    assert (record["carat"]["minimum"], record["carat"]["maximum"]) == (0.1, 6.0)
+    assert (record["x"]["minimum"], record["x"]["maximum"]) == (0.1, 20.0)
+    meta = client.get("/metadata").json()
+    assert meta["domain"]["columns"]["cut"] == {"categories": record["cut"]["enum"]}
+    assert meta["domain"]["columns"]["carat"] == {"minimum": 0.1, "maximum": 6.0}
+    assert meta["domain"]["enforced"] == {"unknown_categories": "refuse", "out_of_range": "refuse"}

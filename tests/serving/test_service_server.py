@@ -136,7 +136,7 @@ def test_mlflow_scoring_client_works_unchanged(
             b"carat," + DIAMOND_CSV[0] + b"inf," + DIAMOND_CSV[1],
             "text/csv",
             400,
-            "column 'carat' in row 0: inf is not a finite number",
+            "column 'carat' in row 1: inf is not a finite number",  # CSV: the first data row
         ),
         ("/predict_batch", b"[" * 20_000 + b"]" * 20_000, "application/json", 400, "deeply"),
         ("/invocations", b"[" * 20_000 + b"]" * 20_000, "application/json", 400, "deeply"),

@@ -537,6 +537,8 @@ def service_document(
     attribute name) serving a model of
     ``contract`` (``record``: one input row; ``prediction``: one answer); ``version``: the
     document's version (the model tag: the schema changes with the model)."""
+    from serving.v2_openapi import v2_paths  # it builds on this module's parts
+
     components: dict[str, Any] = error_components()
     model_schema(record, "Record", components)
     model_schema(prediction, "Prediction", components)
@@ -553,6 +555,7 @@ def service_document(
         INVOCATIONS: {"post": invocations_operation(contract, record, prediction, max_rows)},
         **mounted_operations(metadata),
         **infrastructure_operations(),
+        **v2_paths(contract, record, version, max_rows),
     }
     for path, operations in others.items():  # GET /metadata beside BentoML's POST
         paths[path] = {**paths.get(path, {}), **operations}
@@ -570,6 +573,7 @@ def service_document(
             {"name": "Service APIs", "description": "tagserve's APIs"},
             {"name": "MLflow scoring protocol", "description": "as `mlflow models serve`"},
             {"name": "Infrastructure", "description": "health and metrics"},
+            {"name": "Open Inference Protocol (KServe V2)", "description": "V2 REST"},
         ],
         "paths": paths,
         "components": {"schemas": components},

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from inference.contract import TYPES, Contract
 from serving.protocol import CSV, JSON
 from serving.routes import (
+    API_PAGE,
     DOCUMENT,
     HEALTH,
     HEALTHZ,
@@ -47,6 +48,7 @@ OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = DOCUMENT
 REF = "#/components/schemas/{model}"
 SCALAR_TYPES = ["string", "number", "boolean", "null"]
+LOCATION = {"description": "where to go: `./`", "required": True, "schema": {"type": "string"}}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -449,6 +451,10 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
         VERSION: get(
             "The MLflow version, as `mlflow models serve` answers it.",
             {"200": text_answer("the MLflow version, e.g. 3.17.2")},
+        ),
+        API_PAGE: get(
+            "Leads to the API page (Swagger UI over this document), served at `/`.",
+            {"307": {"description": "to the API page", "headers": {"Location": LOCATION}}},
         ),
     }
 

@@ -17,6 +17,8 @@ ALLOW_NON_PROD ?=
 PORT ?= 3000
 HOST ?= 0.0.0.0
 BENCH_ARGS ?=
+# MLServer, the benchmarks' V2 peer, in a virtualenv of its own (it pins its own fastapi).
+MLSERVER_VENV ?= .tools/mlserver-venv
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -77,12 +79,19 @@ hey: # The compiled load generator of the benchmarks (Debian's hey), installed w
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hey >/dev/null \
 	  || { echo "error: could not install hey: run apt-get install -y hey as root" >&2; exit 1; }; }
 
-bench: install hey ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
+$(MLSERVER_VENV)/requirements.txt: benchmarks/mlserver/requirements.txt
+	rm -rf $(MLSERVER_VENV)
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet -r $<
+	cp $< $@
+
+bench: install hey $(MLSERVER_VENV)/requirements.txt ## Serving benchmark on the prod model (after make demo) -> benchmarks/results/ (BENCH_ARGS=--quick)
 	$(RUN) python -m benchmarks.serving $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.workers $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.forest $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.shadow $(BENCH_ARGS)
 	$(RUN) python -m benchmarks.monitoring $(BENCH_ARGS)
+	$(RUN) python -m benchmarks.v2 --mlserver-python $(MLSERVER_VENV)/bin/python $(BENCH_ARGS)
 
 bench-load: install hey ## /predict under 400 clients (hey), with and without load shedding -> benchmarks/results/load.*
 	$(RUN) python -m benchmarks.load $(LOAD_ARGS)

@@ -114,9 +114,10 @@ def run_hey(
     rows_per_request: int = 1,
     content_type: str = "application/json",
     timeout_s: int = 60,
+    headers: dict[str, str] | None = None,
 ) -> Load:
     """``requests`` POSTs of ``body`` to ``url`` from ``concurrency`` keep-alive clients,
-    each waiting for its answer before sending the next."""
+    each waiting for its answer before sending the next; ``headers``: sent with each."""
     # hey refuses fewer requests than clients, and each client sends requests // concurrency:
     # ask for a multiple of the clients, or the remainder would count as unanswered.
     requests = -(-max(requests, concurrency) // concurrency) * concurrency
@@ -139,6 +140,7 @@ def run_hey(
             content_type,
             "-D",
             payload.name,
+            *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")),
             "-o",
             "csv",
             url,
@@ -152,7 +154,14 @@ def run_hey(
     )
 
 
-def warm_up(url: str, body: bytes, *, requests: int = 50, concurrency: int = 2) -> None:
+def warm_up(
+    url: str,
+    body: bytes,
+    *,
+    requests: int = 50,
+    concurrency: int = 2,
+    headers: dict[str, str] | None = None,
+) -> None:
     """A few requests whose numbers are dropped: the first ones pay for lazy imports,
     connection set-up and caches."""
-    run_hey(url, body, requests=requests, concurrency=concurrency)
+    run_hey(url, body, requests=requests, concurrency=concurrency, headers=headers)

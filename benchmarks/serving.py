@@ -384,18 +384,20 @@ def measure(
     concurrency: int,
     rows_per_request: int = 1,
     note: str = "",
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """One ``hey`` run (after a warm-up whose numbers are dropped), printed as it ends."""
     try:
         # a tenth of the requests, at most 50: 1,000-row bodies warm up in a few requests
         warmup = min(50, max(4, requests // 10))
-        warm_up(url, body, requests=warmup, concurrency=min(2, concurrency))
+        warm_up(url, body, requests=warmup, concurrency=min(2, concurrency), headers=headers)
         load = run_hey(
             url,
             body,
             requests=requests,
             concurrency=concurrency,
             rows_per_request=rows_per_request,
+            headers=headers,
         )
     except LoadError as exc:
         raise BenchmarkError(str(exc)) from None

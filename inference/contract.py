@@ -443,6 +443,22 @@ def validate_columns(
     Raises:
         InputError: As :func:`validate`.
     """
+    return pd.DataFrame(validated_columns(columns, rows, contract, max_rows, first_row))
+
+
+def validated_columns(
+    columns: Mapping[str, Any],
+    rows: int,
+    contract: Contract,
+    max_rows: int | None = None,
+    first_row: int = 0,
+) -> dict[str, np.ndarray]:
+    """:func:`validate_columns`' validated columns, in the contract's order, before they
+    become a frame (a small request may skip the frame: :func:`column_records`).
+
+    Raises:
+        InputError: As :func:`validate`.
+    """
     if rows == 0:
         raise InputError("no rows: send at least one record")
     if max_rows is not None and rows > max_rows:
@@ -460,7 +476,22 @@ def validate_columns(
             out[col.name] = _all_missing(col, rows)
         else:
             out[col.name] = _validated_column(_one_dimensional(values), col, first_row)
-    return pd.DataFrame(out)
+    return out
+
+
+def column_records(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Validated columns (:func:`validated_columns`) as records of Python values, a missing
+    value as None: what :func:`records_frame` and the fast path's record entry take."""
+    names = list(columns)
+    values = [_python_values(array) for array in columns.values()]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _python_values(array: np.ndarray) -> list[Any]:
+    values = array.tolist()
+    if array.dtype.kind == "f" or array.dtype == object:
+        return [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
+    return values
 
 
 def _one_dimensional(values: Any) -> np.ndarray:

@@ -12,10 +12,11 @@ A request to the service passes, outermost first:
    request for the candidate is routed to its hidden batchable API), and ``X-Tagserve-Model``
    on the answer.
 3. :class:`LoadShedding`: each prediction route's budget of requests in flight per worker
-   (``serving.admission``); past it, 503 with ``Retry-After`` at once, before the body is read
-   and before BentoML's own middleware (metrics, tracing, access log, timeout), which it is
-   moved ahead of (``serving.bentoml_private.put_outermost_first``): a refusal must cost next
-   to nothing. An admitted request's body is then read whole under
+   (``serving.admission``; the V2 infer paths share one); past it, 503 with ``Retry-After``
+   at once, before the body is read and before BentoML's own middleware (metrics, tracing,
+   access log, timeout), which it is moved ahead of
+   (``serving.bentoml_private.put_outermost_first``): a refusal must cost next to nothing.
+   An admitted request's body is then read whole under
    ``TAGSERVE_REQUEST_READ_SECONDS`` (``serving.arrival``: 408 past it), by at most half the
    budget at once; a client that hangs up before its answer frees its slot at once (its
    request is cancelled, ``serving.bentoml_private.cancellable_timeouts``).
@@ -32,7 +33,7 @@ A request to the service passes, outermost first:
 
 Then the routes: BentoML's APIs (``/predict``, ``/predict_batch``, ``POST /metadata``) and
 ``serving.routes``' (``/invocations``, ``GET /metadata``, ``/docs.json``, MLflow's health
-routes).
+routes, the Open Inference Protocol's ``/v2/...``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ from serving.routes import (
     PREDICTION_PATHS,
     READYZ,
     SHED_PATHS,
+    v2_routed_path,
+    v2_shed_paths,
 )
 from serving.routing import (
     CANDIDATE,
@@ -108,10 +111,19 @@ def stack(
                 "fraction": settings.shadow_fraction,
             },
         ),
-        (LoadShedding, settings.shedding(paths=list(SHED_PATHS))),
+        (LoadShedding, shedding(settings, routing)),
         (ErrorAnswers, {"allowed": allowed, "retry_after": settings.retry_after_s}),
         (RequestGuard, {"max_body_bytes": settings.max_body_bytes}),
     ]
+
+
+def shedding(settings: Settings, routing: Mapping[str, str]) -> dict[str, Any]:
+    """:class:`LoadShedding`'s options: a budget per prediction route, and one for every V2
+    infer path together, of the bulk size (a V2 request may hold many rows, as
+    ``/invocations``'); the paths beside the first share its budget."""
+    first, *others = v2_shed_paths(list(routing.values()))
+    options = settings.shedding(paths=[*SHED_PATHS, first])
+    return {**options, "shared": {path: first for path in others}}
 
 
 def install(
@@ -201,6 +213,7 @@ class ModelRouting:
         self.percent = percent if candidate else 0.0
         self.fraction = fraction if candidate else 0.0
         self.rng = random.Random()
+        self.paths = PREDICTION_PATHS | {v2_routed_path(live)}  # V2 infer, unversioned
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -209,7 +222,7 @@ class ModelRouting:
         if path.startswith(HIDDEN_PREFIX):
             not_found = JSONResponse({"error": "not found"}, status_code=404)
             return await not_found(scope, receive, send)
-        if path not in PREDICTION_PATHS:
+        if path not in self.paths:
             return await self.app(scope, receive, send)
         route = LIVE
         if self.percent or self.fraction:
@@ -234,7 +247,8 @@ class ModelRouting:
 
 class LoadShedding:
     """Admits at most a budget of concurrent POSTs to each path of ``budgets`` per worker
-    (``serving.admission``), reads each admitted request's body under ``read_seconds``
+    (``serving.admission``; a path of ``shared`` counts against the budget of the path it
+    names), reads each admitted request's body under ``read_seconds``
     (``serving.arrival``) and cancels a request whose client hangs up before its answer.
     Refusals: 503 with ``Retry-After: retry_after`` at once; a body too slow, 408."""
 
@@ -248,10 +262,13 @@ class LoadShedding:
         retry_after: int,
         read_seconds: float,
         max_body_bytes: int | None,
+        shared: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.admitted = {path: InFlight(budget) for path, (budget, _) in budgets.items()}
         self.settings = {path: setting for path, (_, setting) in budgets.items()}
+        for path, owner in (shared or {}).items():  # a path admitted on another's budget
+            self.admitted[path], self.settings[path] = self.admitted[owner], self.settings[owner]
         self.retry_after = retry_after
         self.read_seconds = read_seconds
         # A request that finds the receiving share full gets this long to finish its body.

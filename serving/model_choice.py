@@ -20,8 +20,9 @@ def _values(predicted: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 class ModelChoice:
     """The live model, and the candidate when there is one: every prediction route predicts
-    through :meth:`predict_records` (records) or :meth:`predict_frame` (a frame), on the route
-    the request was given (:data:`serving.routing.route_var`, or ``route``)."""
+    through :meth:`predict_records` (records), :meth:`predict_frame` (a frame) or
+    :meth:`predict_arrays` (a frame's predictions and probabilities), on the route the request
+    was given (:data:`serving.routing.route_var`, or ``route``)."""
 
     def __init__(
         self,
@@ -99,11 +100,18 @@ class ModelChoice:
 
     def predict_frame(self, frame: Any, route: str | None = None) -> Any:
         """The predictions of a frame's rows, as an array."""
+        return self.predict_arrays(frame, route, with_proba=False)[0]
+
+    def predict_arrays(
+        self, frame: Any, route: str | None = None, with_proba: bool = True
+    ) -> tuple[Any, Any]:
+        """(predictions, class probabilities or None) of a frame's rows, as arrays: the
+        ``LoadedModel.predict_arrays`` of the model on the request's route."""
         route = route or route_var.get()
         if route == CANDIDATE and self.candidate is not None:
             model = self.candidate
-            return self._timed(self.candidate_tag, lambda: model.predict(frame))
-        predicted = self._timed(self.live_tag, lambda: self.live.predict(frame))
+            return self._timed(self.candidate_tag, lambda: model.predict_arrays(frame, with_proba))
+        got = self._timed(self.live_tag, lambda: self.live.predict_arrays(frame, with_proba))
         if route == SHADOWED and self.shadow is not None:
-            self.shadow.offer(frame, list(predicted))
-        return predicted
+            self.shadow.offer(frame, list(got[0]))
+        return got

@@ -28,6 +28,7 @@ from inference.contract import TYPES, Column, Contract
 from inference.domain import Range, range_csv_pattern
 from serving.protocol import CSV, JSON
 from serving.routes import (
+    API_PAGE,
     DOCUMENT,
     HEALTH,
     HEALTHZ,
@@ -49,6 +50,7 @@ OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = DOCUMENT
 REF = "#/components/schemas/{model}"
 SCALAR_TYPES = ["string", "number", "boolean", "null"]
+LOCATION = {"description": "where to go: `./`", "required": True, "schema": {"type": "string"}}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -485,6 +487,10 @@ def mounted_operations(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "The MLflow version, as `mlflow models serve` answers it.",
             {"200": text_answer("the MLflow version, e.g. 3.17.2")},
         ),
+        API_PAGE: get(
+            "Leads to the API page (Swagger UI over this document), served at `/`.",
+            {"307": {"description": "to the API page", "headers": {"Location": LOCATION}}},
+        ),
     }
 
 
@@ -574,6 +580,8 @@ def service_document(
     attribute name) serving a model of
     ``contract`` (``record``: one input row; ``prediction``: one answer); ``version``: the
     document's version (the model tag: the schema changes with the model)."""
+    from serving.v2_openapi import v2_paths  # it builds on this module's parts
+
     components: dict[str, Any] = error_components()
     model_schema(record, "Record", components)
     model_schema(prediction, "Prediction", components)
@@ -590,6 +598,7 @@ def service_document(
         INVOCATIONS: {"post": invocations_operation(contract, record, prediction, max_rows)},
         **mounted_operations(metadata),
         **infrastructure_operations(),
+        **v2_paths(contract, record, version, max_rows),
     }
     for path, operations in others.items():  # GET /metadata beside BentoML's POST
         paths[path] = {**paths.get(path, {}), **operations}
@@ -607,6 +616,7 @@ def service_document(
             {"name": "Service APIs", "description": "tagserve's APIs"},
             {"name": "MLflow scoring protocol", "description": "as `mlflow models serve`"},
             {"name": "Infrastructure", "description": "health and metrics"},
+            {"name": "Open Inference Protocol (KServe V2)", "description": "V2 REST"},
         ],
         "paths": paths,
         "components": {"schemas": components},

@@ -1,11 +1,13 @@
 """Every route path of the service, spelled here once, and the routes mounted beside BentoML's
 APIs: MLflow's (``/invocations``, ``/ping``, ``/health``, ``/version``), ``GET /metadata``,
-``/monitoring``, the OpenAPI document (``/docs.json``) and its page (``/docs``). Their
-handlers read the service through ``serving.state.current``."""
+``/monitoring``, the OpenAPI document (``/docs.json``) and its page (``/docs``), and the Open
+Inference Protocol's (``/v2/...``, handled in ``serving.v2_routes``). Their handlers read the
+service through ``serving.state.current``."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import bentoml
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from inference import strict_json
 from inference.errors import InputError
+from serving import v2_routes
 from serving.batching import INPUT_FAULTS, described
 from serving.protocol import UnsupportedMediaType, parse_invocation
 from serving.routing import CANDIDATE, LIVE, SHADOWED
@@ -31,6 +34,12 @@ MONITORING, MONITORING_REPORT = "/monitoring", "/monitoring/report"
 PING, HEALTH, VERSION = "/ping", "/health", "/version"
 # BentoML's own infrastructure routes
 LIVEZ, READYZ, HEALTHZ, METRICS = "/livez", "/readyz", "/healthz", "/metrics"
+# The Open Inference Protocol (KServe V2 REST; serving.v2_routes): the server's paths, and a
+# model's, without its version and with it (each + V2_READY_SUFFIX, + V2_INFER_SUFFIX).
+V2, V2_LIVE, V2_READY = "/v2", "/v2/health/live", "/v2/health/ready"
+V2_MODEL, V2_MODEL_VERSION = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+V2_MODEL_PATHS = (V2_MODEL, V2_MODEL_VERSION)
+V2_READY_SUFFIX, V2_INFER_SUFFIX = "/ready", "/infer"
 
 # The hidden batchable APIs /predict_batch requests are routed to (not reachable from outside).
 HIDDEN_PREFIX = "/_tagserve/"
@@ -57,6 +66,30 @@ PREDICTION_PATHS = frozenset({PREDICT, PREDICT_BATCH, INVOCATIONS})  # the canar
 # (serving.admission, serving.arrival).
 SHED_PATHS = (PREDICT, PREDICT_BATCH, INVOCATIONS)
 MLFLOW_PATHS = (INVOCATIONS,)  # errors answered in MLflow's form there
+
+
+def v2_infer_paths(tag: str) -> tuple[str, str]:
+    """The two V2 infer paths of the model of BentoML ``tag``: without its version, and with
+    it."""
+    name, _, version = tag.partition(":")
+    paths = (f"{model}{V2_INFER_SUFFIX}" for model in V2_MODEL_PATHS)
+    unversioned, versioned = (path.format(name=name, version=version) for path in paths)
+    return unversioned, versioned
+
+
+def v2_routed_path(live_tag: str) -> str:
+    """The V2 infer path the canary and the shadow route (``serving.middleware.ModelRouting``):
+    the live model's, without a version. A versioned path names its model (the candidate's
+    included), so it is never routed."""
+    return v2_infer_paths(live_tag)[0]
+
+
+def v2_shed_paths(tags: Sequence[str]) -> list[str]:
+    """Every V2 infer path of the models of ``tags`` (empty tags skipped): load shedding's,
+    one budget for them all (``serving.middleware.stack``)."""
+    paths = (path for tag in tags if tag for path in v2_infer_paths(tag))
+    return list(dict.fromkeys(paths))  # a candidate of the live model's name: its path once
+
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
@@ -172,5 +205,25 @@ def protocol_app() -> Starlette:
             Route(PING, ping, methods=["GET"]),
             Route(HEALTH, ping, methods=["GET"]),
             Route(VERSION, mlflow_version, methods=["GET"]),
+            *v2_app_routes(),
         ]
     )
+
+
+def v2_app_routes() -> list[Route]:
+    """The Open Inference Protocol's routes (``serving.v2_routes``' handlers)."""
+    models = [
+        (f"{model}{suffix}", handler, method)
+        for model in V2_MODEL_PATHS
+        for suffix, handler, method in (
+            ("", v2_routes.metadata, "GET"),
+            (V2_READY_SUFFIX, v2_routes.model_ready, "GET"),
+            (V2_INFER_SUFFIX, v2_routes.infer, "POST"),
+        )
+    ]
+    return [
+        Route(V2, v2_routes.server, methods=["GET"]),
+        Route(V2_LIVE, v2_routes.live, methods=["GET"]),
+        Route(V2_READY, v2_routes.ready, methods=["GET"]),
+        *(Route(path, handler, methods=[method]) for path, handler, method in models),
+    ]

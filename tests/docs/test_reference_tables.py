@@ -19,7 +19,7 @@ from tests.helpers.service_models import Models, bentoml_home, load_service
 # The code a bento ships: what it reads from the environment is what the page documents.
 RUNTIME = ["service.py", "serving", "inference"]
 SETTING = re.compile(r"TAGSERVE_[A-Z][A-Z_]*[A-Z]")
-ROUTE = re.compile(r"(/[\w./]*)")
+ROUTE = re.compile(r"(/[\w./{}]*)")  # a template's parameters in braces: /v2/models/{name}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SERVING_PAGE = (DOCS / "serving.md").read_text()
 

@@ -8,6 +8,7 @@ test process may start: a second would register BentoML's metrics twice)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -52,14 +53,14 @@ def test_accepted_outside_the_domain_is_served_as_before(
         single = asyncio.run(service.predict(built.Record(**bad))).prediction
         batch = service.predict_batch([built.Record(**rows[0]), built.Record(**bad)])
         frame = parse_invocation(
-            pd.DataFrame([bad]).to_csv(index=False).encode(), "text/csv", service.contract
+            pd.DataFrame([bad]).to_csv(index=False).encode(), "text/csv", service.state.contract
         )
-        native = service.model.pipeline.predict(frame)
+        native = service.state.models.live.pipeline.predict(frame)
         assert batch[1].prediction == single == native[0]
-    record = built.Tagserve.inner.openapi_document["components"]["schemas"]["Record"]
+    record = json.loads(built.Tagserve.inner.plan.openapi_body)["components"]["schemas"]["Record"]
     assert "enum" not in record["properties"]["cut"]
     assert record["properties"]["carat"]["minimum"] < -1e29
-    domain = service.describe().domain
+    domain = service.state.describe().domain
     assert domain["enforced"] == {"unknown_categories": "accept", "out_of_range": "accept"}
     assert "cut" in domain["columns"]
 

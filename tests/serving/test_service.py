@@ -197,8 +197,8 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     # An island the model never saw reaches it only with TAGSERVE_UNKNOWN_CATEGORIES=accept:
     # the fast path answers it as sklearn does too.
     unknown = {**rows[1], "island": "Atlantis", "body_mass_g": None}
-    (answer,) = service.model.answer_records([unknown])
-    frame = records_frame([unknown], service.contract)
+    (answer,) = service.state.models.live.predict_records([unknown])
+    frame = records_frame([unknown], service.state.contract)
     assert answer["prediction"] == reference.predict(frame).tolist()[0]
     assert list(answer["probabilities"].values()) == reference.predict_proba(frame).tolist()[0]
 
@@ -562,7 +562,7 @@ def _without(row: dict[str, Any], column: str) -> dict[str, Any]:
             "text/csv",
             lambda r: pd.DataFrame([{**r, "carat": "abc"}]).to_csv(index=False).encode(),
             400,
-            "column 'carat' expects double, got str \"abc\" in row 0",
+            "column 'carat' expects double, got str \"abc\" in row 1",
         ),
         ("text/csv", lambda r: b"", 400, "the CSV body is empty"),
         ("text/plain", lambda r: b"x", 415, "unsupported content type"),

@@ -19,12 +19,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from inference.errors import InputError, ModelRefused
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas is imported where a function needs it: `bentoml serve` reads the contract to define
+# the service (record types, the OpenAPI document) and has no use for pandas.
 
 
 @dataclass(frozen=True)
@@ -344,6 +349,8 @@ def type_error(col: Column, value: Any, row: int) -> InputError:
 def missing_mask(values: np.ndarray) -> np.ndarray:
     """Where ``values`` holds a missing value (None, NaN; NaN only in float arrays)."""
     if values.dtype == object:
+        import pandas as pd
+
         return pd.isna(values)
     if values.dtype.kind == "f":
         return np.isnan(values)
@@ -392,13 +399,15 @@ def validate_columns(
             out[col.name] = _all_missing(col, rows)
         else:
             out[col.name] = _validated_column(_one_dimensional(values), col)
+    import pandas as pd
+
     return pd.DataFrame(out)
 
 
 def _one_dimensional(values: Any) -> np.ndarray:
     """``values`` as a 1-D array: arrays as they are, JSON lists as objects, value by value (no
     numpy guessing: "1.5" stays text, True a boolean, a list a value of the wrong type)."""
-    if isinstance(values, np.ndarray | pd.Series):
+    if isinstance(values, np.ndarray) or hasattr(values, "to_numpy"):  # an array, a Series
         return np.asarray(values)
     return np.fromiter(values, dtype=object, count=len(values))
 
@@ -602,6 +611,8 @@ def records_frame(rows: Sequence[Mapping[str, Any]], contract: Contract) -> pd.D
             columns[col.name] = np.array([np.nan if v is None else v for v in values], dtype=object)
         else:
             columns[col.name] = np.array(values, dtype=dtype)  # None -> NaN for floats
+    import pandas as pd
+
     return pd.DataFrame(columns)
 
 
@@ -619,6 +630,8 @@ def coerce(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     missing = [c.name for c in contract.columns if c.required and c.name not in frame.columns]
     if missing:
         raise InputError(f"input lacks model column(s): {', '.join(missing)}")
+    import pandas as pd
+
     out = {}
     for col in contract.columns:
         if col.name not in frame.columns:
@@ -640,6 +653,8 @@ def _converted(values: pd.Series, col: Column) -> pd.Series:
             .where(values.notna(), None)
             .map(lambda v: v if v is None or isinstance(v, str) else str(v))
         )
+    import pandas as pd
+
     dtype = dtype_for(col.type, bool(values.isna().any()))
     try:
         numbers = pd.to_numeric(values, errors="raise") if col.type in NUMBER_TYPES else values

@@ -344,10 +344,6 @@ class Monitor:
         self.stopping.set()
 
     def run(self) -> None:
-        # The first test imports scipy.stats, CPU time under the GIL: spend it at start-up,
-        # not under the first load (benchmarks/monitoring.py saw it slow that load).
-        from scipy import stats  # noqa: F401
-
         next_cycle = time.monotonic() + self.every_s
         while not self.stopping.wait(min(TICK_S, self.every_s)):
             try:
@@ -393,6 +389,11 @@ class Monitor:
             os.close(fd)
             return False
         self.leader_fd = fd
+        # Only the leader tests, so only it holds scipy.stats. Importing it is CPU time under
+        # the GIL: spent here, when this worker starts to lead, before its first test rather
+        # than inside a request's path (benchmarks/monitoring.py saw it slow the first load).
+        from scipy import stats  # noqa: F401
+
         return True
 
     def evaluate(self) -> dict[str, Any]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 
 from inference.contract import TYPES, Contract, validate, validate_columns
 from inference.errors import InputError
+
+if TYPE_CHECKING:  # imported where used: `bentoml serve` defines the service without pandas
+    import pandas as pd
 
 MLFLOW_JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON, CSV = "application/json", "text/csv"
@@ -204,6 +206,8 @@ def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:
     Raises:
         InputError: An empty body, a header line alone (no rows), not UTF-8, or not CSV.
     """
+    import pandas as pd
+
     strings = {c.name: str for c in contract.columns if TYPES[c.type].python is str}
     try:
         text = body.decode("utf-8-sig")

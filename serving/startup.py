@@ -19,7 +19,6 @@ from serving import bentoml_private
 from serving.candidates import checked_candidate
 from serving.loading import load_served, model_contract
 from serving.model_choice import ModelChoice
-from serving.monitoring import Monitor
 from serving.schema import build_prediction_model, build_record_model
 from serving.settings import Settings, source_revision
 from serving.state import ServiceState
@@ -99,6 +98,9 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
         shadow_fraction=plan.settings.shadow_fraction,
     )
     # Live monitoring (serving.monitoring): every route records its rows and predictions.
+    # Imported here, in a worker: `bentoml serve` itself has no use for it (nor for pandas).
+    from serving.monitoring import Monitor
+
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)
     monitor.start()
     return ServiceState(

@@ -13,9 +13,10 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
-from inference.contract import TYPES, Contract, validate, validate_columns
+from inference.contract import TYPES, Contract, missing_mask, validate, validate_columns
 from inference.errors import InputError
 
 if TYPE_CHECKING:  # imported where used: `bentoml serve` defines the service without pandas
@@ -195,6 +196,53 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
         return _rows_of(rows, names, "dataframe_split.data")
     split = _rows_of(rows, columns, "dataframe_split.data")[0]
     return {name: values for name, values in split.items() if name in names}, len(rows)
+
+
+def checked_records(
+    body: bytes, contract: Contract, max_rows: int | None = None
+) -> list[dict[str, Any]] | None:
+    """A ``/predict_batch`` body (a JSON list of records) checked as ``/invocations`` checks
+    its columns (orjson, then :func:`inference.contract.validate_columns`, a column at a
+    time): the records, each value of its column's Python type and every column present
+    (None where missing), as the record model would give them; or None when the body is
+    anything but records the record model takes as they are. The record model then reads
+    the body itself and names the field and row of each problem in its own words: this check
+    only ever accepts what the record model accepts."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, list) or not data or (max_rows is not None and len(data) > max_rows):
+        return None
+    names = contract.features
+    known, required = set(names), {c.name for c in contract.columns if c.required}
+    # The record model's own rules on keys: no unknown field, every required one present.
+    if not all(type(r) is dict and r.keys() <= known and required <= r.keys() for r in data):
+        return None
+    columns = {name: [r.get(name) for r in data] for name in names}
+    try:
+        frame = validate_columns(columns, len(data), contract)
+    except InputError:
+        return None
+    values = [
+        _record_values(frame[c.name].to_numpy(), columns[c.name], TYPES[c.type].python)
+        for c in contract.columns
+    ]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _record_values(checked: np.ndarray, sent: list[Any], python: type) -> list[Any]:
+    """A checked column as the record model types its values: ``python`` values, None where
+    missing (an integer column holding a missing value is checked as floats). A float32
+    column keeps the numbers sent (the check rounds them; the model's frame rounds them
+    alike)."""
+    if checked.dtype == np.float32:
+        return [None if v is None else float(v) for v in sent]
+    values = checked.tolist()
+    missing = missing_mask(checked)
+    if not missing.any():
+        return values
+    return [None if gone else python(v) for v, gone in zip(values, missing.tolist(), strict=True)]
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:

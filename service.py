@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 
 from serving import bentoml_private, middleware, routes
-from serving.batching import INPUT_FAULTS, batchable_api, described, predict_each
+from serving.batching import INPUT_FAULTS, batchable_api, described, predict_merged
 from serving.drain import on_arbiter_stop
 from serving.openapi import allowed_methods, service_document
 from serving.schema import Metadata
@@ -49,17 +49,10 @@ class ServedModel:
         self.state = start_worker(self.plan, self.bento_model, self.candidate_model)
 
     def predict_merged(self, records: list[Any], choice: str) -> list[Any]:
-        """The records of merged requests (dicts, as the batchable APIs' input spec reads
-        them; record models from a caller in this process) on the model route ``choice``: one
-        prediction (a dict) each. A failing model call is split, so only the request(s) it
-        fails on fail (``serving.batching``)."""
-        state = self.state
-        state.counts.model_calls += 1
-        state.counts.rows += len(records)
-        rows = [r if isinstance(r, dict) else r.model_dump(by_alias=True) for r in records]
-        predicted = predict_each(rows, lambda part: state.models.predict_records(part, choice))
-        state.monitor.record(rows, predicted)
-        return predicted
+        """The records of merged requests on the model route ``choice``: one prediction (a
+        dict) each; a failing model call is split, so only the request(s) it fails on fail
+        (``serving.batching``)."""
+        return predict_merged(self.state, records, choice)
 
     @bentoml.api(route=routes.METADATA)
     def metadata(self) -> Metadata:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from inference.contract import TYPES, Contract, missing_mask, validate, validate_columns
+from inference.contract import TYPES, Contract, validate, validate_columns
 from inference.errors import InputError
 
 if TYPE_CHECKING:  # imported where used: `bentoml serve` defines the service without pandas
@@ -89,14 +89,26 @@ def load_json(body: bytes | str) -> Any:
 
 def _rows_of(rows: list[Any], names: Sequence[str], what: str) -> Columns:
     """Rows (lists of values in ``names``' order) as columns."""
-    widths = {len(r) for r in rows}
-    if widths != {len(names)}:
+    if set(map(len, rows)) != {len(names)}:
         bad = next(i for i, r in enumerate(rows) if len(r) != len(names))
         raise InputError(
             f"{what}: row {bad} has {len(rows[bad])} values, the model takes "
             f"{len(names)} ({', '.join(names)})"
         )
-    return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)), len(rows)
+    return dict(zip(names, _transposed(rows, len(names)), strict=True)), len(rows)
+
+
+def _transposed(rows: list[list[Any]], width: int) -> list[Any]:
+    """Rows of ``width`` values each as columns: an object array's columns (numpy copies the
+    values' references at C speed), or lists where numpy would see nested lists (a value that
+    is itself a list) as more dimensions."""
+    try:
+        table = np.array(rows, dtype=object)
+    except ValueError:  # values that are lists of different lengths
+        table = None
+    if table is None or table.shape != (len(rows), width):
+        return list(map(list, zip(*rows, strict=True)))
+    return [table[:, j] for j in range(width)]
 
 
 def _records_of(records: list[dict[str, Any]], names: Sequence[str]) -> Columns:
@@ -177,7 +189,7 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     if not rows:
         raise InputError("no rows: send at least one record")
     _row_count(rows, max_rows)
-    if not all(isinstance(r, list) for r in rows):
+    if set(map(type, rows)) != {list}:
         raise InputError("dataframe_split.data must be a list of rows (lists)")
     if columns is None:
         return _rows_of(rows, names, "dataframe_split.data")
@@ -186,7 +198,11 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     repeated = sorted({c for c in columns if columns.count(c) > 1 and c in names})
     if repeated:
         raise InputError(f"column {repeated[0]!r} appears more than once")
-    bad = [i for i, r in enumerate(rows) if len(r) != len(columns)]
+    bad = (
+        []
+        if set(map(len, rows)) == {len(columns)}
+        else [i for i, r in enumerate(rows) if len(r) != len(columns)]
+    )
     if bad:
         raise InputError(
             f"dataframe_split: row {bad[0]} has {len(rows[bad[0]])} values for "
@@ -198,16 +214,16 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     return {name: values for name, values in split.items() if name in names}, len(rows)
 
 
-def checked_records(
+def parse_records(
     body: bytes, contract: Contract, max_rows: int | None = None
-) -> list[dict[str, Any]] | None:
-    """A ``/predict_batch`` body (a JSON list of records) checked as ``/invocations`` checks
-    its columns (orjson, then :func:`inference.contract.validate_columns`, a column at a
-    time): the records, each value of its column's Python type and every column present
-    (None where missing), as the record model would give them; or None when the body is
-    anything but records the record model takes as they are. The record model then reads
-    the body itself and names the field and row of each problem in its own words: this check
-    only ever accepts what the record model accepts."""
+) -> pd.DataFrame | None:
+    """A ``/predict_batch`` body (a JSON list of records) as the model's input frame, checked
+    as ``/invocations`` checks its columns (orjson, then
+    :func:`inference.contract.validate_columns`, a column at a time); or None when the body is
+    anything but records the record model takes as they are. The record model then reads the
+    body itself and names the field and row of each problem in its own words: this check only
+    ever takes what the record model takes, and makes of it the frame
+    :func:`inference.contract.records_frame` makes of the record model's records."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -221,28 +237,9 @@ def checked_records(
         return None
     columns = {name: [r.get(name) for r in data] for name in names}
     try:
-        frame = validate_columns(columns, len(data), contract)
+        return validate_columns(columns, len(data), contract)
     except InputError:
         return None
-    values = [
-        _record_values(frame[c.name].to_numpy(), columns[c.name], TYPES[c.type].python)
-        for c in contract.columns
-    ]
-    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
-
-
-def _record_values(checked: np.ndarray, sent: list[Any], python: type) -> list[Any]:
-    """A checked column as the record model types its values: ``python`` values, None where
-    missing (an integer column holding a missing value is checked as floats). A float32
-    column keeps the numbers sent (the check rounds them; the model's frame rounds them
-    alike)."""
-    if checked.dtype == np.float32:
-        return [None if v is None else float(v) for v in sent]
-    values = checked.tolist()
-    missing = missing_mask(checked)
-    if not missing.any():
-        return values
-    return [None if gone else python(v) for v, gone in zip(values, missing.tolist(), strict=True)]
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:

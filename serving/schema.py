@@ -163,32 +163,38 @@ def build_records_input(
     records: Any, contract: Contract, max_rows: int | None = None
 ) -> type[IORootModel]:
     """``predict_batch``'s body: a JSON list of records (a BentoML root input) of ``records``
-    (the bounded list of record models: the API's schema), read as records (dicts).
+    (the bounded list of record models: the API's schema), read as the request's checked
+    input frame, handed to the API as one :data:`serving.batching.CheckedRow` per record,
+    which BentoML's adaptive batcher merges with other requests' (``predict_merged``).
 
-    A JSON body is read by :func:`serving.protocol.checked_records` (orjson and the
-    contract's checks a column at a time, as ``/invocations`` reads its body): building and
-    checking a pydantic model per record cost several times the model's own call on large
-    bodies. A body it does not take as it is, and every other media type, is read by the
-    record model, whose errors name the field and row of each problem. Either way the API
-    gets a list of records, which BentoML's adaptive batcher merges with other requests'.
+    A JSON body is read by :func:`serving.protocol.parse_records` (orjson and the contract's
+    checks a column at a time, as ``/invocations`` reads its body): building and checking a
+    pydantic model per record cost several times the model's own call on large bodies. A
+    body it does not take as it is, and every other media type, is read by the record
+    model, whose errors name the field and row of each problem.
 
     BentoML 1.4 parses a root input with ``json.loads``, so malformed or too deeply nested
     JSON would end as a 500: here it is a validation error like any other (400).
     """
-    from serving.protocol import checked_records
+    from inference.contract import records_frame
+    from serving.batching import checked_rows
+    from serving.protocol import parse_records
 
     class RecordsInput(IORootModel[records]):
         @classmethod
         async def from_http_request(cls, request: Any, serde: Any) -> Any:
-            if type(serde) is not JSONSerde:  # multipart, pickle...: BentoML reads them
+            if type(serde) is JSONSerde:
+                body = await request.body()
+                frame = parse_records(body, contract, max_rows)
+                if frame is None:  # the record model's errors name the field and row
+                    parsed = cls.model_validate_json(body or b"{}")
+            else:  # multipart, pickle...: BentoML reads them
                 parsed = await super().from_http_request(request, serde)
-                return [r.model_dump(by_alias=True) for r in parsed.root]
-            body = await request.body()
-            checked = checked_records(body, contract, max_rows)
-            if checked is not None:
-                return checked
-            parsed = cls.model_validate_json(body or b"{}")  # raises, naming field and row
-            return [r.model_dump(by_alias=True) for r in parsed.root]
+                frame = None
+            if frame is None:
+                dumped = [r.model_dump(by_alias=True) for r in parsed.root]
+                frame = records_frame(dumped, contract)
+            return checked_rows(frame)
 
         @classmethod
         def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:

@@ -3,6 +3,7 @@ starts (:func:`plan_service`), and each worker's start (:func:`start_worker`).""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,6 +104,10 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
 
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)
     monitor.start()
+    # What start-up made (modules, the models, compiled code) lives as long as the worker:
+    # moved out of the collector's generations, a full collection (which the many objects
+    # of a large JSON body trigger) no longer walks it, request after request.
+    gc.freeze()
     return ServiceState(
         plan.settings,
         plan.contract,

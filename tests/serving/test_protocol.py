@@ -189,14 +189,15 @@ def record_model_records(body: bytes) -> list[dict] | None:
         return None
 
 
-def test_checked_records_take_exactly_what_the_record_model_takes() -> None:
+def test_parsed_records_take_exactly_what_the_record_model_takes() -> None:
     """Seeded bodies of good and bad values in every column type: the columnar check takes a
-    body only if the record model takes it, and gives the same records (values of the same
-    Python type, None where missing); a body it leaves to the record model, the model refuses
-    or takes as it is (e.g. a float for an integer that is whole)."""
+    body only if the record model takes it, and gives the frame the record model's records
+    make (same values, same dtypes); a body it leaves to the record model, the model refuses
+    or takes as it is."""
     import random
 
-    from serving.protocol import checked_records
+    from inference.contract import records_frame
+    from serving.protocol import parse_records
 
     rng = random.Random(0)
     taken = left = 0
@@ -210,16 +211,13 @@ def test_checked_records_take_exactly_what_the_record_model_takes() -> None:
                 else:
                     row[name] = rng.choice(VALUES)
         body = json.dumps(rows).encode()
-        checked, judged = checked_records(body, EVERY_TYPE), record_model_records(body)
+        checked, judged = parse_records(body, EVERY_TYPE), record_model_records(body)
         if checked is None:
             left += 1
             continue
         taken += 1
         assert judged is not None, body
-        assert checked == judged, body
-        assert [[type(v) for v in r.values()] for r in checked] == [
-            [type(v) for v in r.values()] for r in judged
-        ], body
+        pd.testing.assert_frame_equal(checked, records_frame(judged, EVERY_TYPE), check_exact=True)
     assert taken > 50 and left > 50  # both ways were exercised
 
 
@@ -229,6 +227,6 @@ def test_checked_records_take_exactly_what_the_record_model_takes() -> None:
     ids=["empty", "object", "malformed", "not-records", "one-record", "nan", "over-max-rows"],
 )
 def test_bodies_that_are_not_records_are_left_to_the_record_model(body: bytes) -> None:
-    from serving.protocol import checked_records
+    from serving.protocol import parse_records
 
-    assert checked_records(body, EVERY_TYPE, max_rows=2) is None
+    assert parse_records(body, EVERY_TYPE, max_rows=2) is None

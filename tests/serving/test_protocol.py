@@ -169,6 +169,7 @@ EVERY_TYPE = Contract(
     ]
 )
 GOOD = {"carat": 0.3, "weight": 1.5, "year": 2007, "count": 3, "cut": "Ideal"}
+FULL = {**GOOD, "sex": "f", "mass": 3.5, "rings": 2, "shiny": False}  # every column
 VALUES = [
     None, 0, 1, -7, 2.5, 3.0, 1e300, 1e31, -1e29, 2**63, 2**31, "x", "", True, False, [1], {},
 ]  # fmt: skip
@@ -202,7 +203,7 @@ def test_parsed_records_take_exactly_what_the_record_model_takes() -> None:
     rng = random.Random(0)
     taken = left = 0
     for _ in range(400):
-        rows = [dict(GOOD) for _ in range(rng.randint(1, 4))]
+        rows = [dict(rng.choice([GOOD, FULL])) for _ in range(rng.randint(1, 4))]
         for row in rows:
             for _ in range(rng.randint(0, 2)):
                 name = rng.choice([*EVERY_TYPE.features, "colour"])

@@ -158,15 +158,15 @@ class Window:
         predictions: list[Any] = []
         frame_stamps: list[float] = []
         frame_predictions: list[Any] = []
-        for stamp, rows, predictions in batches:
-            if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
-                got, predicted = batch_columns(rows, predictions, list(self.kinds))
+        for stamp, rows, answers in batches:
+            if isinstance(rows, pd.DataFrame):  # /invocations, /predict_batch: a frame
+                got, predicted = batch_columns(rows, answers, list(self.kinds))
                 for f in self.kinds:
                     columns[f] += got[f]
                 frame_predictions += predicted
                 frame_stamps += [stamp] * len(predicted)
                 continue
-            for row, item in zip(rows, predictions, strict=True):
+            for row, item in zip(rows, answers, strict=True):
                 predicted = prediction_of(item)
                 if predicted is not None:  # a record that failed is not monitored
                     records.append(row)

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field
 
 from serving import bentoml_private, middleware, routes
-from serving.batching import INPUT_FAULTS, batchable_api, described, predict_each
+from serving.batching import INPUT_FAULTS, batchable_api, described, predict_merged
 from serving.drain import on_arbiter_stop
 from serving.openapi import allowed_methods, service_document
 from serving.schema import Metadata
@@ -49,17 +49,10 @@ class ServedModel:
         self.state = start_worker(self.plan, self.bento_model, self.candidate_model)
 
     def predict_merged(self, records: list[Any], choice: str) -> list[Any]:
-        """The records of merged requests on the model route ``choice``; a failing model call
-        is split, so only the request(s) it fails on fail (``serving.batching``)."""
-        state, typed = self.state, self.Prediction
-        state.counts.model_calls += 1
-        state.counts.rows += len(records)
-        rows = [record.model_dump(by_alias=True) for record in records]
-        predicted = predict_each(
-            rows, lambda part: [typed(**p) for p in state.models.predict_records(part, choice)]
-        )
-        state.monitor.record(rows, predicted, route=choice)
-        return predicted
+        """The records of merged requests on the model route ``choice``: one prediction (a
+        dict) each; a failing model call is split, so only the request(s) it fails on fail
+        (``serving.batching``)."""
+        return predict_merged(self.state, records, choice)
 
     @bentoml.api(route=routes.METADATA)
     def metadata(self) -> Metadata:
@@ -91,7 +84,9 @@ def typed_apis(plan: ServicePlan) -> dict[str, Any]:
     records = Annotated[list[Record], Field(min_length=1, max_length=plan.settings.max_rows)]
     apis = {"predict": predict}
     for path, choice, doc in routes.BATCH_APIS if plan.candidate_tag else routes.BATCH_APIS[:1]:
-        api = batchable_api(path, choice, doc, records, Prediction, settings=plan.settings)
+        api = batchable_api(
+            path, choice, doc, records, Prediction, contract=plan.contract, settings=plan.settings
+        )
         apis[api.name] = api
     return apis
 

@@ -19,14 +19,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from inference.domain import DOMAIN_METADATA, Policy, Range, category_problem
 from inference.errors import InputError, ModelRefused
 from inference.strict_json import plain
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas is imported where a function needs it: `bentoml serve` reads the contract to define
+# the service (record types, the OpenAPI document) and has no use for pandas.
 
 
 @dataclass(frozen=True)
@@ -405,6 +410,8 @@ def type_error(col: Column, value: Any, row: int) -> InputError:
 def missing_mask(values: np.ndarray) -> np.ndarray:
     """Where ``values`` holds a missing value (None, NaN; NaN only in float arrays)."""
     if values.dtype == object:
+        import pandas as pd
+
         return pd.isna(values)
     if values.dtype.kind == "f":
         return np.isnan(values)
@@ -443,6 +450,8 @@ def validate_columns(
     Raises:
         InputError: As :func:`validate`.
     """
+    import pandas as pd
+
     return pd.DataFrame(validated_columns(columns, rows, contract, max_rows, first_row))
 
 
@@ -497,7 +506,7 @@ def _python_values(array: np.ndarray) -> list[Any]:
 def _one_dimensional(values: Any) -> np.ndarray:
     """``values`` as a 1-D array: arrays as they are, JSON lists as objects, value by value (no
     numpy guessing: "1.5" stays text, True a boolean, a list a value of the wrong type)."""
-    if isinstance(values, np.ndarray | pd.Series):
+    if isinstance(values, np.ndarray) or hasattr(values, "to_numpy"):  # an array, a Series
         return np.asarray(values)
     return np.fromiter(values, dtype=object, count=len(values))
 
@@ -758,6 +767,8 @@ def records_frame(rows: Sequence[Mapping[str, Any]], contract: Contract) -> pd.D
             columns[col.name] = np.array([np.nan if v is None else v for v in values], dtype=object)
         else:
             columns[col.name] = np.array(values, dtype=dtype)  # None -> NaN for floats
+    import pandas as pd
+
     return pd.DataFrame(columns)
 
 
@@ -778,6 +789,8 @@ def coerce(frame: pd.DataFrame, contract: Contract, first_row: int = 1) -> pd.Da
     missing = [c.name for c in contract.columns if c.required and c.name not in frame.columns]
     if missing:
         raise InputError(f"input lacks model column(s): {', '.join(missing)}")
+    import pandas as pd
+
     out = {}
     for col in contract.columns:
         if col.name not in frame.columns:
@@ -806,6 +819,8 @@ def _converted(values: pd.Series, col: Column, first_row: int) -> pd.Series:
         present = values[values.notna()]
         check_domain(present.to_numpy(), col, _labels(present, first_row))
         return values
+    import pandas as pd
+
     dtype = dtype_for(col.type, bool(values.isna().any()))
     try:
         numbers = pd.to_numeric(values, errors="raise") if col.type in NUMBER_TYPES else values

@@ -134,13 +134,17 @@ class LoadedModel:
         return all(TYPES[c.type].record_entry for c in self.contract.columns)
 
     def _json_predictions(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
-        values = [plain(p) for p in np.asarray(predicted).ravel()]
+        # Whole arrays to Python values at once (tolist): a conversion per value cost as much
+        # as the forest's walk on large requests.
+        flat = np.asarray(predicted).ravel()
+        finite = flat.dtype.kind == "f" and bool(np.isfinite(flat).all())
+        values = flat.tolist() if finite else plain(flat)
         if proba is None:
             return [{"prediction": p} for p in values]
         names = [str(c) for c in self.classes or []]
         return [
-            {"prediction": p, "probabilities": dict(zip(names, map(float, row), strict=True))}
-            for p, row in zip(values, proba, strict=True)
+            {"prediction": p, "probabilities": dict(zip(names, row, strict=True))}
+            for p, row in zip(values, np.asarray(proba, dtype=np.float64).tolist(), strict=True)
         ]
 
 

@@ -16,6 +16,7 @@ if bentoml.__version__ != KNOWN_VERSION:  # pragma: no cover - guarded by the lo
         f"this is BentoML {bentoml.__version__}: check them and update KNOWN_VERSION"
     )
 
+from _bentoml_impl.serde import JSONSerde  # noqa: E402  (how it reads a JSON body)
 from _bentoml_sdk.io_models import IORootModel  # noqa: E402  (BentoML 1.4's root input)
 
 
@@ -238,6 +239,7 @@ def whole_requests_batching() -> None:
 
 __all__ = [
     "IORootModel",
+    "JSONSerde",
     "before_arbiter_stops",
     "cancellable_timeouts",
     "arguments",

@@ -98,6 +98,17 @@ class ModelChoice:
             self.shadow.offer(rows, _values(predicted))
         return predicted
 
+    def predict_json(self, frame: Any, route: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`predict_records` for a frame fitted to the contract."""
+        route = route or route_var.get()
+        if route == CANDIDATE and self.candidate is not None:
+            model = self.candidate
+            return self._timed(self.candidate_tag, lambda: model.predict_json(frame))
+        predicted = self._timed(self.live_tag, lambda: self.live.predict_json(frame))
+        if route == SHADOWED and self.shadow is not None:
+            self.shadow.offer(frame, _values(predicted))
+        return predicted
+
     def predict_frame(self, frame: Any, route: str | None = None) -> Any:
         """The predictions of a frame's rows, as an array."""
         return self.predict_arrays(frame, route, with_proba=False)[0]

@@ -181,7 +181,7 @@ class Window:
         frame_stamps: list[float] = []
         frame_predictions: list[Any] = []
         for stamp, rows, batch_predictions, candidate in batches:
-            if isinstance(rows, pd.DataFrame):  # /invocations: a frame and an array
+            if isinstance(rows, pd.DataFrame):  # /invocations, /predict_batch: a frame
                 got, predicted = batch_columns(rows, batch_predictions, list(self.kinds))
                 for f in self.kinds:
                     columns[f] += got[f]
@@ -406,10 +406,6 @@ class Monitor:
         self.stopping.set()
 
     def run(self) -> None:
-        # The first test imports scipy.stats, CPU time under the GIL: spend it at start-up,
-        # not under the first load (benchmarks/monitoring.py saw it slow that load).
-        from scipy import stats  # noqa: F401
-
         next_cycle = time.monotonic() + self.every_s
         while not self.stopping.wait(min(TICK_S, self.every_s)):
             try:
@@ -474,6 +470,11 @@ class Monitor:
             os.close(fd)
             return False
         self.leader_fd = fd
+        # Only the leader tests, so only it holds scipy.stats. Importing it is CPU time under
+        # the GIL: spent here, when this worker starts to lead, before its first test rather
+        # than inside a request's path (benchmarks/monitoring.py saw it slow the first load).
+        from scipy import stats  # noqa: F401
+
         return True
 
     def evaluate(self) -> dict[str, Any]:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
-import pandas as pd
 
 from inference.contract import TYPES, Contract, validate, validate_columns
 from inference.errors import InputError
+
+if TYPE_CHECKING:  # imported where used: `bentoml serve` defines the service without pandas
+    import pandas as pd
 
 MLFLOW_JSON_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON, CSV = "application/json", "text/csv"
@@ -92,14 +96,26 @@ def load_json(body: bytes | str) -> Any:
 
 def _rows_of(rows: list[Any], names: Sequence[str], what: str) -> Columns:
     """Rows (lists of values in ``names``' order) as columns."""
-    widths = {len(r) for r in rows}
-    if widths != {len(names)}:
+    if set(map(len, rows)) != {len(names)}:
         bad = next(i for i, r in enumerate(rows) if len(r) != len(names))
         raise InputError(
             f"{what}: row {bad} has {len(rows[bad])} values, the model takes "
             f"{len(names)} ({', '.join(names)})"
         )
-    return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)), len(rows)
+    return dict(zip(names, _transposed(rows, len(names)), strict=True)), len(rows)
+
+
+def _transposed(rows: list[list[Any]], width: int) -> list[Any]:
+    """Rows of ``width`` values each as columns: an object array's columns (numpy copies the
+    values' references at C speed), or lists where numpy would see nested lists (a value that
+    is itself a list) as more dimensions."""
+    try:
+        table = np.array(rows, dtype=object)
+    except ValueError:  # values that are lists of different lengths
+        table = None
+    if table is None or table.shape != (len(rows), width):
+        return list(map(list, zip(*rows, strict=True)))
+    return [table[:, j] for j in range(width)]
 
 
 def _records_of(records: list[dict[str, Any]], names: Sequence[str]) -> Columns:
@@ -180,7 +196,7 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     if not rows:
         raise InputError("no rows: send at least one record")
     _row_count(rows, max_rows)
-    if not all(isinstance(r, list) for r in rows):
+    if set(map(type, rows)) != {list}:
         raise InputError("dataframe_split.data must be a list of rows (lists)")
     if columns is None:
         return _rows_of(rows, names, "dataframe_split.data")
@@ -189,7 +205,11 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     repeated = sorted({c for c in columns if columns.count(c) > 1 and c in names})
     if repeated:
         raise InputError(f"column {repeated[0]!r} appears more than once")
-    bad = [i for i, r in enumerate(rows) if len(r) != len(columns)]
+    bad = (
+        []
+        if set(map(len, rows)) == {len(columns)}
+        else [i for i, r in enumerate(rows) if len(r) != len(columns)]
+    )
     if bad:
         raise InputError(
             f"dataframe_split: row {bad[0]} has {len(rows[bad[0]])} values for "
@@ -201,6 +221,56 @@ def _dataframe_split(data: Any, names: Sequence[str], max_rows: int | None) -> C
     return {name: values for name, values in split.items() if name in names}, len(rows)
 
 
+def parse_records(
+    body: bytes, contract: Contract, max_rows: int | None = None
+) -> pd.DataFrame | None:
+    """A ``/predict_batch`` body (a JSON list of records) as the model's input frame, checked
+    as ``/invocations`` checks its columns (orjson, then
+    :func:`inference.contract.validate_columns`, a column at a time); or None when the body is
+    anything but records the record model takes as they are. The record model then reads the
+    body itself and names the field and row of each problem in its own words: this check only
+    ever takes what the record model takes, and makes of it the frame
+    :func:`inference.contract.records_frame` makes of the record model's records."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, list) or not data or (max_rows is not None and len(data) > max_rows):
+        return None
+    names = contract.features
+    columns = _every_column(data, names) or _columns_of_records(data, contract)
+    if columns is None:
+        return None
+    try:
+        return validate_columns(columns, len(data), contract)
+    except InputError:
+        return None
+
+
+def _every_column(data: list[Any], names: Sequence[str]) -> dict[str, Any] | None:
+    """The columns of records that all hold every column and nothing else (the usual body),
+    read at C speed; None for any other body."""
+    if set(map(type, data)) != {dict} or set(map(len, data)) != {len(names)}:
+        return None
+    try:
+        rows = list(map(operator.itemgetter(*names), data))
+    except KeyError:  # a record holds a key the model does not take, instead of one it does
+        return None
+    if len(names) == 1:  # itemgetter of one name gives the value, not a 1-tuple
+        return {names[0]: rows}
+    return dict(zip(names, _transposed(rows, len(names)), strict=True))
+
+
+def _columns_of_records(data: list[Any], contract: Contract) -> dict[str, Any] | None:
+    """The columns of records by the record model's own rules on keys (no unknown field,
+    every required one present; a missing optional one is None), or None."""
+    known = set(contract.features)
+    required = {c.name for c in contract.columns if c.required}
+    if not all(type(r) is dict and r.keys() <= known and required <= r.keys() for r in data):
+        return None
+    return {name: [r.get(name) for r in data] for name in contract.features}
+
+
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:
     """A CSV body as a DataFrame: a header line naming the columns (in any order; columns the
     model does not take are ignored), then one line per row. Text columns are read as text,
@@ -210,6 +280,8 @@ def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:
     Raises:
         InputError: An empty body, a header line alone (no rows), not UTF-8, or not CSV.
     """
+    import pandas as pd
+
     strings = {c.name: str for c in contract.columns if TYPES[c.type].python is str}
     try:
         text = body.decode("utf-8-sig")

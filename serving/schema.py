@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from inference.contract import TYPES, Column, Contract, float_within, strict_value, value_problem
-from serving.bentoml_private import IORootModel
+from serving.bentoml_private import IORootModel, JSONSerde
 
 RECORD_CONFIG = ConfigDict(
     extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True, title="Record"
@@ -189,14 +189,43 @@ def build_prediction_model(contract: Contract) -> type[BaseModel]:
     )
 
 
-def build_records_input(records: Any) -> type[IORootModel]:
-    """``predict_batch``'s body: a JSON list of records (a BentoML root input).
+def build_records_input(
+    records: Any, contract: Contract, max_rows: int | None = None
+) -> type[IORootModel]:
+    """``predict_batch``'s body: a JSON list of records (a BentoML root input) of ``records``
+    (the bounded list of record models: the API's schema), read as the request's checked
+    input frame, handed to the API as one :data:`serving.batching.CheckedRow` per record,
+    which BentoML's adaptive batcher merges with other requests' (``predict_merged``).
+
+    A JSON body is read by :func:`serving.protocol.parse_records` (orjson and the contract's
+    checks a column at a time, as ``/invocations`` reads its body): building and checking a
+    pydantic model per record cost several times the model's own call on large bodies. A
+    body it does not take as it is, and every other media type, is read by the record
+    model, whose errors name the field and row of each problem.
 
     BentoML 1.4 parses a root input with ``json.loads``, so malformed or too deeply nested
     JSON would end as a 500: here it is a validation error like any other (400).
     """
+    from inference.contract import records_frame
+    from serving.batching import checked_rows
+    from serving.protocol import parse_records
 
     class RecordsInput(IORootModel[records]):
+        @classmethod
+        async def from_http_request(cls, request: Any, serde: Any) -> Any:
+            if type(serde) is JSONSerde:
+                body = await request.body()
+                frame = parse_records(body, contract, max_rows)
+                if frame is None:  # the record model's errors name the field and row
+                    parsed = cls.model_validate_json(body or b"{}")
+            else:  # multipart, pickle...: BentoML reads them
+                parsed = await super().from_http_request(request, serde)
+                frame = None
+            if frame is None:
+                dumped = [r.model_dump(by_alias=True) for r in parsed.root]
+                frame = records_frame(dumped, contract)
+            return checked_rows(frame)
+
         @classmethod
         def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
             try:

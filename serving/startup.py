@@ -3,6 +3,7 @@ starts (:func:`plan_service`), and each worker's start (:func:`start_worker`).""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from serving import bentoml_private
 from serving.candidates import checked_candidate
 from serving.loading import load_served, model_contract
 from serving.model_choice import ModelChoice
-from serving.monitoring import Monitor, shared_folder
 from serving.schema import build_prediction_model, build_record_model
 from serving.settings import Settings, source_revision
 from serving.state import ServiceState
@@ -103,8 +103,15 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
         share_folder=shared_folder(plan.settings.monitor_dir),
     )
     # Live monitoring (serving.monitoring): every route records its rows and predictions.
+    # Imported here, in a worker: `bentoml serve` itself has no use for it (nor for pandas).
+    from serving.monitoring import Monitor
+
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)
     monitor.start()
+    # What start-up made (modules, the models, compiled code) lives as long as the worker:
+    # moved out of the collector's generations, a full collection (which the many objects
+    # of a large JSON body trigger) no longer walks it, request after request.
+    gc.freeze()
     return ServiceState(
         plan.settings,
         plan.contract,

@@ -61,3 +61,24 @@ def test_a_record_at_fault_is_a_400_naming_it_else_its_own_500() -> None:
 def test_a_wrong_number_of_answers_is_a_bug_not_a_record_failure() -> None:
     with pytest.raises(RuntimeError, match="2 records got 1 answers"):
         predict_each([1.0, 2.0], lambda rows: [0.0])
+
+
+def test_merged_requests_make_the_frame_their_records_make() -> None:
+    """Requests read as checked frames, merged by the batcher (their items in a row, then cut
+    in halves as a failed call is): each part's frame is the one its records make, dtypes
+    included, where one request holds a missing value the other does not."""
+    import pandas as pd
+
+    from inference.contract import Column, Contract, records_frame
+    from serving.batching import checked_rows, merged_frame
+
+    contract = Contract(
+        [Column("year", "long", required=False), Column("sex", "string", required=False)]
+    )
+    first = [{"year": 2007, "sex": "f"}, {"year": 2008, "sex": "m"}, {"year": 2009, "sex": "f"}]
+    second = [{"year": None, "sex": None}, {"year": 2010, "sex": "m"}]
+    items = checked_rows(records_frame(first, contract))
+    items += checked_rows(records_frame(second, contract))
+    for start, stop in ((0, 5), (0, 3), (1, 4), (3, 5), (2, 3)):
+        expected = records_frame((first + second)[start:stop], contract)
+        pd.testing.assert_frame_equal(merged_frame(items[start:stop]), expected)

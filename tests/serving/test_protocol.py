@@ -151,3 +151,83 @@ def test_quoted_csv_fields_keep_commas_quotes_and_line_breaks() -> None:
 def test_csv_without_rows_is_a_client_error(body: bytes, problem: str) -> None:
     with pytest.raises(InputError, match=problem):
         parse_invocation(body, "text/csv", CONTRACT)
+
+
+# --- /predict_batch bodies: checked columns, the record model's judgement -----------------------
+
+EVERY_TYPE = Contract(
+    [
+        Column("carat", "double"),
+        Column("weight", "float"),
+        Column("year", "long"),
+        Column("count", "integer"),
+        Column("cut", "string"),
+        Column("sex", "string", required=False),
+        Column("mass", "double", required=False),
+        Column("rings", "long", required=False),
+        Column("shiny", "boolean", required=False),
+    ]
+)
+GOOD = {"carat": 0.3, "weight": 1.5, "year": 2007, "count": 3, "cut": "Ideal"}
+FULL = {**GOOD, "sex": "f", "mass": 3.5, "rings": 2, "shiny": False}  # every column
+VALUES = [
+    None, 0, 1, -7, 2.5, 3.0, 1e300, 1e31, -1e29, 2**63, 2**31, "x", "", True, False, [1], {},
+]  # fmt: skip
+
+
+def record_model_records(body: bytes) -> list[dict] | None:
+    """What the record model (BentoML's parse of the API's body) makes of ``body``: the
+    records as it dumps them, or None if it refuses the body."""
+    from pydantic import ValidationError
+
+    from serving.schema import build_record_model
+
+    Record = build_record_model(EVERY_TYPE)  # noqa: N806
+    try:
+        data = json.loads(body)
+        return [Record.model_validate(r).model_dump(by_alias=True) for r in data]
+    except (ValidationError, TypeError, AttributeError):
+        return None
+
+
+def test_parsed_records_take_exactly_what_the_record_model_takes() -> None:
+    """Seeded bodies of good and bad values in every column type: the columnar check takes a
+    body only if the record model takes it, and gives the frame the record model's records
+    make (same values, same dtypes); a body it leaves to the record model, the model refuses
+    or takes as it is."""
+    import random
+
+    from inference.contract import records_frame
+    from serving.protocol import parse_records
+
+    rng = random.Random(0)
+    taken = left = 0
+    for _ in range(400):
+        rows = [dict(rng.choice([GOOD, FULL])) for _ in range(rng.randint(1, 4))]
+        for row in rows:
+            for _ in range(rng.randint(0, 2)):
+                name = rng.choice([*EVERY_TYPE.features, "colour"])
+                if rng.random() < 0.1:
+                    row.pop(name, None)
+                else:
+                    row[name] = rng.choice(VALUES)
+        body = json.dumps(rows).encode()
+        checked, judged = parse_records(body, EVERY_TYPE), record_model_records(body)
+        if checked is None:
+            left += 1
+            continue
+        taken += 1
+        assert judged is not None, body
+        pd.testing.assert_frame_equal(checked, records_frame(judged, EVERY_TYPE), check_exact=True)
+    assert taken > 50 and left > 50  # both ways were exercised
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"{}", b"[{]", b"[1]", b'{"carat": 0.3}', b"[NaN]", json.dumps([GOOD] * 3).encode()],
+    ids=["empty", "object", "malformed", "not-records", "one-record", "nan", "over-max-rows"],
+)
+def test_bodies_that_are_not_records_are_left_to_the_record_model(body: bytes) -> None:
+    from serving.protocol import parse_records
+
+    assert parse_records(body, EVERY_TYPE, max_rows=2) is None

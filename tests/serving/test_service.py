@@ -149,8 +149,8 @@ def test_predict_and_predict_batch_match_the_native_model(home: Models, regresso
     expected = native(home, home.regressor).predict(frame).tolist()
     rows = [regressor.Record(**r) for r in records(home.example(home.regressor))]
     assert [asyncio.run(service.predict(r)).prediction for r in rows] == expected
-    assert [p.prediction for p in service.predict_batch(rows)] == expected
-    assert [p.prediction for p in service.predict_batch(rows[::-1])] == expected[::-1]
+    assert [p["prediction"] for p in service.predict_batch(rows)] == expected
+    assert [p["prediction"] for p in service.predict_batch(rows[::-1])] == expected[::-1]
     # the forest predicts on one core in the service, as the native sklearn Pipeline
     assert service.state.models.live.pipeline.get_params()["model__n_jobs"] == 1
     assert isinstance(service.state.models.live.pipeline, Pipeline)
@@ -163,12 +163,12 @@ def test_classifier_gives_class_probabilities(home: Models, classifier: Any) -> 
     rows.append({**rows[0], "sex": None, "bill_length_mm": None})  # optional columns
     answers = service.predict_batch([classifier.Record(**r) for r in rows])
     frame = pd.DataFrame.from_records(rows).replace({None: np.nan})
-    assert [a.prediction for a in answers] == reference.predict(frame).tolist()
+    assert [a["prediction"] for a in answers] == reference.predict(frame).tolist()
     for answer, proba in zip(answers, reference.predict_proba(frame), strict=True):
-        assert list(answer.probabilities) == ["Adelie", "Chinstrap", "Gentoo"]
-        assert list(answer.probabilities.values()) == pytest.approx(proba.tolist())
+        assert list(answer["probabilities"]) == ["Adelie", "Chinstrap", "Gentoo"]
+        assert list(answer["probabilities"].values()) == pytest.approx(proba.tolist())
     one = asyncio.run(service.predict(classifier.Record(**rows[-1])))
-    assert one == answers[-1]
+    assert one.model_dump() == answers[-1]
     assert service.state.describe().classes == ["Adelie", "Chinstrap", "Gentoo"]
 
 
@@ -190,10 +190,10 @@ def test_every_api_runs_the_fast_path_and_answers_as_sklearn(
     reference = native(home, home.classifier)
     labels, proba = reference.predict(frame).tolist(), reference.predict_proba(frame).tolist()
     batch = service.predict_batch([classifier.Record(**r) for r in rows])
-    singles = [asyncio.run(service.predict(classifier.Record(**r))) for r in rows]
+    singles = [asyncio.run(service.predict(classifier.Record(**r))).model_dump() for r in rows]
     for answers in (batch, singles):
-        assert [a.prediction for a in answers] == labels
-        assert [list(a.probabilities.values()) for a in answers] == proba  # exact floats
+        assert [a["prediction"] for a in answers] == labels
+        assert [list(a["probabilities"].values()) for a in answers] == proba  # exact floats
     # An island the model never saw reaches it only with TAGSERVE_UNKNOWN_CATEGORIES=accept:
     # the fast path answers it as sklearn does too.
     unknown = {**rows[1], "island": "Atlantis", "body_mass_g": None}
@@ -272,6 +272,35 @@ def test_bad_record_is_a_400_naming_the_field(
         assert answer.status_code == 400, answer.text
         error = answer.json()["error"]
         assert f"{where}: " in error and problem in error, error
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "problem"),
+    [
+        (lambda r: r.update(carat="0.3"), "[7].carat", "valid number"),
+        (lambda r: r.update(cut=None), "[7].cut", "must not be null"),
+        (lambda r: r.update(depth=1e300), "[7].depth", "outside the range"),
+        (lambda r: r.update(x=True), "[7].x", "valid number"),
+        (lambda r: r.pop("table"), "[7].table", "Field required"),
+    ],
+    ids=["string-for-number", "null", "out-of-range", "bool", "missing"],
+)
+def test_a_bad_record_in_a_batch_is_named_by_row_and_field(
+    home: Models, client: Any, change: Any, where: str, problem: str
+) -> None:
+    """A body of ten good records but one: the 400 names its row and field; the same body
+    with the record mended is answered."""
+    good = records(home.example(home.regressor))
+    rows = [dict(good[i % len(good)]) for i in range(10)]
+    change(rows[7])
+    answer = client.post("/predict_batch", json=rows)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert f"{where}: " in error and problem in error, error
+    rows[7] = dict(good[7 % len(good)])
+    answer = client.post("/predict_batch", json=rows)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()) == 10
 
 
 @pytest.mark.parametrize(

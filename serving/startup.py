@@ -90,6 +90,9 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
     and start the background parts in this worker: its :class:`ServiceState`."""
     live = load_served(live_model, plan.contract)
     logger.info("serving %s (%s) on %s", plan.model_tag, plan.contract.task, live.engine)
+    # Imported here, in a worker: `bentoml serve` itself has no use for it (nor for pandas).
+    from serving.monitoring import Monitor, shared_folder
+
     candidate = None
     if candidate_model is not None:
         candidate = load_served(candidate_model, model_contract(plan.candidate))
@@ -103,9 +106,6 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
         share_folder=shared_folder(plan.settings.monitor_dir),
     )
     # Live monitoring (serving.monitoring): every route records its rows and predictions.
-    # Imported here, in a worker: `bentoml serve` itself has no use for it (nor for pandas).
-    from serving.monitoring import Monitor
-
     monitor = Monitor.for_model(Path(live_model.path), plan.settings)
     monitor.start()
     # What start-up made (modules, the models, compiled code) lives as long as the worker:

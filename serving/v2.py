@@ -20,11 +20,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from inference.contract import Contract, column_records, validated_columns
 from inference.errors import InputError
@@ -153,6 +155,8 @@ class InferRequest(NamedTuple):
 
     def frame(self) -> pd.DataFrame:
         """The model's input frame, as ``/invocations`` builds it."""
+        import pandas as pd  # in a worker only: `bentoml serve` itself never needs pandas
+
         return pd.DataFrame(self.columns)
 
     def records(self) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def test_accepted_outside_the_domain_is_served_as_before(
             pd.DataFrame([bad]).to_csv(index=False).encode(), "text/csv", service.state.contract
         )
         native = service.state.models.live.pipeline.predict(frame)
-        assert batch[1].prediction == single == native[0]
+        assert batch[1]["prediction"] == single == native[0]
     record = json.loads(built.Tagserve.inner.plan.openapi_body)["components"]["schemas"]["Record"]
     assert "enum" not in record["properties"]["cut"]
     assert record["properties"]["carat"]["minimum"] < -1e29

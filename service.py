@@ -63,6 +63,8 @@ from serving.schema import (
 from serving.settings import Settings, source_revision
 
 logger = logging.getLogger("bentoml.service.tagserve")
+# Before anything imports prometheus_client: this server's metrics and monitoring folder.
+bentoml_private.own_metrics_folder()
 
 
 def model_contract(model: bentoml.Model) -> Contract:

@@ -57,9 +57,7 @@ def test_two_servers_on_one_home_keep_their_own_metrics_and_monitoring(
         replay(first.url, records, clients=1)
         assert predict_count(first.url) == ROWS / 100
         window_tested(first.url)
-        second = start_server(
-            "service:Tagserve", env=env, cwd=PROJECT_ROOT, log=tmp_path / "b.log"
-        )
+        second = start_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=tmp_path / "b.log")
         try:
             # The second start must not have wiped the first server's counters.
             assert predict_count(first.url) == ROWS / 100

@@ -19,10 +19,14 @@ global
     maxconn 4000
     stats socket {socket} mode 600 level admin
     pidfile {pidfile}
+    # Only the abnormal requests are logged (dontlog-normal), with their termination state.
+    log stdout format raw local0 info
 
 defaults
     mode http
     log global
+    option httplog
+    option dontlog-normal
     timeout connect 1s
     # Longer than the service's own request timeout: HAProxy never cuts an answer coming.
     timeout server 65s

@@ -27,7 +27,12 @@ class Interrupted(Exception):
 
 
 def on_signal(signum: int, _frame: object) -> None:
+    for other in SIGNALS:  # one is enough: the teardown must not be interrupted in turn
+        signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
+
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +92,7 @@ def rehearse(args: argparse.Namespace, scratch: Path) -> Path:
     }
     timeline = rehearsal.timeline
     data = report.build_report(answers, timeline.phases, timeline.events, bentos.models, settings)
+    data["haproxy_abnormal"] = report.balancer_log(folder / "haproxy.log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write(data, args.out)
     report.plot(answers, data, bentos.models, args.out.with_suffix(".png"))
@@ -99,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     if reason := refusal():
         print(f"error: {reason}", file=sys.stderr)
         return 1
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in SIGNALS:
         signal.signal(signum, on_signal)
     scratch = Path(tempfile.mkdtemp(prefix="tagserve-rehearsal-"))
     try:
         rehearse(args, scratch)
-    except (BuildError, NetworkError, RuntimeError, TimeoutError, Interrupted) as exc:
-        print(f"error: rehearsal stopped: {exc} (logs in {scratch})", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"error: rehearsal stopped: {exc}: everything torn down", file=sys.stderr)
+        return 1
+    except (BuildError, NetworkError, RuntimeError, TimeoutError) as exc:
+        print(f"error: rehearsal stopped: {exc} (logs kept in {scratch})", file=sys.stderr)
         args.keep = True
         return 1
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -43,6 +44,7 @@ class Network:
 
     def create(self, hosts: dict[str, int]) -> None:
         """The switch and one namespace per host (``name -> last address byte``)."""
+        sweep_dead_rehearsals()
         self.add_namespace(self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "link", "set", "br0", "up")
@@ -92,3 +94,25 @@ def kill_namespace(ns: str, timeout: float = 10) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+def sweep_dead_rehearsals() -> None:
+    """Delete the namespaces of rehearsals whose process is gone (one killed by SIGKILL,
+    which no handler sees); their bridge would hold the same addresses."""
+    for line in ip("netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        found = re.match(r"^rh(\d+)-", name)
+        if found and not pid_alive(int(found[1])):
+            kill_namespace(name)
+            with contextlib.suppress(NetworkError, subprocess.SubprocessError):
+                ip("netns", "del", name)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

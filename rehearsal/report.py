@@ -72,7 +72,23 @@ def build_report(
         "upgrade_seconds": upgrade["seconds"],
         "phases": per_phase,
         "events": [{"at_s": round(t - t0, 3), "event": text} for t, text in events],
+        "failures": {name: failures(source, t0) for name, source in answers.items()},
     }
+
+
+def failures(answers: list[list], t0: float, most: int = 50) -> list[dict[str, Any]]:
+    """The first ``most`` failed answers, for reading next to the events."""
+    failed = [a for a in answers if not 200 <= a[STATUS] < 300][:most]
+    return [
+        {
+            "at_s": round(a[START] - t0, 3),
+            "seconds": round(a[SECONDS], 3),
+            "model": a[MODEL],
+            "status": a[STATUS],
+            "error": a[ERROR],
+        }
+        for a in failed
+    ]
 
 
 MODELS = ("diamonds", "penguins")
@@ -130,3 +146,18 @@ def write(report: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(path)
+
+
+def balancer_log(path: Path, most: int = 20) -> dict[str, Any]:
+    """HAProxy's requests that were retried, redispatched or failed (it logs only those), per
+    frontend: how many, and the first ``most`` lines with their termination state (``----``:
+    answered, ``SC--``: no server connection, ``SH--``: the server failed before its
+    headers, ``SD--``: during its answer) and retries (``+1``: redispatched)."""
+    lines: dict[str, list[str]] = {"models": [], "control": []}
+    text = path.read_text(errors="replace") if path.exists() else ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[2] in lines:
+            lines[parts[2]].append(line)
+    names = {"models": "rehearsal", "control": "control"}
+    return {names[k]: {"count": len(v), "first": v[:most]} for k, v in lines.items()}

@@ -61,6 +61,7 @@ from serving.schema import (
     build_records_input,
 )
 from serving.settings import Settings, source_revision
+from serving.whole_answers import WholeAnswers
 
 logger = logging.getLogger("bentoml.service.tagserve")
 # Before anything imports prometheus_client: this server's metrics and monitoring folder.
@@ -292,6 +293,9 @@ def create_service(settings: Settings | None = None) -> Any:
     Tagserve.inner.openapi_document = document
     Tagserve.inner.openapi_body = orjson.dumps(document)
     routing = {"live": model_tag, "candidate": candidate_tag}  # issue 17: canary and shadow
+    # Added first, so outermost: an answer's start and body are written together.
+    bentoml_private.put_outermost_first()
+    Tagserve.add_asgi_middleware(WholeAnswers)
     middleware.install(Tagserve, settings, allowed_methods(document), routing)
     bentoml_private.whole_requests_batching()  # a request is never split, so never cut
     return Tagserve

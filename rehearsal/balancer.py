@@ -36,7 +36,11 @@ defaults
     timeout http-request 5s
     option http-buffer-request
     timeout queue 10s
-    default-server check inter 500ms fall 2 rise 2
+    # /readyz every 500 ms; a check may take 2 s (a replica starting beside it takes the
+    # cores for seconds), and 3 failures in a row mark a server down: a dead one is down
+    # within 1.5 s, and retries with redispatch cover that time.
+    default-server check inter 500ms fall 3 rise 2
+    timeout check 2s
 
 frontend models
     bind {address}:{front}

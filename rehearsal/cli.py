@@ -37,9 +37,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="2 diamonds replicas, 1 penguins, short phases"
-    )
+    parser.add_argument("--quick", action="store_true", help="2 diamonds replicas, short phases")
     parser.add_argument(
         "--out", type=Path, default=RESULTS / "rehearsal.json", help="the JSON report's path"
     )

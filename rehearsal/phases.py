@@ -44,7 +44,7 @@ class Shape:
 
 
 FULL = Shape(diamonds=3, penguins=2, steady_s=8)
-QUICK = Shape(diamonds=2, penguins=1, steady_s=3)
+QUICK = Shape(diamonds=2, penguins=2, steady_s=3)
 
 
 @dataclass

@@ -160,4 +160,11 @@ def balancer_log(path: Path, most: int = 20) -> dict[str, Any]:
         if len(parts) > 3 and parts[2] in lines:
             lines[parts[2]].append(line)
     names = {"models": "rehearsal", "control": "control"}
-    return {names[k]: {"count": len(v), "first": v[:most]} for k, v in lines.items()}
+    return {
+        names[k]: {
+            "count": len(v),
+            "failed": [line for line in v if " ---- " not in line][:most],
+            "first": v[:most],
+        }
+        for k, v in lines.items()
+    }

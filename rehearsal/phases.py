@@ -233,12 +233,23 @@ class Rehearsal:
         for client in self.clients:
             if client.poll() is None:
                 client.kill()
-        for replica in self.replicas.values():
-            # the namespaces' teardown kills whatever is left
-            with contextlib.suppress(Exception):
-                replica.kill()
+        stop_all(list(self.replicas.values()))
         self.replicas.clear()
         if self.balancer is not None:
             with contextlib.suppress(Exception):
                 self.balancer.stop()
         self.network.teardown()
+
+
+def stop_all(replicas: list[Replica], timeout: float = 20) -> None:
+    """SIGTERM every replica at once (each cleans up after itself), SIGKILL those still
+    running after ``timeout``; the namespaces' teardown kills whatever is left. Never raises."""
+    for replica in replicas:
+        with contextlib.suppress(OSError):
+            replica.process.terminate()
+    deadline = time.monotonic() + timeout
+    for replica in replicas:
+        with contextlib.suppress(Exception):
+            replica.process.wait(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):
+            replica.kill()

@@ -119,6 +119,24 @@ def server_folder(arbiter_pid: int) -> Path:
     return Path(tempfile.gettempdir()) / name
 
 
+def remove_dead_servers_folders() -> None:
+    """Remove this host's server folders whose server is gone (killed: no exit handler ran),
+    told apart from a live server by its pid and start time."""
+    import socket
+
+    import psutil
+
+    prefix = f"{SERVER_FOLDER_PREFIX}{socket.gethostname()}-"
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid, _, started = folder.name.removeprefix(prefix).partition("-")
+        try:
+            alive = int(psutil.Process(int(pid)).create_time() * 1000) == int(started)
+        except (ValueError, psutil.Error):
+            alive = False
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def own_metrics_folder() -> None:
     """Give this server a metrics folder (and so a monitoring folder) of its own.
 
@@ -137,6 +155,7 @@ def own_metrics_folder() -> None:
             mine = server_folder(os.getpid())
             atexit.register(shutil.rmtree, mine, ignore_errors=True)
             own_metrics_folder._cleanup = True
+            remove_dead_servers_folders()
         return
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return

@@ -70,8 +70,12 @@ def test_a_quick_rehearsal_upgrades_and_loses_a_replica_without_an_error(
     report = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert requests == report["rehearsal"]["requests"] > 1_000
-    failed = (report["failures"]["rehearsal"], report["haproxy_abnormal"]["rehearsal"]["failed"])
-    assert (non_2xx, transport) == (0, 0), (failed, report["events"])
+    failed = {
+        "answers": report["failures"]["rehearsal"],
+        "haproxy": report["haproxy_abnormal"]["rehearsal"]["failed"],
+        "events": report["events"],
+    }
+    assert (non_2xx, transport) == (0, 0), json.dumps(failed, indent=1)
     releases = set(report["releases"].values())
     assert len(releases) == 3  # two diamonds release tags and one penguins
     assert set(report["rehearsal"]["tags_seen"]) == releases

@@ -22,7 +22,7 @@ MLSERVER_VENV ?= .tools/mlserver-venv
 # apt-get needs root: sudo when make runs as another user.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help install spark demo models release cut-release serve container bench bench-load hey test test-fast docs lint format lock clean
+.PHONY: help install spark demo models release cut-release serve container manifests rehearse bench bench-load hey test test-fast docs lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,21 @@ serve: install ## Serve the prod model from this checkout (MODEL=tag ALLOW_NON_P
 
 container: install ## OCI image of a bento with buildah (BENTO=name:version, default newest), run and call it
 	PYTHON=.venv/bin/python BENTOML=.venv/bin/bentoml scripts/container.sh $(BENTO)
+
+# make manifests: IMAGE must carry a release tag (registry/tagserve:v1.2.3).
+IMAGE ?=
+REHEARSE_ARGS ?=
+manifests: install ## Kubernetes manifests of one model as one YAML stream: make manifests MODEL=tag IMAGE=image:X.Y.Z
+	@$(RUN) python -m deploy.kubernetes --model "$(MODEL)" --image "$(IMAGE)"
+
+haproxy: # The rehearsal's load balancer (Debian's haproxy), installed when missing
+	@command -v haproxy >/dev/null || { \
+	  echo "rehearse: haproxy is missing: installing the Debian package haproxy (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy >/dev/null \
+	  || { echo "error: could not install haproxy: run apt-get install -y haproxy as root" >&2; exit 1; }; }
+
+rehearse: install haproxy ## As root: rolling upgrade + lost replica on network-namespace hosts behind HAProxy -> benchmarks/results/rehearsal.* (REHEARSE_ARGS=--quick)
+	$(RUN) python -m rehearsal $(REHEARSE_ARGS)
 
 hey: # The compiled load generator of the benchmarks (Debian's hey), installed when missing
 	@command -v hey >/dev/null || { \

@@ -29,6 +29,10 @@ from serving.schema import Metadata
 from serving.settings import Settings
 from serving.startup import ServicePlan, plan_service, start_worker
 
+# Before anything imports prometheus_client: this server's own metrics and monitoring folder
+# (servers sharing a BentoML home would otherwise wipe each other's).
+bentoml_private.own_metrics_folder()
+
 NAME = "tagserve"
 DESCRIPTION = (
     "The tagserve model. MLflow clients: POST /invocations (dataframe_split, dataframe_records, "

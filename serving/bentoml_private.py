@@ -3,8 +3,13 @@ one BentoML version they were read from (a newer BentoML fails here, loudly, at 
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -152,6 +157,69 @@ def before_arbiter_stops(callback: Any) -> None:
         wrap(name)
 
 
+# --- metrics and monitoring: one folder per server, whatever BentoML home it shares ---------
+
+SERVER_FOLDER_PREFIX = "tagserve-server-"
+
+
+def server_folder(arbiter_pid: int) -> Path:
+    """The folder of the server whose ``bentoml serve`` process is ``arbiter_pid``: named
+    after its host, pid and start time, so that neither a pid reused later nor another
+    container's pid 1 on a shared volume can share it."""
+    import socket
+
+    import psutil
+
+    started = int(psutil.Process(arbiter_pid).create_time() * 1000)
+    name = f"{SERVER_FOLDER_PREFIX}{socket.gethostname()}-{arbiter_pid}-{started}"
+    return Path(tempfile.gettempdir()) / name
+
+
+def remove_dead_servers_folders() -> None:
+    """Remove this host's server folders whose server is gone (killed: no exit handler ran),
+    told apart from a live server by its pid and start time."""
+    import socket
+
+    import psutil
+
+    prefix = f"{SERVER_FOLDER_PREFIX}{socket.gethostname()}-"
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid, _, started = folder.name.removeprefix(prefix).partition("-")
+        try:
+            alive = int(psutil.Process(int(pid)).create_time() * 1000) == int(started)
+        except (ValueError, psutil.Error):
+            alive = False
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def own_metrics_folder() -> None:
+    """Give this server a metrics folder (and so a monitoring folder) of its own.
+
+    BentoML 1.4's ``serve_http`` deletes and recreates ``$BENTOML_HOME/prometheus_multiproc_dir``
+    when it starts (``ensure_prometheus_dir``, before it loads the service) and hands that one
+    folder to its workers as ``PROMETHEUS_MULTIPROC_DIR``: a second server on the same home
+    wiped the first one's counters and its monitoring folder (``serving.monitoring`` keeps it
+    in there). A worker (``server_context.worker_index`` set) moves to its server's own folder
+    before prometheus_client is imported, which reads the variable once. The ``bentoml serve``
+    process removes its folder when it exits. Idempotent; does nothing outside a server.
+    """
+    from bentoml._internal.context import server_context
+
+    if server_context.worker_index is None:  # the arbiter, or no server at all
+        if not getattr(own_metrics_folder, "_cleanup", False):
+            mine = server_folder(os.getpid())
+            atexit.register(shutil.rmtree, mine, ignore_errors=True)
+            own_metrics_folder._cleanup = True
+            remove_dead_servers_folders()
+        return
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = server_folder(os.getppid()) / "prometheus_multiproc_dir"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 # --- logs: a line per client error, tracebacks for the service's own failures --------------
 
 # BentoML logs every exception an API raises with its traceback, at ERROR, through this logger
@@ -244,6 +312,7 @@ __all__ = [
     "cancellable_timeouts",
     "arguments",
     "is_client_error",
+    "own_metrics_folder",
     "put_outermost_first",
     "quiet_client_error_tracebacks",
     "record_arguments",

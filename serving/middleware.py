@@ -4,6 +4,11 @@ them, written as Starlette's own middleware is (plain ASGI classes over Starlett
 
 A request to the service passes, outermost first:
 
+0. :class:`WholeAnswers`: an answer's start (status, headers) is held until its first body
+   part and both are written together. BentoML's stack sends them with other requests' work
+   in between, so a server killed at that moment would leave headers without a body, which
+   no load balancer can retry; held, a killed server's requests get no answer at all, which
+   HAProxy's ``retry-on empty-response`` sends to another server.
 1. :class:`DrainMiddleware`: after SIGTERM, ``/readyz`` answers 503 and every answer carries
    ``Connection: close``; counts the requests in flight for the graceful drain
    (``serving.drain``).
@@ -102,6 +107,7 @@ def stack(
     ``routing``: the live and candidate model tags (``{"live": ..., "candidate": ...}``)."""
     routing = {"live": settings.model, "candidate": "", **(routing or {})}
     return [
+        (WholeAnswers, {}),
         (DrainMiddleware, {"seconds": settings.drain_seconds}),
         (
             ModelRouting,
@@ -160,6 +166,34 @@ def routing_error(method: str, path: str, status: int, allow: str | None) -> str
     return f"method not allowed: {path} does not take {method}" + (
         f"; it takes {allow}" if allow else ""
     )
+
+
+class WholeAnswers:
+    """Holds ``http.response.start`` until the first ``http.response.body``. Outermost: the
+    server's own send is the next thing it calls."""
+
+    bentoml_outermost = True  # serving.bentoml_private.put_outermost_first
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: list[dict] = []
+
+        async def send_whole(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if held and message["type"] == "http.response.body":
+                await send(held.pop())  # no await in between yields to another task
+            await send(message)
+
+        await self.app(scope, receive, send_whole)
+        if held:  # an answer without a body message: its start alone
+            await send(held.pop())
 
 
 class DrainMiddleware:

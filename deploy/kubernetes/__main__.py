@@ -1,0 +1,5 @@
+import sys
+
+from deploy.kubernetes.cli import main
+
+sys.exit(main())

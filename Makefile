@@ -117,7 +117,7 @@ test: spark ## Run the test suite (all of it; the docs' strict build included)
 # Left out: the tests marked `server` (they start bentoml serve, Spark, buildah, chromium,
 # Prometheus or hey: tests/helpers/marks.py) and `slow` (the whole pipeline in subprocesses).
 test-fast: install ## The tests that start no server, JVM, container, browser, Prometheus or hey
-	$(RUN) pytest -m "not server and not slow"
+	$(RUN) pytest -m "not server and not slow" -n 2
 
 docs: install ## Build the docs site strictly into site/ (a broken link or anchor fails)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

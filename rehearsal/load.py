@@ -29,7 +29,9 @@ MODEL_HEADER = "x-tagserve-model"
 
 def rows_of(model: str, base: str) -> list[dict[str, Any]]:
     """The data set's rows as records of the served model's features, shuffled (seeded);
-    rows with a missing value are left out, so every request is valid."""
+    rows with a missing value, or outside the model's domain (the shipped data holds a few
+    impossible diamonds the pipeline's own cleaning drops), are left out, so every request
+    is valid."""
     path = DATA[model]
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     deadline = time.monotonic() + 120
@@ -45,8 +47,31 @@ def rows_of(model: str, base: str) -> list[dict[str, Any]]:
         time.sleep(0.5)
     features = meta.json()["feature_columns"]
     frame = frame[features].dropna().drop_duplicates()
+    frame = frame[within(frame, (meta.json().get("domain") or {}).get("columns") or {})]
     frame = frame.sample(frac=1.0, random_state=SEED)
     return json.loads(frame.to_json(orient="records"))
+
+
+def within(frame: pd.DataFrame, domain: dict[str, dict[str, Any]]) -> pd.Series:
+    """Where the rows of ``frame`` lie within ``domain`` (``/metadata``'s: a column's
+    ``categories``, or its ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``)."""
+    ok = pd.Series(True, index=frame.index)
+    for name, rule in domain.items():
+        if name not in frame.columns:
+            continue
+        values = frame[name]
+        if "categories" in rule:
+            ok &= values.isin(rule["categories"])
+        bounds = {
+            "minimum": values >= rule.get("minimum", -math.inf),
+            "maximum": values <= rule.get("maximum", math.inf),
+            "exclusiveMinimum": values > rule.get("exclusiveMinimum", -math.inf),
+            "exclusiveMaximum": values < rule.get("exclusiveMaximum", math.inf),
+        }
+        for key, inside in bounds.items():
+            if key in rule:
+                ok &= inside
+    return ok
 
 
 def client(

@@ -52,6 +52,14 @@ def rows_of(model: str, base: str) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
+BOUNDS = {
+    "minimum": lambda values, bound: values >= bound,
+    "maximum": lambda values, bound: values <= bound,
+    "exclusiveMinimum": lambda values, bound: values > bound,
+    "exclusiveMaximum": lambda values, bound: values < bound,
+}
+
+
 def within(frame: pd.DataFrame, domain: dict[str, dict[str, Any]]) -> pd.Series:
     """Where the rows of ``frame`` lie within ``domain`` (``/metadata``'s: a column's
     ``categories``, or its ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``)."""
@@ -62,15 +70,9 @@ def within(frame: pd.DataFrame, domain: dict[str, dict[str, Any]]) -> pd.Series:
         values = frame[name]
         if "categories" in rule:
             ok &= values.isin(rule["categories"])
-        bounds = {
-            "minimum": values >= rule.get("minimum", -math.inf),
-            "maximum": values <= rule.get("maximum", math.inf),
-            "exclusiveMinimum": values > rule.get("exclusiveMinimum", -math.inf),
-            "exclusiveMaximum": values < rule.get("exclusiveMaximum", math.inf),
-        }
-        for key, inside in bounds.items():
+        for key, inside in BOUNDS.items():
             if key in rule:
-                ok &= inside
+                ok &= inside(values, rule[key])
     return ok
 
 

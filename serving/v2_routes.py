@@ -76,6 +76,15 @@ def not_found(state: ServiceState, name: str, version: str | None) -> Response:
     return error(f"no model {which} here; this service serves {served}", 404)
 
 
+def requested(request: Request) -> tuple[ServiceState, str | None, ServedModel | Response]:
+    """The worker's state, the version the path names (None: any), and the served model the
+    path names, or the 404 to answer when this service serves no such model."""
+    name, version = request.path_params["name"], request.path_params.get("version")
+    state = current()
+    model = find_model(state, name, version)
+    return state, version, model if model is not None else not_found(state, name, version)
+
+
 def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -103,32 +112,26 @@ async def ready(_: Request) -> Response:
 
 async def metadata(request: Request) -> Response:
     """``GET /v2/models/{name}[/versions/{version}]``."""
-    name, version = request.path_params["name"], request.path_params.get("version")
-    state = current()
-    model = find_model(state, name, version)
-    if model is None:
-        return not_found(state, name, version)
+    state, _, model = requested(request)
+    if isinstance(model, Response):
+        return model
     classes = classes_of(state, model.role)
     return _json(model_metadata(state.contract, model.name, model.version, classes))
 
 
 async def model_ready(request: Request) -> Response:
     """``GET /v2/models/{name}[/versions/{version}]/ready``."""
-    name, version = request.path_params["name"], request.path_params.get("version")
-    state = current()
-    model = find_model(state, name, version)
-    if model is None:
-        return not_found(state, name, version)
+    state, _, model = requested(request)
+    if isinstance(model, Response):
+        return model
     return _json({"name": model.name, "ready": True})
 
 
 async def infer(request: Request) -> Response:
     """``POST /v2/models/{name}[/versions/{version}]/infer``."""
-    name, version = request.path_params["name"], request.path_params.get("version")
-    state = current()
-    named = find_model(state, name, version)
-    if named is None:
-        return not_found(state, name, version)
+    state, version, named = requested(request)
+    if isinstance(named, Response):
+        return named
     # The live model's path without a version is routed (canary, shadow); others name theirs.
     routed = version is None and named.role == LIVE
     route = route_var.get() if routed else named.role

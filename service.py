@@ -136,6 +136,8 @@ def create_service(settings: Settings | None = None) -> Any:
     routing = {"live": planned.model_tag, "candidate": planned.candidate_tag}
     middleware.install(Tagserve, planned.settings, allowed_methods(document), routing)
     bentoml_private.whole_requests_batching()  # a request is never split, so never cut
+    bentoml_private.batch_checked_rows()
+    bentoml_private.bound_apis_once()
     return Tagserve
 
 

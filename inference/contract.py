@@ -718,7 +718,10 @@ def check_domain(values: np.ndarray, col: Column, positions: np.ndarray | None) 
         return
     if col.categories is not None:
         allowed = frozenset(col.categories)
-        ok = np.fromiter((v in allowed for v in values.tolist()), dtype=bool, count=len(values))
+        listed = values.tolist()
+        if allowed.issuperset(listed):  # the usual body, checked in C
+            return
+        ok = np.fromiter(map(allowed.__contains__, listed), dtype=bool, count=len(listed))
     else:
         ok = range_mask(values.astype(np.float64, copy=False), col.range)
     if ok.all():

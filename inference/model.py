@@ -115,7 +115,7 @@ class LoadedModel:
     def predict_json(self, X: pd.DataFrame) -> list[dict[str, Any]]:
         """One JSON-able prediction per row: ``{"prediction": ...}``, plus ``"probabilities"``
         ({class as text: probability}) for a classifier."""
-        return self._json_predictions(*self.predict_arrays(X))
+        return self.json_predictions(*self.predict_arrays(X))
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """:meth:`predict_json` for records whose values have their column's Python type (the
@@ -125,7 +125,7 @@ class LoadedModel:
         if self.fast is not None and few and self._record_entry_exact():
             got = self.fast.predict_arrays_of_records(records)
             if got is not None:
-                return self._json_predictions(*got)
+                return self.json_predictions(*got)
         return self.predict_json(records_frame(records, self.contract))
 
     def _record_entry_exact(self) -> bool:
@@ -133,7 +133,7 @@ class LoadedModel:
         # table's record_entry): other models answer records through the frame.
         return all(TYPES[c.type].record_entry for c in self.contract.columns)
 
-    def _json_predictions(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
+    def json_predictions(self, predicted: Any, proba: np.ndarray | None) -> list[dict[str, Any]]:
         # Whole arrays to Python values at once (tolist): a conversion per value cost as much
         # as the forest's walk on large requests.
         flat = np.asarray(predicted).ravel()

@@ -12,12 +12,12 @@ error.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import bentoml
+import numpy as np
 import orjson
 from starlette.responses import Response
 
@@ -34,44 +34,60 @@ INPUT_FAULTS = (ValueError, ArithmeticError)
 JSON = "application/json"
 
 
-# One record of a request read as the request's checked input frame: (the frame, the row).
-# A batchable API's input is a list of these, which BentoML's batcher merges with other
-# requests' lists and cuts back per request like any list. Plain tuples: made a thousand at a
-# time in C, where a NamedTuple's constructor runs Python code per record.
-CheckedRow = tuple  # (frame: the request's frame fitted to the contract, row: int)
+class CheckedRows:
+    """Rows of requests' checked input frames, as BentoML's adaptive batcher handles a
+    batchable API's input: one request's rows (:meth:`of`), several requests' merged
+    (:class:`serving.bentoml_private.CheckedRowsContainer`), cut back per request or in halves
+    (``rows[a:b]``). Held as runs ``(frame, start, stop)``: merging and cutting touch a run per
+    request, never a row."""
 
+    __slots__ = ("runs", "length")
 
-def checked_rows(frame: Any) -> list[tuple[Any, int]]:
-    """A request's checked frame as the batcher's items, one per record."""
-    return list(zip(itertools.repeat(frame), range(len(frame))))
+    def __init__(self, runs: list[tuple[Any, int, int]]) -> None:
+        self.runs = runs
+        self.length = sum(stop - start for _, start, stop in runs)
 
+    @classmethod
+    def of(cls, frame: Any) -> CheckedRows:
+        """A request's checked frame, whole."""
+        return cls([(frame, 0, len(frame))])
 
-def merged_frame(rows: Sequence[tuple[Any, int]]) -> Any:
-    """The input frame of merged requests' ``rows``, in order: the request's own frame when the
-    rows are one whole request, else its columns' slices joined (a column holding a missing
-    value in one request takes the other requests' values in its dtype, as
-    ``inference.contract.records_frame`` would)."""
-    import numpy as np
-    import pandas as pd
+    @classmethod
+    def merged(cls, parts: Sequence[CheckedRows]) -> CheckedRows:
+        return cls([run for part in parts for run in part.runs])
 
-    runs: list[tuple[Any, int, int]] = []  # consecutive rows of one request: frame, start, stop
-    frame, start, stop = None, 0, 0
-    for of, row in rows:
-        if of is frame and row == stop:
-            stop += 1
-            continue
-        if frame is not None:
-            runs.append((frame, start, stop))
-        frame, start, stop = of, row, row + 1
-    runs.append((frame, start, stop))
-    if len(runs) == 1:
-        if start == 0 and stop == len(frame):
-            return frame
-        return frame.iloc[start:stop].reset_index(drop=True)
-    names = list(frame.columns)
-    return pd.DataFrame(
-        {n: np.concatenate([f[n].to_numpy()[a:b] for f, a, b in runs]) for n in names}
-    )
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, part: slice) -> CheckedRows:
+        if not isinstance(part, slice) or part.step not in (None, 1):
+            raise TypeError("checked rows are cut by slices of consecutive rows")
+        first, last, _ = part.indices(self.length)
+        runs, offset = [], 0
+        for frame, start, stop in self.runs:
+            a, b = max(first - offset, 0), min(last - offset, stop - start)
+            if a < b:
+                runs.append((frame, start + a, start + b))
+            offset += stop - start
+        return CheckedRows(runs)
+
+    def frame(self) -> Any:
+        """The input frame of these rows, in order: a request's own frame when they are one
+        whole request, else its columns' slices joined (a column holding a missing value in
+        one request takes the other requests' values in its dtype, as
+        ``inference.contract.records_frame`` would)."""
+        import numpy as np
+        import pandas as pd
+
+        if len(self.runs) == 1:
+            frame, start, stop = self.runs[0]
+            if start == 0 and stop == len(frame):
+                return frame
+            return frame.iloc[start:stop].reset_index(drop=True)
+        names = list(self.runs[0][0].columns)
+        return pd.DataFrame(
+            {n: np.concatenate([f[n].to_numpy()[a:b] for f, a, b in self.runs]) for n in names}
+        )
 
 
 def described(error: BaseException) -> str:
@@ -89,13 +105,17 @@ class RecordFailed(Exception):
 
 
 def predict_each(
-    rows: Sequence[Row], predict: Callable[[Sequence[Row]], list[Prediction]]
+    rows: Sequence[Row],
+    predict: Callable[[Sequence[Row]], list[Prediction]],
+    failed: Exception | None = None,
 ) -> list[Prediction | RecordFailed]:
-    """``predict(rows)``, one prediction per row; if it raises, the rows split in halves and
-    predicted again, down to single rows: a row that fails alone gets a :class:`RecordFailed`,
-    every other row its prediction. One failing row among n costs about 2·log2(n) more
-    calls."""
+    """``predict(rows)``, one prediction per row; if it raises (or it already did:
+    ``failed``), the rows split in halves and predicted again, down to single rows: a row that
+    fails alone gets a :class:`RecordFailed`, every other row its prediction. One failing row
+    among n costs about 2·log2(n) more calls."""
     try:
+        if failed is not None:
+            raise failed
         predictions = predict(rows)
     except Exception as exc:
         if len(rows) == 1:
@@ -130,30 +150,34 @@ def _one_per_row(rows: Sequence[Any], predictions: Sequence[Prediction]) -> list
     return list(predictions)
 
 
-def predict_merged(state: Any, records: Sequence[Any], choice: str) -> list[Any]:
-    """The records of merged requests (:data:`CheckedRow`, as the batchable APIs' input
+def predict_merged(state: Any, records: Any, choice: str) -> Any:
+    """The records of merged requests (:class:`CheckedRows`, as the batchable APIs' input
     spec reads them; or records, from a caller in this process) predicted by the worker's
-    ``state`` on the model route ``choice`` (``serving.routing``): one prediction (a dict)
-    each, or a :class:`RecordFailed` (:func:`predict_each`). Recorded for monitoring."""
-    if not records:
+    ``state`` on the model route ``choice`` (``serving.routing``): the model's answers
+    (``ModelChoice.predict_answers``: a regressor's numbers as an array, else a dict a
+    record); if the call over them all fails, one dict or :class:`RecordFailed` a record
+    (:func:`predict_each`). Recorded for monitoring."""
+    if not len(records):
         return []
     state.counts.model_calls += 1
     state.counts.rows += len(records)
     rows = records
-    if not all(type(r) is CheckedRow for r in records):  # records of a caller in this process
+    if type(records) is not CheckedRows:  # records of a caller in this process
         from inference.contract import records_frame
 
         dumped = [r if isinstance(r, dict) else r.model_dump(by_alias=True) for r in records]
-        rows = checked_rows(records_frame(dumped, state.contract))
-    whole = merged_frame(rows)
-
-    def predict(part: Sequence[tuple[Any, int]]) -> list[Any]:
-        frame = whole if len(part) == len(rows) else merged_frame(part)
-        return state.models.predict_json(frame, choice)
-
-    predicted = predict_each(rows, predict)
-    state.monitor.record(whole, predicted, route=choice)
-    return predicted
+        rows = CheckedRows.of(records_frame(dumped, state.contract))
+    whole = rows.frame()
+    try:
+        answers = state.models.predict_answers(whole, choice)
+    except Exception as exc:  # a record's fault, or the model's: find whose
+        answers = predict_each(
+            rows, lambda part: state.models.predict_json(part.frame(), choice), failed=exc
+        )
+    state.monitor.record(whole, answers, route=choice)
+    if rows is not records and isinstance(answers, np.ndarray):  # typed as the API says
+        return [{"prediction": value} for value in answers.tolist()]
+    return answers
 
 
 def request_error(
@@ -162,6 +186,8 @@ def request_error(
     """The error of a request whose predictions hold a :class:`RecordFailed` (the first one,
     named by its index in the request unless not ``indexed``): 400 if the record is at fault,
     else 500; or None."""
+    if isinstance(predictions, np.ndarray) or RecordFailed not in set(map(type, predictions)):
+        return None  # the usual answers, told apart in C
     for index, item in enumerate(predictions):
         if isinstance(item, RecordFailed):
             where = f"[{index}]: " if indexed else ""
@@ -176,13 +202,15 @@ def request_error(
 
 def build_predictions_output(predictions: Any) -> type[IORootModel]:
     """The output spec of a batchable API returning ``predictions`` (e.g.
-    ``list[Prediction]``, its schema): a request's slice of the merged predictions (dicts of
-    plain values, as ``LoadedModel.predict_json`` gives them) written with orjson, or, if it
-    holds a :class:`RecordFailed`, that request's :func:`request_error`."""
+    ``list[Prediction]``, its schema): a request's slice of the merged answers
+    (:func:`predict_merged`) written with orjson, or, if it holds a :class:`RecordFailed`,
+    that request's :func:`request_error`."""
 
     class PredictionsOutput(IORootModel[predictions]):
         @classmethod
         async def to_http_response(cls, obj: Any, serde: Any) -> Any:
+            if isinstance(obj, np.ndarray):
+                return Response(numbers_body(obj), media_type=JSON)
             if not isinstance(obj, list):
                 return await super().to_http_response(obj, serde)
             error = request_error(obj)
@@ -192,6 +220,16 @@ def build_predictions_output(predictions: Any) -> type[IORootModel]:
             return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
 
     return PredictionsOutput
+
+
+def numbers_body(numbers: np.ndarray) -> bytes:
+    """A regressor's answers, ``[{"prediction": number}, ...]``, written from the float64
+    array at C speed: orjson writes the numbers as it writes them in dicts (a non-finite one as
+    null), and no number holds a comma."""
+    listed = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(numbers) == 0:
+        return listed
+    return b'[{"prediction":' + listed[1:-1].replace(b",", b'},{"prediction":') + b"}]"
 
 
 def batchable_api(

@@ -4,6 +4,7 @@ one BentoML version they were read from (a newer BentoML fails here, loudly, at 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -302,15 +303,136 @@ def whole_requests_batching() -> None:
 
     CorkDispatcher._get_inputs = whole_jobs
     CorkDispatcher.inbound_call = dropped_when_cancelled
+    CorkDispatcher.controller = released_when_free
+    CorkDispatcher.outbound_call = _wakes_when_done(CorkDispatcher.outbound_call)
     CorkDispatcher._tagserve_whole_requests = True
+
+
+async def released_when_free(self: Any) -> None:
+    """The batcher's loop: the moment the model is free and requests wait, one call takes
+    all of them (up to ``max_batch_size`` rows); while it runs, the next requests queue and
+    become the next batch. A request that waits ``max_latency_ms`` before its call starts
+    gets BentoML's 503 (its future cancelled), as in BentoML.
+
+    BentoML 1.4.39's loop polls every millisecond and holds a lone request back for the
+    average wait it has seen, to let a batch grow: under a steady load the waits feed the
+    average they are measured against, and every request pays it. Here a batch grows only
+    from the requests that arrive while the model is busy, which is when batching pays."""
+    import asyncio
+    import time
+
+    def ready() -> bool:
+        return bool(self._queue) and not self._sema.is_locked()
+
+    while True:
+        try:
+            async with self._wake_event:
+                while not ready():
+                    if not self._queue:
+                        await self._wake_event.wait()
+                        continue
+                    deadline = self._queue[0].enqueue_time + self.max_latency
+                    if deadline <= time.time():
+                        self._queue.popleft().future.cancel()  # BentoML's 503
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake_event.wait(), deadline - time.time())
+            self._sema.acquire()
+            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # as BentoML: the loop outlives a failed dispatch
+            logging.getLogger(__name__).exception("adaptive batching: a dispatch failed")
+
+
+def _wakes_when_done(call: Any) -> Any:
+    async def outbound_call(self: Any, jobs: Any, training: bool = False) -> Any:
+        try:
+            return await call(self, jobs, training)
+        finally:  # the model is free: the loop takes what queued meanwhile
+            async with self._wake_event:
+                self._wake_event.notify_all()
+
+    return outbound_call
+
+
+# --- adaptive batching: what it merges ------------------------------------------------------
+
+
+def batch_checked_rows() -> None:
+    """Let BentoML's adaptive batcher merge and cut :class:`serving.batching.CheckedRows`
+    (the batchable APIs' input) as runs of requests' frames: a container of its own, found by
+    the exact type. A list would be merged and cut a record at a time, after BentoML's
+    registry had tried its nine other containers on it. Idempotent."""
+    import itertools
+
+    from bentoml._internal.runner.container import DataContainer, DataContainerRegistry
+
+    from serving.batching import CheckedRows
+
+    class CheckedRowsContainer(DataContainer):
+        @classmethod
+        def batches_to_batch(cls, batches: Any, batch_dim: int = 0) -> tuple[Any, list[int]]:
+            return CheckedRows.merged(batches), [0, *itertools.accumulate(map(len, batches))]
+
+        @classmethod
+        def batch_to_batches(cls, batch: Any, indices: Any, batch_dim: int = 0) -> list[Any]:
+            return [batch[a:b] for a, b in itertools.pairwise(indices)]
+
+        @classmethod
+        def get_batch_size(cls, batch: Any, batch_dim: int) -> int:
+            return len(batch)
+
+        @classmethod
+        def to_payload(cls, batch: Any, batch_dim: int) -> Any:
+            raise NotImplementedError("checked rows stay in the worker that read them")
+
+        @classmethod
+        def from_payload(cls, payload: Any) -> Any:
+            raise NotImplementedError("checked rows stay in the worker that read them")
+
+    DataContainerRegistry.register_container(CheckedRows, CheckedRows, CheckedRowsContainer)
+
+
+# --- per-request cost ------------------------------------------------------------------------
+
+
+def bound_apis_once() -> None:
+    """Bind a service instance's API methods once, not on every request.
+
+    BentoML 1.4.39's ``APIMethod.__get__`` builds a new wrapper, with ``inspect.signature``,
+    each time a method is looked up on the instance, and its app looks the method up twice a
+    request (``api_endpoint``, ``batch_infer``): a fixed cost per request, paid again by
+    every record of a single-record load. The wrapper depends only on the method and the
+    instance, so the first one is kept in the instance's ``__dict__``. Idempotent.
+    """
+    from _bentoml_sdk.method import APIMethod
+
+    if getattr(APIMethod, "_tagserve_bound_once", False):
+        return
+    bind = APIMethod.__get__
+
+    def bound_once(self: Any, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        kept = instance.__dict__.setdefault("_tagserve_bound_apis", {})
+        method = kept.get(self.name)
+        if method is None:
+            method = kept[self.name] = bind(self, instance, owner)
+        return method
+
+    APIMethod.__get__ = bound_once
+    APIMethod._tagserve_bound_once = True
 
 
 __all__ = [
     "IORootModel",
     "JSONSerde",
     "before_arbiter_stops",
+    "bound_apis_once",
     "cancellable_timeouts",
     "arguments",
+    "batch_checked_rows",
     "is_client_error",
     "own_metrics_folder",
     "put_outermost_first",

@@ -194,8 +194,8 @@ def build_records_input(
 ) -> type[IORootModel]:
     """``predict_batch``'s body: a JSON list of records (a BentoML root input) of ``records``
     (the bounded list of record models: the API's schema), read as the request's checked
-    input frame, handed to the API as one :data:`serving.batching.CheckedRow` per record,
-    which BentoML's adaptive batcher merges with other requests' (``predict_merged``).
+    input frame, handed to the API as :class:`serving.batching.CheckedRows`, which BentoML's
+    adaptive batcher merges with other requests' (``predict_merged``).
 
     A JSON body is read by :func:`serving.protocol.parse_records` (orjson and the contract's
     checks a column at a time, as ``/invocations`` reads its body): building and checking a
@@ -207,7 +207,7 @@ def build_records_input(
     JSON would end as a 500: here it is a validation error like any other (400).
     """
     from inference.contract import records_frame
-    from serving.batching import checked_rows
+    from serving.batching import CheckedRows
     from serving.protocol import parse_records
 
     class RecordsInput(IORootModel[records]):
@@ -224,7 +224,7 @@ def build_records_input(
             if frame is None:
                 dumped = [r.model_dump(by_alias=True) for r in parsed.root]
                 frame = records_frame(dumped, contract)
-            return checked_rows(frame)
+            return CheckedRows.of(frame)
 
         @classmethod
         def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:

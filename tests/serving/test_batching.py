@@ -64,21 +64,71 @@ def test_a_wrong_number_of_answers_is_a_bug_not_a_record_failure() -> None:
 
 
 def test_merged_requests_make_the_frame_their_records_make() -> None:
-    """Requests read as checked frames, merged by the batcher (their items in a row, then cut
+    """Requests read as checked frames, merged by the batcher (their runs in a row, then cut
     in halves as a failed call is): each part's frame is the one its records make, dtypes
     included, where one request holds a missing value the other does not."""
     import pandas as pd
 
     from inference.contract import Column, Contract, records_frame
-    from serving.batching import checked_rows, merged_frame
+    from serving.batching import CheckedRows
 
     contract = Contract(
         [Column("year", "long", required=False), Column("sex", "string", required=False)]
     )
     first = [{"year": 2007, "sex": "f"}, {"year": 2008, "sex": "m"}, {"year": 2009, "sex": "f"}]
     second = [{"year": None, "sex": None}, {"year": 2010, "sex": "m"}]
-    items = checked_rows(records_frame(first, contract))
-    items += checked_rows(records_frame(second, contract))
-    for start, stop in ((0, 5), (0, 3), (1, 4), (3, 5), (2, 3)):
+    parts = [CheckedRows.of(records_frame(first, contract))]
+    parts.append(CheckedRows.of(records_frame(second, contract)))
+    merged = CheckedRows.merged(parts)
+    assert len(merged) == 5
+    for start, stop in ((0, 5), (0, 3), (1, 4), (3, 5), (2, 3), (3, 9)):
         expected = records_frame((first + second)[start:stop], contract)
-        pd.testing.assert_frame_equal(merged_frame(items[start:stop]), expected)
+        pd.testing.assert_frame_equal(merged[start:stop].frame(), expected)
+        assert len(merged[start:stop]) == len(expected)
+    assert merged[0:3].frame() is parts[0].runs[0][0]  # a whole request: its own frame
+
+
+def test_the_batcher_merges_and_cuts_checked_rows_by_request() -> None:
+    """BentoML's batcher, through the container registered for CheckedRows: merged requests
+    count their rows, and each request gets back its own slice of the answers."""
+    import numpy as np
+    from bentoml._internal.runner.container import AutoContainer
+
+    from inference.contract import Column, Contract, records_frame
+    from serving import bentoml_private
+    from serving.batching import CheckedRows
+
+    bentoml_private.batch_checked_rows()
+    contract = Contract([Column("x", "double")])
+    requests = [
+        CheckedRows.of(records_frame([{"x": float(i)} for i in range(n)], contract))
+        for n in (3, 1, 2)
+    ]
+    assert [AutoContainer.get_batch_size(r, 0) for r in requests] == [3, 1, 2]
+    batch, indices = AutoContainer.batches_to_batch(requests, 0)
+    assert indices == [0, 3, 4, 6]
+    assert batch.frame()["x"].tolist() == [0.0, 1.0, 2.0, 0.0, 0.0, 1.0]
+    answers = np.arange(6, dtype=np.float64)
+    cut = AutoContainer.batch_to_batches(answers, indices, 0)
+    assert [part.tolist() for part in cut] == [[0.0, 1.0, 2.0], [3.0], [4.0, 5.0]]
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        [1.5],
+        [1.5, -0.0, 0.30000000000000004, 1e300, 5e-324, 123456789.125],
+        [float("nan"), 2.0, float("inf"), -float("inf")],
+        [],
+    ],
+)
+def test_numbers_are_written_as_the_answers_a_dict_each_would_be(numbers: list[float]) -> None:
+    import math
+
+    import numpy as np
+    import orjson
+
+    from serving.batching import numbers_body
+
+    as_dicts = [{"prediction": n if math.isfinite(n) else None} for n in numbers]
+    assert numbers_body(np.array(numbers, dtype=np.float64)) == orjson.dumps(as_dicts)

@@ -127,7 +127,12 @@ def _shown(number: Any) -> str:
     """A number for an error message: integers exact (up to 30 digits), floats short."""
     if isinstance(number, int | np.integer):
         text = str(number)
-        return text if len(text) <= 30 else f"{float(number):.8g}"
+        if len(text) <= 30:
+            return text
+        # Beyond 30 digits, shown short: as a float while one holds it, else by its digits.
+        if abs(number) < 1e300:
+            return f"{float(number):.8g}"
+        return f"{text[:10]}... ({len(text.lstrip('-'))} digits)"
     return f"{float(number):.8g}"
 
 
@@ -520,7 +525,15 @@ def _all_missing(col: Column, rows: int) -> np.ndarray:
 def _validated_column(values: np.ndarray, col: Column, first_row: int = 0) -> np.ndarray:
     """``values`` (one column of a request) in the column's dtype, or InputError naming the
     column and row (counted from ``first_row``)."""
-    missing = missing_mask(values)
+    # JSON values' types, read once: they tell which values may be missing, and how to type them.
+    kinds = set(map(type, values)) if values.dtype == object else None
+    numbers = _json_numbers(values, kinds, col)
+    if numbers is not None:
+        missing = np.isnan(numbers)
+    elif kinds is not None and kinds <= NEVER_MISSING:
+        missing = np.zeros(len(values), dtype=bool)
+    else:
+        missing = missing_mask(values)
     any_missing = bool(missing.any())
     if any_missing and col.required:
         rows = (np.flatnonzero(missing)[:5] + first_row).tolist()
@@ -531,7 +544,11 @@ def _validated_column(values: np.ndarray, col: Column, first_row: int = 0) -> np
     else:
         positions = np.arange(len(values)) + first_row if first_row else None
     present = values[~missing] if any_missing else values
-    typed = _typed(present, col, positions)
+    if numbers is not None:
+        present_numbers = numbers[~missing] if any_missing else numbers
+        typed = _validated_numbers(present_numbers, present, col, positions)
+    else:
+        typed = _typed(present, col, positions, None if any_missing else kinds)
     check_domain(typed, col, positions)
     if where is None:
         return typed
@@ -549,12 +566,32 @@ def _row(positions: np.ndarray | None, index: int) -> Any:
     return row.item() if hasattr(row, "item") else row
 
 
-def _typed(present: np.ndarray, col: Column, positions: np.ndarray | None) -> np.ndarray:
-    """The present values of a column, checked and in the column's dtype."""
+# The types of JSON values no missing value has (NaN is a float, None its own type).
+NEVER_MISSING = frozenset({str, int, bool})
+
+
+def _json_numbers(values: np.ndarray, kinds: set[type] | None, col: Column) -> np.ndarray | None:
+    """A float column's JSON numbers (floats and ints, NaN where MLflow wrote one for a missing
+    value) as float64, converted once; None for any other column or values (read by
+    :func:`_typed`, which names a problem)."""
+    column = TYPES[col.type]
+    if not kinds or not kinds <= {float, int} or not column.number or column.whole:
+        return None
+    try:
+        return np.array(values.tolist(), dtype=np.float64)
+    except OverflowError:  # an integer beyond any double: named by the general path
+        return None
+
+
+def _typed(
+    present: np.ndarray, col: Column, positions: np.ndarray | None, kinds: set[type] | None = None
+) -> np.ndarray:
+    """The present values of a column, checked and in the column's dtype (``kinds``: their
+    types, when known)."""
     column = TYPES[col.type]
     kind = present.dtype.kind
     if kind == "O":
-        kinds = set(map(type, present))
+        kinds = set(map(type, present)) if kinds is None else kinds
         if column.python is str and kinds <= {str}:
             return present
         if column.python is bool and kinds <= {bool, np.bool_}:

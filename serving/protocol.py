@@ -250,11 +250,11 @@ def parse_records(
 def _every_column(data: list[Any], names: Sequence[str]) -> dict[str, Any] | None:
     """The columns of records that all hold every column and nothing else (the usual body),
     read at C speed; None for any other body."""
-    if set(map(type, data)) != {dict} or set(map(len, data)) != {len(names)}:
-        return None
-    try:
+    try:  # of JSON's values only an object (a dict) is looked up by name: others raise
+        if set(map(len, data)) != {len(names)}:
+            return None
         rows = list(map(operator.itemgetter(*names), data))
-    except KeyError:  # a record holds a key the model does not take, instead of one it does
+    except (KeyError, TypeError):  # a key the model does not take instead of one it does
         return None
     if len(names) == 1:  # itemgetter of one name gives the value, not a 1-tuple
         return {names[0]: rows}

@@ -405,3 +405,43 @@ def test_csv_rows_counted_from_one_keep_missing_values_in_place() -> None:
         validate(frame.assign(year=[None, 2007.0, 2007.5]), CONTRACT, first_row=1)
     with pytest.raises(InputError, match=r"'cut' is required but null in row\(s\) \[2\]"):
         validate(frame.assign(cut=["a", None, "b"]), CONTRACT, first_row=1)
+
+
+OPTIONAL_SIZE = Contract([Column("size", "double", required=False), Column("cut", "string")])
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([0.5, 2, 1.25], [0.5, 2.0, 1.25]),  # floats and ints, as JSON gives them
+        ([0.5, float("nan"), 3], [0.5, np.nan, 3.0]),  # MLflow's bare NaN: a missing value
+        ([None, 2.5, float("nan")], [np.nan, 2.5, np.nan]),  # None among them
+        ([10**20, 1.0, 2], [1e20, 1.0, 2.0]),  # a big integer, as a double
+    ],
+    ids=["numbers", "nan", "none", "big-int"],
+)
+def test_a_json_number_column_reads_as_its_values_say(sizes: list, expected: list) -> None:
+    """The columns of a JSON body, read once a column: what the values say, missing included,
+    exactly what pandas makes of the same values."""
+    columns = {"size": sizes, "cut": ["a", "b", "c"]}
+    out = validate_columns(columns, 3, OPTIONAL_SIZE)
+    np.testing.assert_array_equal(out["size"].to_numpy(), np.array(expected, dtype=np.float64))
+    reference = pd.Series(sizes, dtype=object).astype(np.float64)
+    np.testing.assert_array_equal(out["size"].to_numpy(), reference.to_numpy())
+    assert out["cut"].tolist() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ([0.5, float("nan"), 1.0], r"'carat' is required but null in row\(s\) \[1\]"),
+        ([0.5, float("inf"), 1.0], r"column 'carat' in row 1: .*not a finite number"),
+        ([0.5, 10**400, 1.0], r"column 'carat' in row 1"),
+        ([0.5, True, 1.0], r"column 'carat' expects double, got bool true in row 1"),
+    ],
+    ids=["nan-required", "inf", "beyond-double", "bool"],
+)
+def test_a_json_number_column_names_its_first_bad_value(sizes: list, message: str) -> None:
+    columns = {"carat": sizes, "cut": ["a", "b", "c"]}
+    with pytest.raises(InputError, match=message):
+        validate_columns(columns, 3, CONTRACT)

@@ -349,7 +349,12 @@ def _wakes_when_done(call: Any) -> Any:
     async def outbound_call(self: Any, jobs: Any, training: bool = False) -> Any:
         try:
             return await call(self, jobs, training)
-        finally:  # the model is free: the loop takes what queued meanwhile
+        finally:
+            # The model is free: what queued meanwhile is the next batch, started here rather
+            # than an event-loop turn later by the loop (which still sees to the deadlines).
+            if self._queue and not self._sema.is_locked():
+                self._sema.acquire()
+                self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
             async with self._wake_event:
                 self._wake_event.notify_all()
 

@@ -362,8 +362,8 @@ class Counts:
 
     single: int = 2000  # concurrency 1: enough samples for a p99
     clients_32: int = 4000
-    rows_1000: int = 60
-    rows_10000: int = 12
+    rows_1000: int = 600  # a few seconds of load each: a ratio of two short loads is noise
+    rows_10000: int = 100
     stream_rows: int = 50_000
     offline_rows: int = 200_000
     offline_rows_big: int = 1_000_000

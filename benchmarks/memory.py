@@ -7,11 +7,23 @@ MLServer pins its own fastapi, so it lives in a virtualenv of its own,
 ``.tools/mlserver-venv`` (``benchmarks/mlserver/requirements.txt``); without it MLServer's
 row says so and its ratio is not reported. It serves in-process (``parallel_workers: 0``):
 its workers would be extra processes, and one process is its leanest replica.
+
+A replica that has served for a while has run its live monitoring's tests too (the leader
+holds what testing needs), so tagserve's RSS is its steady state: after the requests it waits
+(at most ``MONITOR_WAIT_S``) until ``GET /monitoring`` shows a test that ran after the last
+request, then measures. ``TAGSERVE_MONITOR_EVERY`` (``MONITOR_EVERY_S``) makes that test come
+within seconds instead of the default cycle's 30; the window and ``TAGSERVE_MONITOR_MIN_ROWS``
+keep their defaults, so the requests are enough to be tested. The row's note says how many rows
+the test covered, or that monitoring never ran and why.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +45,8 @@ from benchmarks.serving import (
 MLSERVER_BIN = PROJECT_ROOT / ".tools" / "mlserver-venv" / "bin" / "mlserver"
 MODEL_NAME = "tagserve"
 CONCURRENCY = 4  # clients sending the requests
+MONITOR_EVERY_S = 2  # tagserve's monitoring cycle here: its first test within seconds
+MONITOR_WAIT_S = 30.0  # the longest wait for a test after the requests
 
 
 def replica_memory(setup: Setup, requests: int) -> list[Result]:
@@ -46,6 +60,7 @@ def replica_memory(setup: Setup, requests: int) -> list[Result]:
     env = {**setup.env, "TAGSERVE_WORKERS": "1", MLFLOW_TRUST_SWITCH: "true"}
     work = setup.work
     port = free_port()
+    tagserve_env = {**env, "TAGSERVE_MONITOR_EVERY": str(MONITOR_EVERY_S)}
     servers = [
         (
             TAGSERVE,
@@ -70,7 +85,14 @@ def replica_memory(setup: Setup, requests: int) -> list[Result]:
         )
     )
     results = [
-        _measured(scenario, *spec, env=env, log=work / f"memory-{i}.log", requests=requests)
+        _measured(
+            scenario,
+            *spec,
+            env=tagserve_env if spec[0] == TAGSERVE else env,
+            log=work / f"memory-{i}.log",
+            requests=requests,
+            settle=monitoring_tested if spec[0] == TAGSERVE else None,
+        )
         for i, spec in enumerate(servers)
     ]
     results.append(_mlserver(scenario, setup, record, env, requests))
@@ -89,7 +111,10 @@ def _measured(
     env: dict[str, str],
     log: Path,
     requests: int,
+    settle: Callable[[str, float], str] | None = None,
 ) -> Result:
+    """``requests`` to ``path``, then (``settle``: what the server still does once they are
+    answered, given its URL and when the load ended; it returns the row's note) the RSS."""
     with server_process(system, cmd, env, ready, port, log) as process:
         result = measure(
             scenario,
@@ -99,9 +124,37 @@ def _measured(
             requests=requests,
             concurrency=CONCURRENCY,
         )
+        if settle is not None:
+            result.note = settle(process.url, time.time())
+            print(f"    {system:<40} {result.note}", flush=True)
         result.rss_mb = tree_rss_mb(process.process.pid)
     print(f"    {system:<40} RSS {fmt(result.rss_mb, 0)} MB (whole process tree)", flush=True)
     return result
+
+
+def monitoring_tested(url: str, since: float) -> str:
+    """Wait (at most ``MONITOR_WAIT_S``) until tagserve's monitoring has tested its window
+    after ``since`` (a Unix time): what a replica holds once it has run its tests. Returns
+    what happened, for the row's note."""
+    deadline = time.monotonic() + MONITOR_WAIT_S
+    status: dict[str, Any] = {}
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/monitoring", timeout=5) as answer:
+                status = json.loads(answer.read())
+        except (OSError, ValueError) as exc:
+            status = {"reason": f"GET /monitoring failed: {exc}"}
+        if not status.get("enabled", True):
+            return f"monitoring never ran: {status.get('reason', 'off')}"
+        evaluated = status.get("evaluated_at")
+        if evaluated and datetime.fromisoformat(evaluated).timestamp() >= since:
+            rows = (status.get("window") or {}).get("rows")
+            tested = "tested" if status.get("tested") else "not tested (too few rows)"
+            return f"after monitoring's test ({rows} rows, {tested})"
+        if time.monotonic() >= deadline:
+            why = status.get("reason") or "no test after the requests"
+            return f"monitoring never ran within {MONITOR_WAIT_S:g} s: {why}"
+        time.sleep(0.5)
 
 
 def _mlserver(

@@ -2,11 +2,14 @@
 runs on its traffic, in one place, so that on the same sample and reference both give the same
 statistic and p-value.
 
-- Numbers: the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``).
-- Categories: the chi-square test of homogeneity (``scipy.stats.chi2_contingency``) on the
+- Numbers: the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``'s defaults).
+- Categories: the chi-square test of homogeneity (``scipy.stats.chi2_contingency``'s) on the
   table of counts, categories in sorted order (the test does not depend on the order; a fixed
   one makes its floating-point sums, hence its result, reproducible).
 - A family of tests is corrected for multiple comparisons (Bonferroni, or Holm's step-down).
+
+Both tests give scipy.stats' results, computed by :mod:`inference.stat_tests` without importing
+scipy.stats (a process that tests, a replica's monitoring leader, would hold most of SciPy).
 
 A model's reference (:class:`Reference`) is what the importer computes from its
 ``clean_data:reference`` (``importers.reference``) and saves in the BentoML model: per number
@@ -61,11 +64,11 @@ class TestResult:
 
 def ks_test(sample: Any, reference: Any) -> TestResult:
     """Two-sample Kolmogorov-Smirnov test of ``sample`` against ``reference`` (no missing
-    values in either), with scipy's defaults as check_data has always run it."""
-    from scipy import stats
+    values in either), with scipy's defaults as check_data has always run it
+    (``scipy.stats.ks_2samp``'s, computed by :mod:`inference.stat_tests`)."""
+    from inference import stat_tests
 
-    result = stats.ks_2samp(sample, reference)
-    return TestResult(float(result.statistic), float(result.pvalue))
+    return TestResult(*stat_tests.ks_2samp(sample, reference))
 
 
 def category_counts(values: Any) -> dict[str, int]:
@@ -76,8 +79,9 @@ def category_counts(values: Any) -> dict[str, int]:
 
 def chi2_test(sample: Mapping[str, int], reference: Mapping[str, int]) -> TestResult:
     """Chi-square test of homogeneity on the counts of both sides (a category one side lacks
-    counts 0 there). A single category in all: nothing can differ (statistic 0, p-value 1)."""
-    from scipy import stats
+    counts 0 there). A single category in all: nothing can differ (statistic 0, p-value 1).
+    ``scipy.stats.chi2_contingency``'s, computed by :mod:`inference.stat_tests`."""
+    from inference import stat_tests
 
     categories = sorted(set(sample) | set(reference))
     if len(categories) < 2:
@@ -90,8 +94,7 @@ def chi2_test(sample: Mapping[str, int], reference: Mapping[str, int]) -> TestRe
     table = table[table.sum(axis=1) > 0]
     if len(table) < 2:
         return TestResult(0.0, 1.0)
-    result = stats.chi2_contingency(table)
-    return TestResult(float(result.statistic), float(result.pvalue))
+    return TestResult(*stat_tests.chi2_contingency(table))
 
 
 def frame_drift(

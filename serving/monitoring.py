@@ -478,10 +478,10 @@ class Monitor:
             os.close(fd)
             return False
         self.leader_fd = fd
-        # Only the leader tests, so only it holds scipy.stats. Importing it is CPU time under
-        # the GIL: spent here, when this worker starts to lead, before its first test rather
-        # than inside a request's path (benchmarks/monitoring.py saw it slow the first load).
-        from scipy import stats  # noqa: F401
+        # Only the leader tests, so only it holds the tests' code (scipy.special). Importing it
+        # is CPU time under the GIL: spent here, when this worker starts to lead, before its
+        # first test rather than inside a request's path (it was seen to slow the first load).
+        from inference import stat_tests  # noqa: F401
 
         return True
 

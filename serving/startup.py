@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +86,23 @@ def plan_service(settings: Settings | None = None) -> ServicePlan:
     return plan
 
 
+def pandas_without_arrow() -> None:
+    """Run this worker's pandas as if pyarrow were not installed (unless pandas is already
+    imported).
+
+    pandas imports pyarrow whenever it is installed, only to know which Arrow-backed types it
+    may offer; a worker uses none of them (it reads JSON and CSV bodies into NumPy-backed
+    frames), and pyarrow's libraries would stay resident in every replica. pyarrow stays
+    unimportable in the worker afterwards, so that pandas' view of it holds: Parquet or an
+    Arrow dtype asked of pandas here fails with pandas' own "missing optional dependency"."""
+    if "pandas" not in sys.modules:
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
+
+
 def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> ServiceState:
     """Load the models (``live_model``, ``candidate_model``: the service's BentoML models)
     and start the background parts in this worker: its :class:`ServiceState`."""
+    pandas_without_arrow()
     live = load_served(live_model, plan.contract)
     logger.info("serving %s (%s) on %s", plan.model_tag, plan.contract.task, live.engine)
     # Imported here, in a worker: `bentoml serve` itself has no use for it (nor for pandas).

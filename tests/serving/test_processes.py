@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from tests.helpers.monitoring import FEATURES, MonitoredModel
 from tests.helpers.service_models import PYTHON, Models, records, subprocess_env
 
 HEAVY = ("numba", "llvmlite", "scipy", "scipy.stats", "pandas", "pyarrow", "sklearn", "skops")
@@ -17,7 +20,7 @@ ARBITER = """
 import json, sys
 import service
 service.Tagserve
-print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+print(json.dumps(sorted(m for m in {heavy!r} if sys.modules.get(m) is not None)))
 """
 
 # A worker's start as BentoML runs it (service.Tagserve's __init__), then an answer: what the
@@ -32,12 +35,49 @@ state = start_worker(plan, bentoml.models.get(plan.model_tag), None)
 state.monitor.stop()
 row = json.loads(sys.argv[1])
 state.models.predict_records([row])
-print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+print(json.dumps(sorted(m for m in {heavy!r} if sys.modules.get(m) is not None)))
 """
 
 
-def imported(models: Models, tag: str, program: str, *args: str) -> list[str]:
-    env = subprocess_env(models, TAGSERVE_MODEL=tag, TAGSERVE_MONITOR="off")
+# A worker's start, then a Parquet file read through pandas.
+PARQUET = """
+import json, sys
+import bentoml
+import service
+from serving.startup import start_worker
+plan = service.Tagserve.inner.plan
+state = start_worker(plan, bentoml.models.get(plan.model_tag), None)
+state.monitor.stop()
+import pandas
+try:
+    pandas.read_parquet(sys.argv[1])
+except ImportError as exc:
+    print(json.dumps(str(exc)))
+"""
+
+# A worker that leads the monitoring: its rows recorded, then one cycle run here (the thread's
+# work) until it has tested them.
+LEADER = """
+import json, sys
+import bentoml
+import service
+from serving.startup import start_worker
+plan = service.Tagserve.inner.plan
+state = start_worker(plan, bentoml.models.get(plan.model_tag), None)
+monitor = state.monitor
+monitor.stop()
+rows = json.loads(sys.argv[1])
+monitor.record(rows, state.models.predict_records(rows))
+monitor.collect()
+monitor.cycle()
+status = monitor.status()
+assert status.get("tested"), status
+print(json.dumps(sorted(m for m in {heavy!r} if sys.modules.get(m) is not None)))
+"""
+
+
+def imported(models: Models, tag: str, program: str, *args: str, **env_extra: str) -> list[str]:
+    env = subprocess_env(models, TAGSERVE_MODEL=tag, **{"TAGSERVE_MONITOR": "off", **env_extra})
     done = subprocess.run(
         [PYTHON, "-c", program.format(heavy=HEAVY), *args],
         env=env,
@@ -57,9 +97,40 @@ def test_the_arbiter_imports_no_model_library(models: Models, which: str) -> Non
 
 
 def test_a_fast_path_worker_imports_neither_sklearn_nor_scipy(models: Models) -> None:
-    """A worker whose model the fast path serves loads neither scikit-learn nor scipy (it
-    answers through its compiled forest, numba and pandas)."""
+    """A worker whose model the fast path serves loads neither scikit-learn nor scipy.stats
+    nor pyarrow (it answers through its compiled forest, numba and pandas)."""
     row = records(models.example(models.regressor))[0]
     held = imported(models, models.regressor, WORKER, json.dumps(row))
     assert "numba" in held  # the engine it serves with: the check is not vacuous
-    assert not {"sklearn", "skops", "scipy.stats"} & set(held), held
+    assert not {"sklearn", "skops", "scipy.stats", "pyarrow"} & set(held), held
+
+
+def test_a_worker_runs_pandas_as_if_pyarrow_were_not_installed(
+    models: Models, tmp_path: Path
+) -> None:
+    """pandas in a worker runs without Arrow (its libraries would stay resident in every
+    replica, unused): what would need it fails with pandas' own clear message."""
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"a": [1.5, 2.5]}).to_parquet(path)
+    said = imported(models, models.regressor, PARQUET, str(path))
+    assert "pyarrow" in said and "Missing optional dependency" in said, said
+
+
+def test_a_monitoring_leader_tests_without_scipy_stats(
+    monitored: MonitoredModel, tmp_path: Path
+) -> None:
+    """The worker that leads the monitoring and has tested its window (a model imported
+    with its drift reference) holds neither scipy.stats (most of SciPy) nor pyarrow."""
+    rows = monitored.train[list(FEATURES)].head(50).to_json(orient="records")
+    held = imported(
+        monitored,  # type: ignore[arg-type]  (the homes are all it reads)
+        monitored.tag,
+        LEADER,
+        rows,
+        TAGSERVE_MONITOR="on",
+        TAGSERVE_WORKERS="1",
+        TAGSERVE_MONITOR_MIN_ROWS="1",
+        TAGSERVE_MONITOR_DIR=str(tmp_path),
+    )
+    assert "numba" in held
+    assert not {"sklearn", "scipy.stats", "pyarrow"} & set(held), held

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.arrow_input import TableChunk
 from clients.errors import ClientError
 from clients.io import PREDICTION, Manifest, PartWriter, count_rows
 from clients.model import ModelInfo, OfflineModel
@@ -103,9 +104,16 @@ def _score(
         desc="score",
         dynamic_ncols=True,
     )
-    chunks = writer.remaining_chunks(input, chunk_size, columns=info.features, dtypes=info.dtypes)
+    chunks = writer.remaining_chunks(
+        input, chunk_size, columns=info.features, dtypes=info.dtypes, tables=not keep_input
+    )
 
     def score(chunk):
+        if isinstance(chunk, TableChunk):  # the model's input from the columns themselves
+            predictions = model.predict_table(chunk.table)
+            if predictions is not None:
+                return writer.ids_of(chunk), predictions, None
+            chunk = chunk.frame()
         X = model.inputs(chunk)
         return writer.ids_of(chunk), model.predict_inputs(X), X if keep_input else None
 

@@ -97,6 +97,8 @@ def test_any_block_split_gives_the_same_rows() -> None:
     forest = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, X.sum(axis=1))
     engine = compiled(forest)
     whole = engine.output(X)
+    # 500 rows: whole blocks, then a block's eight-row walks and its last rows one by one.
+    assert np.array_equal(bits(whole[:, 0]), bits(forest.predict(X)))
     parts = np.vstack([engine.output(X[i : i + 37]) for i in range(0, len(X), 37)])
     assert np.array_equal(bits(whole), bits(parts))
     assert np.array_equal(bits(whole), bits(engine.output(X, threads=2)))

@@ -1,7 +1,9 @@
 """Offline batch inference: score a file in chunks with the model itself, no server.
 
 Three stages run at once (``clients.overlap``): a thread reads chunks (Arrow's parsers,
-``clients.io``), ``threads`` threads score them (the compiled forest runs outside the GIL),
+``clients.io``), ``threads`` threads score them (the compiled forest runs outside the GIL; a
+model with its fast path takes its input from the chunk's Arrow columns where it can,
+``clients.table_input``),
 and this thread writes each scored chunk, in input order, as one part of the resumable
 output (see ``clients.io``): an interrupted run continues where its last whole part ended.
 Memory holds a few chunks (:func:`chunks_ahead`; plus, for Parquet input, the row group

@@ -54,6 +54,7 @@ class TableChunk:
 
     table: pa.Table
     first_row: int  # the row number of its first row (0-based)
+    parquet: bool = False  # read from Parquet: its frame is Arrow's plain conversion
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -66,8 +67,17 @@ class TableChunk:
     def row_numbers(self) -> np.ndarray:
         return np.arange(self.first_row, self.first_row + self.table.num_rows, dtype=np.int64)
 
+    @property
+    def text_missing(self) -> float | None:
+        """A missing text value in :meth:`frame`: NaN from a CSV file (as pandas reads it),
+        None from Parquet (as Arrow converts it)."""
+        return None if self.parquet else np.nan
+
     def frame(self) -> pd.DataFrame:
-        """The rows as pandas' CSV reader gives them (see the module docstring)."""
+        """The rows as pandas' CSV reader gives them (see the module docstring), or, from
+        Parquet, as Arrow converts them."""
+        if self.parquet:
+            return plain_frame(self.table, self.first_row)
         return _frame(self.table, self.first_row)
 
 
@@ -189,6 +199,13 @@ def _check_values(table: pa.Table) -> None:
             within = pc.all(pc.less(pc.abs(column), INT64_SPAN)).as_py()
             if within is False:
                 raise NotLikePandas(f"column {name!r} holds a value pandas reads otherwise")
+
+
+def plain_frame(table: pa.Table, first_row: int) -> pd.DataFrame:
+    """``table`` as Arrow converts it (Parquet input), rows numbered from ``first_row``."""
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+    return frame
 
 
 def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:

@@ -28,7 +28,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clients.arrow_input import NotLikePandas, TableChunk, arrow_reads, csv_chunks, table_chunks
+from clients.arrow_input import (
+    NotLikePandas,
+    TableChunk,
+    arrow_reads,
+    csv_chunks,
+    plain_frame,
+    table_chunks,
+)
 from clients.errors import ClientError
 from inference import strict_json
 from inference.files import write_atomically
@@ -77,20 +84,20 @@ def iter_chunks(
 
     ``columns`` limits what is read (missing ones are simply absent: the caller checks);
     ``dtypes`` maps column -> pandas dtype for text formats (so "007" stays text). The index
-    of every chunk is the global row number. ``tables``: the chunks Arrow reads from a CSV
-    file come as :class:`~clients.arrow_input.TableChunk` (their ``frame()`` is the
-    DataFrame), for a caller that can use the columns as they are.
+    of every chunk is the global row number. ``tables``: the chunks Arrow reads (CSV, Parquet)
+    come as :class:`~clients.arrow_input.TableChunk` (their ``frame()`` is the DataFrame),
+    for a caller that can use the columns as they are.
     """
     if chunk_size < 1:
         raise ClientError("the chunk size must be at least 1")
     fmt = file_format(path)
     if str(path) != STDIN and not Path(path).is_file():
         raise ClientError(f"input file {path} does not exist")
-    if fmt == "csv":
-        yield from _csv_chunks(path, chunk_size, columns, dtypes or {}, skip, tables)
+    if fmt == "jsonl":
+        yield from _jsonl_chunks(path, chunk_size, columns, dtypes or {}, skip)
         return
-    reader = {"parquet": _parquet_chunks, "jsonl": _jsonl_chunks}[fmt]
-    yield from reader(path, chunk_size, columns, dtypes or {}, skip)
+    reader = {"parquet": _parquet_chunks, "csv": _csv_chunks}[fmt]
+    yield from reader(path, chunk_size, columns, dtypes or {}, skip, tables)
 
 
 def count_rows(path: str | Path) -> int | None:
@@ -101,7 +108,7 @@ def count_rows(path: str | Path) -> int | None:
     return None
 
 
-def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
+def _parquet_chunks(path, chunk_size, columns, dtypes, skip, tables=False):
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -126,14 +133,12 @@ def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
     batches = pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted)
     row = skip
     for table in table_chunks(batches, chunk_size, skip - start):
-        yield _frame(table, row, dropped)
+        if tables and not dropped:
+            yield TableChunk(table, row, parquet=True)
+        else:
+            frame = plain_frame(table, row)
+            yield frame.drop(columns=dropped) if dropped else frame
         row += table.num_rows
-
-
-def _frame(table: pa.Table, first_row: int, dropped: list[str] | None = None) -> pd.DataFrame:
-    frame = table.to_pandas()
-    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
-    return frame.drop(columns=dropped) if dropped else frame
 
 
 def _csv_chunks(path, chunk_size, columns, dtypes, skip, tables=False):

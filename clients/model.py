@@ -161,16 +161,17 @@ class OfflineModel:
         """Predictions for the rows of ``frame`` (which may hold extra columns)."""
         return self.predict_inputs(self.inputs(frame))
 
-    def predict_table(self, table: Any) -> np.ndarray | None:
-        """Predictions for the rows of an Arrow ``table`` read from a file (as
-        ``clients.arrow_input`` reads them), computed from its columns as they are, or None
-        where that cannot be done (the caller then scores its frame: :meth:`predict`)."""
+    def predict_table(self, table: Any, text_missing: Any = np.nan) -> np.ndarray | None:
+        """Predictions for the rows of an Arrow ``table`` read from a file (a
+        ``clients.arrow_input.TableChunk``'s, ``text_missing`` its), computed from its columns
+        as they are, or None where that cannot be done (the caller then scores its frame:
+        :meth:`predict`)."""
         from clients.table_input import forest_input
 
         model = self.loaded
         if model.fast is None or not table.num_rows:
             return None
-        X = forest_input(table, self.info.contract, model.fast)
+        X = forest_input(table, self.info.contract, model.fast, text_missing)
         if X is None:
             return None
         try:

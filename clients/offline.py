@@ -112,7 +112,7 @@ def _score(
 
     def score(chunk):
         if isinstance(chunk, TableChunk):  # the model's input from the columns themselves
-            predictions = model.predict_table(chunk.table)
+            predictions = model.predict_table(chunk.table, chunk.text_missing)
             if predictions is not None:
                 return writer.ids_of(chunk), predictions, None
             chunk = chunk.frame()

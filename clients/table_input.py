@@ -28,9 +28,12 @@ from inference.fastpath import FastModel, encoded_block, numeric_block
 ARROW_TYPES = {"double": pa.float64(), "string": pa.string()}
 
 
-def forest_input(table: pa.Table, contract: Contract, fast: FastModel) -> np.ndarray | None:
-    """What ``fast.transform(coerce(frame, contract))`` gives for the rows pandas' reader
-    gives for ``table`` (``clients.arrow_input``), or None where this cannot promise it."""
+def forest_input(
+    table: pa.Table, contract: Contract, fast: FastModel, text_missing: Any = np.nan
+) -> np.ndarray | None:
+    """What ``fast.transform(coerce(frame, contract))`` gives for ``frame``, the rows of
+    ``table`` as ``clients.arrow_input.TableChunk.frame`` gives them (``text_missing``: a
+    missing text value there, NaN or None), or None where this cannot promise it."""
     values: dict[str, Any] = {}
     for col in contract.columns:
         if col.name not in table.column_names:
@@ -51,7 +54,7 @@ def forest_input(table: pa.Table, contract: Contract, fast: FastModel) -> np.nda
             numeric = all(isinstance(c, np.ndarray) for c in columns)
             part = numeric_block(block, columns) if numeric else None
         else:
-            codes = [_codes(fast, b, j, c, contract) for j, c in enumerate(columns)]
+            codes = [_codes(fast, b, j, c, contract, text_missing) for j, c in enumerate(columns)]
             known = all(c is not None for c in codes)
             part = encoded_block(block, codes, len(table)) if known else None
         if part is None:
@@ -70,7 +73,9 @@ def _numbers_accepted(numbers: np.ndarray, col: Column) -> bool:
     return bool(ok.all())
 
 
-def _codes(fast: FastModel, b: int, j: int, column: Any, contract: Contract) -> np.ndarray | None:
+def _codes(
+    fast: FastModel, b: int, j: int, column: Any, contract: Contract, text_missing: Any
+) -> np.ndarray | None:
     """The category codes of a text ``column`` (column ``j`` of block ``b``), or None: a
     column that is not text, a value outside the domain, a value the fast path delegates."""
     if not isinstance(column, pa.ChunkedArray):
@@ -85,8 +90,8 @@ def _codes(fast: FastModel, b: int, j: int, column: Any, contract: Contract) -> 
         return None
     indices = encoded.indices
     if indices.null_count:
-        # A missing value is NaN in pandas' frame: the same lookup gives its code.
-        missing = fast.category_codes(b, j, np.array([np.nan], dtype=object))
+        # The frame's missing value (NaN or None), looked up as the frame's way does.
+        missing = fast.category_codes(b, j, np.array([text_missing], dtype=object))
         if missing is None:
             return None
         known = np.append(known, missing)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,41 @@ FORCED_TYPES = {"float64": pa.float64(), "object": pa.string()}
 
 class NotLikePandas(Exception):
     """Arrow cannot promise pandas' values from here on: read the rest with pandas."""
+
+
+@dataclass(frozen=True)
+class TableChunk:
+    """A chunk of rows still in Arrow: what pandas' reader would give for them is
+    :meth:`frame`, built only when asked (offline scoring builds the model's input from the
+    columns themselves, on its scoring threads, and asks only when that cannot be done)."""
+
+    table: pa.Table
+    first_row: int  # the row number of its first row (0-based)
+    parquet: bool = False  # read from Parquet: its frame is Arrow's plain conversion
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def columns(self) -> list[str]:
+        return self.table.column_names
+
+    @property
+    def row_numbers(self) -> np.ndarray:
+        return np.arange(self.first_row, self.first_row + self.table.num_rows, dtype=np.int64)
+
+    @property
+    def text_missing(self) -> float | None:
+        """A missing text value in :meth:`frame`: NaN from a CSV file (as pandas reads it),
+        None from Parquet (as Arrow converts it)."""
+        return None if self.parquet else np.nan
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as pandas' CSV reader gives them (see the module docstring), or, from
+        Parquet, as Arrow converts them."""
+        if self.parquet:
+            return plain_frame(self.table, self.first_row)
+        return _frame(self.table, self.first_row)
 
 
 def table_chunks(
@@ -99,10 +135,12 @@ def csv_chunks(
     names: Sequence[str],
     dtypes: dict[str, str],
     skip: int,
-) -> Iterator[pd.DataFrame]:
+    tables: bool = False,
+) -> Iterator[pd.DataFrame | TableChunk]:
     """The columns ``names`` of the CSV file ``path`` in frames of ``chunk_size`` rows after
     the first ``skip`` rows, indexed by row number, value for value as pandas reads them
-    (``dtypes``: the pandas dtype of each model column: doubles and text are read as such).
+    (``dtypes``: the pandas dtype of each model column: doubles and text are read as such);
+    with ``tables``, as :class:`TableChunk` (checked alike, converted only when asked).
 
     Raises:
         NotLikePandas: From the first chunk not yet given on (any Arrow error included).
@@ -130,7 +168,8 @@ def csv_chunks(
         with reader:
             _check_types(reader.schema, dtypes)
             for table in table_chunks(reader, chunk_size, skip):
-                yield _frame(table, row)
+                _check_values(table)
+                yield TableChunk(table, row) if tables else _frame(table, row)
                 row += table.num_rows
     except pa.ArrowException as exc:
         raise NotLikePandas(str(exc)) from None
@@ -152,18 +191,30 @@ def _check_types(schema: pa.Schema, dtypes: dict[str, str]) -> None:
             raise NotLikePandas(f"column {field.name!r} reads as {kind}")
 
 
-def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
-    """``table`` as pandas' CSV reader gives it: missing values NaN, rows numbered from
-    ``first_row``."""
-    frame = table.to_pandas(split_blocks=True)  # deduplicated text objects
+def _check_values(table: pa.Table) -> None:
+    """Raise :class:`NotLikePandas` where a value of ``table`` is one pandas reads otherwise."""
     for name, column in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_null(column.type):
-            frame[name] = np.full(len(column), np.nan)
-        elif pa.types.is_float64(column.type):
+        if pa.types.is_float64(column.type):
             # pandas gives text (a non-finite spelling) or uint64 for these: pandas reads on.
             within = pc.all(pc.less(pc.abs(column), INT64_SPAN)).as_py()
             if within is False:
                 raise NotLikePandas(f"column {name!r} holds a value pandas reads otherwise")
+
+
+def plain_frame(table: pa.Table, first_row: int) -> pd.DataFrame:
+    """``table`` as Arrow converts it (Parquet input), rows numbered from ``first_row``."""
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+    return frame
+
+
+def _frame(table: pa.Table, first_row: int) -> pd.DataFrame:
+    """``table`` (checked: :func:`_check_values`) as pandas' CSV reader gives it: missing
+    values NaN, rows numbered from ``first_row``."""
+    frame = table.to_pandas(split_blocks=True)  # deduplicated text objects
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_null(column.type):
+            frame[name] = np.full(len(column), np.nan)
         elif column.null_count and frame[name].dtype == object:  # None from Arrow
             values = frame[name].to_numpy(copy=True)
             values[np.asarray(column.is_null())] = np.nan

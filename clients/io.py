@@ -28,7 +28,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clients.arrow_input import NotLikePandas, arrow_reads, csv_chunks, table_chunks
+from clients.arrow_input import (
+    NotLikePandas,
+    TableChunk,
+    arrow_reads,
+    csv_chunks,
+    plain_frame,
+    table_chunks,
+)
 from clients.errors import ClientError
 from inference import strict_json
 from inference.files import write_atomically
@@ -71,20 +78,26 @@ def iter_chunks(
     columns: list[str] | None = None,
     dtypes: dict[str, str] | None = None,
     skip: int = 0,
-) -> Iterator[pd.DataFrame]:
+    tables: bool = False,
+) -> Iterator[pd.DataFrame | TableChunk]:
     """Yield DataFrames of at most ``chunk_size`` rows, skipping the first ``skip`` rows.
 
     ``columns`` limits what is read (missing ones are simply absent: the caller checks);
     ``dtypes`` maps column -> pandas dtype for text formats (so "007" stays text). The index
-    of every chunk is the global row number.
+    of every chunk is the global row number. ``tables``: the chunks Arrow reads (CSV, Parquet)
+    come as :class:`~clients.arrow_input.TableChunk` (their ``frame()`` is the DataFrame),
+    for a caller that can use the columns as they are.
     """
     if chunk_size < 1:
         raise ClientError("the chunk size must be at least 1")
     fmt = file_format(path)
     if str(path) != STDIN and not Path(path).is_file():
         raise ClientError(f"input file {path} does not exist")
-    reader = {"parquet": _parquet_chunks, "csv": _csv_chunks, "jsonl": _jsonl_chunks}[fmt]
-    yield from reader(path, chunk_size, columns, dtypes or {}, skip)
+    if fmt == "jsonl":
+        yield from _jsonl_chunks(path, chunk_size, columns, dtypes or {}, skip)
+        return
+    reader = {"parquet": _parquet_chunks, "csv": _csv_chunks}[fmt]
+    yield from reader(path, chunk_size, columns, dtypes or {}, skip, tables)
 
 
 def count_rows(path: str | Path) -> int | None:
@@ -95,7 +108,7 @@ def count_rows(path: str | Path) -> int | None:
     return None
 
 
-def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
+def _parquet_chunks(path, chunk_size, columns, dtypes, skip, tables=False):
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -120,17 +133,15 @@ def _parquet_chunks(path, chunk_size, columns, dtypes, skip):
     batches = pf.iter_batches(batch_size=chunk_size, row_groups=groups, columns=wanted)
     row = skip
     for table in table_chunks(batches, chunk_size, skip - start):
-        yield _frame(table, row, dropped)
+        if tables and not dropped:
+            yield TableChunk(table, row, parquet=True)
+        else:
+            frame = plain_frame(table, row)
+            yield frame.drop(columns=dropped) if dropped else frame
         row += table.num_rows
 
 
-def _frame(table: pa.Table, first_row: int, dropped: list[str] | None = None) -> pd.DataFrame:
-    frame = table.to_pandas()
-    frame.index = pd.RangeIndex(first_row, first_row + len(frame))
-    return frame.drop(columns=dropped) if dropped else frame
-
-
-def _csv_chunks(path, chunk_size, columns, dtypes, skip):
+def _csv_chunks(path, chunk_size, columns, dtypes, skip, tables=False):
     with open(path, "rb") as f:
         if not f.read(4096).strip():
             raise ClientError(f"{path} is empty: a CSV file needs a header line naming the columns")
@@ -149,7 +160,7 @@ def _csv_chunks(path, chunk_size, columns, dtypes, skip):
     row = skip
     if names and not dropped and arrow_reads(path, header, names, dtypes):
         try:
-            for chunk in csv_chunks(path, chunk_size, names, dtypes, skip):
+            for chunk in csv_chunks(path, chunk_size, names, dtypes, skip, tables):
                 yield chunk
                 row += len(chunk)
             return
@@ -357,8 +368,10 @@ class PartWriter:
         *,
         columns: list[str] | None = None,
         dtypes: dict[str, str] | None = None,
-    ) -> Iterator[pd.DataFrame]:
-        """The input chunks after the rows already written.
+        tables: bool = False,
+    ) -> Iterator[pd.DataFrame | TableChunk]:
+        """The input chunks after the rows already written (``tables``: as ``iter_chunks``,
+        where the rows are numbered, not named by an id column).
 
         On resume, the last written row is read again and must carry the last written id
         (with an input id column): a changed input is an error, not a silent mix.
@@ -367,7 +380,10 @@ class PartWriter:
         if columns is not None and id_column and id_column not in columns:
             columns = [*columns, id_column]
         skip = max(self.rows_done - 1, 0) if id_column else self.rows_done
-        chunks = iter_chunks(path, chunk_size, columns=columns, dtypes=dtypes, skip=skip)
+        tables = tables and not id_column
+        chunks = iter_chunks(
+            path, chunk_size, columns=columns, dtypes=dtypes, skip=skip, tables=tables
+        )
         first = True
         for chunk in chunks:
             if id_column and id_column not in chunk.columns:
@@ -388,8 +404,10 @@ class PartWriter:
             first = False
             yield chunk
 
-    def ids_of(self, chunk: pd.DataFrame) -> Any:
+    def ids_of(self, chunk: pd.DataFrame | TableChunk) -> Any:
         """The id column values of a chunk: the input's id column, or the row numbers."""
+        if isinstance(chunk, TableChunk):
+            return chunk.row_numbers
         if self.manifest.id_column:
             return chunk[self.manifest.id_column].to_numpy()
         return chunk.index.to_numpy()

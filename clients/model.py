@@ -161,6 +161,25 @@ class OfflineModel:
         """Predictions for the rows of ``frame`` (which may hold extra columns)."""
         return self.predict_inputs(self.inputs(frame))
 
+    def predict_table(self, table: Any, text_missing: Any = np.nan) -> np.ndarray | None:
+        """Predictions for the rows of an Arrow ``table`` read from a file (a
+        ``clients.arrow_input.TableChunk``'s, ``text_missing`` its), computed from its columns
+        as they are, or None where that cannot be done (the caller then scores its frame:
+        :meth:`predict`)."""
+        from clients.table_input import forest_input
+
+        model = self.loaded
+        if model.fast is None or not table.num_rows:
+            return None
+        X = forest_input(table, self.info.contract, model.fast, text_missing)
+        if X is None:
+            return None
+        try:
+            predicted, _ = model.fast.finish(model.fast.forest_output(X, model.threads))
+        except ValueError:  # refused by the forest: the frame's way says so in its words
+            return None
+        return np.asarray(predicted).ravel()
+
     def predict_inputs(self, X: pd.DataFrame) -> np.ndarray:
         """Predictions for rows already fitted to the contract (:meth:`inputs`)."""
         if not len(X):

@@ -1,7 +1,9 @@
 """Offline batch inference: score a file in chunks with the model itself, no server.
 
 Three stages run at once (``clients.overlap``): a thread reads chunks (Arrow's parsers,
-``clients.io``), ``threads`` threads score them (the compiled forest runs outside the GIL),
+``clients.io``), ``threads`` threads score them (the compiled forest runs outside the GIL; a
+model with its fast path takes its input from the chunk's Arrow columns where it can,
+``clients.table_input``),
 and this thread writes each scored chunk, in input order, as one part of the resumable
 output (see ``clients.io``): an interrupted run continues where its last whole part ended.
 Memory holds a few chunks (:func:`chunks_ahead`; plus, for Parquet input, the row group
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.arrow_input import TableChunk
 from clients.errors import ClientError
 from clients.io import PREDICTION, Manifest, PartWriter, count_rows
 from clients.model import ModelInfo, OfflineModel
@@ -103,9 +106,16 @@ def _score(
         desc="score",
         dynamic_ncols=True,
     )
-    chunks = writer.remaining_chunks(input, chunk_size, columns=info.features, dtypes=info.dtypes)
+    chunks = writer.remaining_chunks(
+        input, chunk_size, columns=info.features, dtypes=info.dtypes, tables=not keep_input
+    )
 
     def score(chunk):
+        if isinstance(chunk, TableChunk):  # the model's input from the columns themselves
+            predictions = model.predict_table(chunk.table, chunk.text_missing)
+            if predictions is not None:
+                return writer.ids_of(chunk), predictions, None
+            chunk = chunk.frame()
         X = model.inputs(chunk)
         return writer.ids_of(chunk), model.predict_inputs(X), X if keep_input else None
 

@@ -123,6 +123,12 @@ class FastModel:
             parts.append(part)
         return np.hstack(parts) if len(parts) > 1 else parts[0]
 
+    def category_codes(self, b: int, j: int, values: np.ndarray) -> np.ndarray | None:
+        """Codes of ``values`` (an object array) in column ``j`` of block ``b`` (an encoder's),
+        as :meth:`transform` finds them (-1: unknown), or None to delegate."""
+        block = self.spec["blocks"][b]
+        return _codes(block, j, self._indexes[b][j], values)
+
     # the forest ------------------------------------------------------------------------------
 
     def forest_output(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -277,7 +283,12 @@ def _encoded_row(block: dict[str, Any], tables: list[dict[Any, int]], values: li
 def _numeric_matrix(block: dict[str, Any], frame: pd.DataFrame) -> np.ndarray | None:
     # One column at a time: frame[list_of_columns] builds a new frame first, which costs more than
     # the forest's walk of a single record.
-    columns = [frame[c].to_numpy() for c in block["columns"]]
+    return numeric_block(block, [frame[c].to_numpy() for c in block["columns"]])
+
+
+def numeric_block(block: dict[str, Any], columns: list[np.ndarray]) -> np.ndarray | None:
+    """A numeric block's part of the forest's input from its columns' values (NaN: missing),
+    or None to delegate."""
     if not all(c.dtype.kind in "iub" or c.dtype == np.float64 for c in columns):
         return None  # float32, object...: sklearn would compute in another precision
     X = np.column_stack(columns).astype(np.float64)
@@ -295,23 +306,31 @@ def _numeric_matrix(block: dict[str, Any], frame: pd.DataFrame) -> np.ndarray | 
 def _encoded_matrix(
     block: dict[str, Any], indexes: list[pd.Index], frame: pd.DataFrame
 ) -> np.ndarray | None:
-    onehot = block["kind"] == "onehot"
-    widths = [len(c) for c in block["categories"]]
-    X = np.zeros((len(frame), sum(widths) if onehot else len(widths)))
-    offset = 0
+    codes = []
     for j, column in enumerate(block["columns"]):
         values = frame[column]
         if values.dtype != object:
             return None  # pandas' string or category dtypes: not what sklearn saw in training
-        codes = _codes(block, j, indexes[j], values.to_numpy())
-        if codes is None:
+        codes.append(_codes(block, j, indexes[j], values.to_numpy()))
+        if codes[-1] is None:
             return None
+    return encoded_block(block, codes, len(frame))
+
+
+def encoded_block(block: dict[str, Any], codes: list[np.ndarray], rows: int) -> np.ndarray:
+    """An encoder block's part of the forest's input from its columns' category codes (-1:
+    unknown), as :func:`_codes` gives them."""
+    onehot = block["kind"] == "onehot"
+    widths = [len(c) for c in block["categories"]]
+    X = np.zeros((rows, sum(widths) if onehot else len(widths)))
+    offset = 0
+    for j, found in enumerate(codes):
         if onehot:
-            known = np.flatnonzero(codes >= 0)
-            X[known, offset + codes[known]] = 1.0
+            known = np.flatnonzero(found >= 0)
+            X[known, offset + found[known]] = 1.0
             offset += widths[j]
         else:
-            X[:, j] = np.where(codes >= 0, codes, block["unknown"])
+            X[:, j] = np.where(found >= 0, found, block["unknown"])
     return X
 
 

@@ -217,26 +217,37 @@ def test_csv_chunks_skip_parsed_rows_not_lines(tmp_path):
         assert got["b"].tolist() == frame["b"][skip:].tolist()
 
 
-@pytest.mark.parametrize("id_column", [None, "sku"])
-def test_resuming_a_csv_with_blank_lines_writes_every_row_once(world, tmp_path, capsys, id_column):
+@pytest.mark.parametrize(
+    ("id_column", "by_tag"), [(None, False), ("sku", False), (None, True)], ids=str
+)
+def test_resuming_a_csv_with_blank_lines_writes_every_row_once(
+    world, tmp_path, capsys, monkeypatch, id_column, by_tag
+):
     """The partial output a killed `score` leaves (its first 450 rows, as whole parts), then
-    the rerun: no row twice, no id shifted."""
+    the rerun: no row twice, no id shifted. By tag, the rows are numbered and the model has
+    its fast path: the chunks are scored from their Arrow columns (clients.table_input)."""
     from clients.io import Manifest, PartWriter
+    from clients.model import resolve
 
     rows = world["rows"]
     source = tmp_path / "blank.csv"
     csv_with_blank_lines(rows, source)
     out = tmp_path / "scored.csv"
-    manifest = Manifest.for_job(source, str(world["model_dir"]), id_column)
+    model = ["--model-dir", str(world["model_dir"])]
+    ref = str(world["model_dir"])
+    if by_tag:
+        monkeypatch.setenv("BENTOML_HOME", world["env"]["BENTOML_HOME"])
+        model, ref = ["--model", world["tag"]], resolve(world["tag"]).ref
+    manifest = Manifest.for_job(source, ref, id_column)
     killed = PartWriter(out, manifest)
     ids = rows["sku"].to_numpy() if id_column else np.arange(len(rows))
     for start in (0, 150, 300):
         killed.write(ids[start : start + 150], world["expected"][start : start + 150])
-    args = ["score", str(source), str(out), "--model-dir", str(world["model_dir"])]
-    args += ["--chunk-size", "200", "--no-progress"]
+    args = ["score", str(source), str(out), *model, "--chunk-size", "200", "--no-progress"]
     code, out_text, err = cli(capsys, *args, *(["--id-column", id_column] if id_column else []))
     assert code == 0, err
     assert "resumed after 450 rows" in out_text
+    assert ("engine: numpy+numba-forest" in out_text) == by_tag
     result = read_output(out)
     assert result[id_column or "id"].tolist() == ids.tolist()
     np.testing.assert_array_equal(result["prediction"].to_numpy(), world["expected"])

@@ -97,13 +97,40 @@ def test_any_block_split_gives_the_same_rows() -> None:
     forest = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, X.sum(axis=1))
     engine = compiled(forest)
     whole = engine.output(X)
+    # 500 rows: whole blocks, then a block's eight-row walks and its last rows one by one.
+    assert np.array_equal(bits(whole[:, 0]), bits(forest.predict(X)))
     parts = np.vstack([engine.output(X[i : i + 37]) for i in range(0, len(X), 37)])
     assert np.array_equal(bits(whole), bits(parts))
     assert np.array_equal(bits(whole), bits(engine.output(X, threads=2)))
+    assert engine._shift > 0  # rows with no value missing walk the packed nodes
     with pytest.raises(ValueError, match="infinity"):
         engine.output(np.full((1, 4), 1e39))
     with pytest.raises(ValueError, match="takes 4 columns"):
         engine.output(np.zeros((1, 3)))
+
+
+def test_nodes_that_do_not_pack_walk_the_records_with_the_same_answers() -> None:
+    """The same trees with their nodes numbered backwards: a right child no longer follows
+    its left one, so the nodes do not pack (pack_nodes), and the 16-byte walk gives the very
+    answers of the packed one, and sklearn's."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 3))
+    forest = RandomForestRegressor(n_estimators=4, random_state=0).fit(X, X[:, 0] - X[:, 2])
+    arrays = forest_arrays(forest)
+    last = len(arrays["nodes"]) - 1
+    backwards = dict(arrays, roots=last - arrays["roots"])
+    nodes = arrays["nodes"][::-1].copy()
+    nodes[:, 2:] = last - nodes[:, 2:]
+    backwards.update(
+        nodes=nodes, missing_left=arrays["missing_left"][::-1].copy(), value=arrays["value"][::-1]
+    )
+    packed, unpacked = Forest(arrays, 3), Forest(backwards, 3)
+    assert packed._shift > 0 and unpacked._shift == 0
+    want = bits(forest.predict(X))
+    assert np.array_equal(bits(packed.output(X)[:, 0]), want)
+    assert np.array_equal(bits(unpacked.output(X)[:, 0]), want)
 
 
 CACHE_PROBE = """

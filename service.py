@@ -116,6 +116,7 @@ def create_service(settings: Settings | None = None) -> Any:
         name=NAME,
         description=DESCRIPTION,
         workers=planned.settings.workers,
+        threads=planned.settings.batch_calls,  # the batchable APIs' calls run in these threads
         traffic={"timeout": 60},
         labels=planned.labels(),
     )
@@ -135,7 +136,8 @@ def create_service(settings: Settings | None = None) -> Any:
     bentoml_private.before_arbiter_stops(on_arbiter_stop)
     routing = {"live": planned.model_tag, "candidate": planned.candidate_tag}
     middleware.install(Tagserve, planned.settings, allowed_methods(document), routing)
-    bentoml_private.whole_requests_batching()  # a request is never split, so never cut
+    # A request is never split, so never cut; a batch starts when one of the calls is free.
+    bentoml_private.whole_requests_batching(planned.settings.batch_calls)
     bentoml_private.batch_checked_rows()
     bentoml_private.bound_apis_once()
     return Tagserve

@@ -258,8 +258,9 @@ def quiet_client_error_tracebacks() -> None:
 # --- adaptive batching: a request is never split --------------------------------------------
 
 
-def whole_requests_batching() -> None:
-    """Make BentoML's adaptive batcher merge whole requests only.
+def whole_requests_batching(calls: int = 1) -> None:
+    """Make BentoML's adaptive batcher merge whole requests only, and run up to ``calls``
+    model calls at once (BentoML: one).
 
     BentoML 1.4's ``CorkDispatcher._get_inputs`` cuts a request of more rows than
     ``max_batch_size`` into chunks run one after another, and cancels the chunks still queued
@@ -275,6 +276,7 @@ def whole_requests_batching() -> None:
 
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
+    CorkDispatcher._tagserve_calls = calls
     if getattr(CorkDispatcher, "_tagserve_whole_requests", False):
         return
 
@@ -309,10 +311,11 @@ def whole_requests_batching() -> None:
 
 
 async def released_when_free(self: Any) -> None:
-    """The batcher's loop: the moment the model is free and requests wait, one call takes
-    all of them (up to ``max_batch_size`` rows); while it runs, the next requests queue and
-    become the next batch. A request that waits ``max_latency_ms`` before its call starts
-    gets BentoML's 503 (its future cancelled), as in BentoML.
+    """The batcher's loop: the moment a call is free (``whole_requests_batching``'s
+    ``calls``) and requests wait, one call takes all of them (up to ``max_batch_size`` rows);
+    while the calls run, the next requests queue and become the next batch. A request that
+    waits ``max_latency_ms`` before its call starts gets BentoML's 503 (its future
+    cancelled), as in BentoML.
 
     BentoML 1.4.39's loop polls every millisecond and holds a lone request back for the
     average wait it has seen, to let a batch grow: under a steady load the waits feed the
@@ -320,6 +323,10 @@ async def released_when_free(self: Any) -> None:
     from the requests that arrive while the model is busy, which is when batching pays."""
     import asyncio
     import time
+
+    from bentoml._internal.marshal.dispatcher import NonBlockSema
+
+    self._sema = NonBlockSema(self._tagserve_calls)  # the calls that may run at once
 
     def ready() -> bool:
         return bool(self._queue) and not self._sema.is_locked()

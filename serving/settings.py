@@ -62,6 +62,10 @@ class Settings:
     # queueing, or the batcher sheds load (503). Figures: benchmarks/results/.
     max_batch_size: int = 4096
     max_latency_ms: int = 2_000
+    # Model calls one worker's batcher runs at once (from_env: its share of the usable
+    # cores): the compiled forest walks outside the GIL, so a second call uses a core the
+    # first leaves idle. A call still takes every request queued when it starts.
+    batch_calls: int = 1
     # One worker per usable core (TAGSERVE_WORKERS to choose): each worker loads its own copy
     # of the model, batches only its own requests and has its own /predict budget
     # (benchmarks/workers.py measures the choice).
@@ -103,12 +107,16 @@ class Settings:
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
         """From the environment; the bento argument ``model`` wins over ``TAGSERVE_MODEL``."""
         args = args or {}
+        workers = env_int("TAGSERVE_WORKERS", usable_cores())
         return cls(
             model=str(args.get("model") or os.environ.get(MODEL_ENV) or DEFAULT_MODEL),
             max_rows=env_int("TAGSERVE_MAX_ROWS", cls.max_rows),
             max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
-            workers=env_int("TAGSERVE_WORKERS", usable_cores()),
+            batch_calls=env_int(
+                "TAGSERVE_BATCH_CALLS", max(1, usable_cores() // max(workers, 1)), least=1
+            ),
+            workers=workers,
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),
@@ -164,6 +172,7 @@ class Settings:
             "max_rows": self.max_rows,
             "max_batch_size": self.max_batch_size,
             "max_latency_ms": self.max_latency_ms,
+            "batch_calls_per_worker": self.batch_calls,
             "predict_budget_per_worker": self.predict_budget,
             "bulk_budget_per_worker": self.bulk_budget,
             "retry_after_s": self.retry_after_s,

@@ -132,3 +132,52 @@ def test_numbers_are_written_as_the_answers_a_dict_each_would_be(numbers: list[f
 
     as_dicts = [{"prediction": n if math.isfinite(n) else None} for n in numbers]
     assert numbers_body(np.array(numbers, dtype=np.float64)) == orjson.dumps(as_dicts)
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+def test_the_batcher_runs_its_calls_at_once_and_merges_what_queued(calls: int) -> None:
+    """BentoML's own batcher, as the service patches it: at most ``calls`` model calls run at
+    once; the requests that arrive meanwhile wait, then start together as one call, whole."""
+    import asyncio
+
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+    from serving import bentoml_private
+
+    bentoml_private.whole_requests_batching(calls)
+    running, most, batches = 0, 0, []
+
+    async def model(items: Sequence[list[int]]) -> list[list[int]]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        batches.append([len(i) for i in items])
+        await asyncio.sleep(0.05)
+        running -= 1
+        return [[2 * x for x in i] for i in items]
+
+    async def main() -> list[list[int]]:
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=10_000,
+            max_batch_size=100,
+            fallback=lambda: None,
+            get_batch_size=len,
+        )
+        call = dispatcher(model)
+        first = []
+        for k in range(calls):  # one request a call, each started before the next arrives
+            first.append(asyncio.create_task(call([k])))
+            await asyncio.sleep(0.005)
+        later = [asyncio.create_task(call([10 + k, 20 + k])) for k in range(5)]
+        answers = await asyncio.gather(*first, *later)
+        dispatcher.shutdown()
+        return answers
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        bentoml_private.whole_requests_batching(1)  # as BentoML: one call at a time
+    assert answers[:calls] == [[2 * k] for k in range(calls)]
+    assert answers[calls:] == [[20 + 2 * k, 40 + 2 * k] for k in range(5)]
+    assert most == calls
+    assert batches[calls] == [2] * 5  # what queued meanwhile: one call, every request whole

@@ -75,3 +75,21 @@ def test_monitoring_settings_come_from_the_environment(monkeypatch: pytest.Monke
         with pytest.raises(ValueError, match=f"{name} {why}"):
             Settings.from_env()
         monkeypatch.delenv(name)
+
+
+def test_a_worker_batches_with_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference.envvars import usable_cores
+
+    cores = usable_cores()
+    monkeypatch.setenv("TAGSERVE_WORKERS", "1")
+    assert Settings.from_env().batch_calls == cores
+    monkeypatch.setenv("TAGSERVE_WORKERS", str(cores))
+    assert Settings.from_env().batch_calls == 1
+    monkeypatch.setenv("TAGSERVE_WORKERS", str(cores + 1))
+    assert Settings.from_env().batch_calls == 1  # never none
+    monkeypatch.setenv("TAGSERVE_BATCH_CALLS", "3")
+    settings = Settings.from_env()
+    assert settings.batch_calls == 3 and settings.limits()["batch_calls_per_worker"] == 3
+    monkeypatch.setenv("TAGSERVE_BATCH_CALLS", "0")
+    with pytest.raises(ValueError, match="TAGSERVE_BATCH_CALLS must be at least 1, not 0"):
+        Settings.from_env()

@@ -273,8 +273,9 @@ def whole_requests_batching(calls: int = 1) -> None:
     the others of its batch are not affected. Idempotent.
     """
     import asyncio
+    import time
 
-    from bentoml._internal.marshal.dispatcher import CorkDispatcher
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, Job, NonBlockSema
 
     CorkDispatcher._tagserve_calls = calls
     if getattr(CorkDispatcher, "_tagserve_whole_requests", False):
@@ -293,18 +294,34 @@ def whole_requests_batching(calls: int = 1) -> None:
             rows += size
             yield self._queue.popleft()
 
-    queued = CorkDispatcher.inbound_call
-
-    async def dropped_when_cancelled(self: Any, data: Any) -> Any:
+    async def queued(self: Any, data: Any) -> Any:
+        """BentoML's ``inbound_call``, but a request that finds a call free starts it at
+        once (with whatever else waits) rather than an event-loop turn later, and a request
+        cancelled while queued (its client left) is dropped."""
+        future = self._loop.create_future()
+        self._queue.append(Job(time.time(), data, future))
+        if self._controller is not None and not self._sema.is_locked():
+            self._sema.acquire()
+            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+        else:  # the loop starts it when a call is free, or sheds it at its deadline
+            async with self._wake_event:
+                self._wake_event.notify_all()
         try:
-            return await queued(self, data)
+            return await future
         except asyncio.CancelledError:
             for job in [job for job in self._queue if job.future.done()]:
                 self._queue.remove(job)
             raise
 
+    made = CorkDispatcher.__init__
+
+    def with_calls(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self._sema = NonBlockSema(self._tagserve_calls)  # the calls that may run at once
+
+    CorkDispatcher.__init__ = with_calls
     CorkDispatcher._get_inputs = whole_jobs
-    CorkDispatcher.inbound_call = dropped_when_cancelled
+    CorkDispatcher.inbound_call = queued
     CorkDispatcher.controller = released_when_free
     CorkDispatcher.outbound_call = _wakes_when_done(CorkDispatcher.outbound_call)
     CorkDispatcher._tagserve_whole_requests = True
@@ -323,10 +340,6 @@ async def released_when_free(self: Any) -> None:
     from the requests that arrive while the model is busy, which is when batching pays."""
     import asyncio
     import time
-
-    from bentoml._internal.marshal.dispatcher import NonBlockSema
-
-    self._sema = NonBlockSema(self._tagserve_calls)  # the calls that may run at once
 
     def ready() -> bool:
         return bool(self._queue) and not self._sema.is_locked()

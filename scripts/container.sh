@@ -28,7 +28,8 @@ if ((${#missing[@]})); then
 fi
 
 tag=${1:-$("$PYTHON" -m release latest)}
-bento_path=$("$BENTOML" get "$tag" -o path 2>/dev/null) || { echo "error: no bento $tag in the store (BENTOML_HOME=${BENTOML_HOME:-~/bentoml})" >&2; exit 1; }
+# COLUMNS: BentoML prints through rich, which wraps a long path at the terminal's width.
+bento_path=$(COLUMNS=100000 "$BENTOML" get "$tag" -o path 2>/dev/null) || { echo "error: no bento $tag in the store (BENTOML_HOME=${BENTOML_HOME:-~/bentoml})" >&2; exit 1; }
 # The base image is fixed when the bento is built (docker.base_image in bentofile.yaml, or
 # `python -m release build --base-image`): read it from the bento's own Dockerfile.
 base_image=$(awk '/^FROM /{print $2; exit}' "$bento_path/env/docker/Dockerfile")

@@ -34,12 +34,14 @@ def slow_server(
     shaped: dict[str, str], models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The text model (served by scikit-learn: TF-IDF, no fast path) with a latency budget of
-    1 ms: any model call outlasts it."""
+    1 ms, which any model call outlasts, and one model call at a time: a running call holds
+    every request behind it."""
     log = tmp_path_factory.mktemp("slow-server") / "bentoml-serve.log"
     env = subprocess_env(
         models,
         TAGSERVE_MODEL=shaped["text"],
         TAGSERVE_MAX_LATENCY_MS="1",
+        TAGSERVE_BATCH_CALLS="1",
         TAGSERVE_MAX_ROWS=str(ROWS),
     )
     with bentoml_server("service:Tagserve", env=env, cwd=PROJECT_ROOT, log=log) as url:
@@ -75,8 +77,7 @@ def test_overload_is_a_503_with_retry_after(slow_server: str) -> None:
     behind it."""
     body = big_body()
     small = body[:1]
-    # BentoML's batcher first trains its latency model on its first requests, and sheds
-    # nothing alone in the queue meanwhile: train it (2 + 6 + 3 one-request calls) first.
+    # Warm requests first: the first calls of a worker load what they need.
     with httpx.Client(timeout=120) as client:
         for _ in range(20):
             assert client.post(f"{slow_server}/predict_batch", json=small).status_code == 200

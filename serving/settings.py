@@ -62,10 +62,11 @@ class Settings:
     # queueing, or the batcher sheds load (503). Figures: benchmarks/results/.
     max_batch_size: int = 4096
     max_latency_ms: int = 2_000
-    # Model calls one worker's batcher runs at once (from_env: its share of the usable
-    # cores): the compiled forest walks outside the GIL, so a second call uses a core the
-    # first leaves idle. A call still takes every request queued when it starts.
-    batch_calls: int = 1
+    # Model calls one worker's batcher runs at once; 0: chosen by the model's engine
+    # (for_engine). The compiled forest walks outside the GIL, so a second call uses a core
+    # the first leaves idle; scikit-learn holds the GIL, so a second call would only halve
+    # the batches. A call still takes every request queued when it starts.
+    batch_calls: int = 0
     # One worker per usable core (TAGSERVE_WORKERS to choose): each worker loads its own copy
     # of the model, batches only its own requests and has its own /predict budget
     # (benchmarks/workers.py measures the choice).
@@ -113,9 +114,7 @@ class Settings:
             max_rows=env_int("TAGSERVE_MAX_ROWS", cls.max_rows),
             max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
-            batch_calls=env_int(
-                "TAGSERVE_BATCH_CALLS", max(1, usable_cores() // max(workers, 1)), least=1
-            ),
+            batch_calls=env_int("TAGSERVE_BATCH_CALLS", 0, least=0),
             workers=workers,
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
@@ -129,6 +128,14 @@ class Settings:
             domain_policy=policy_from_env(),
             **monitor_settings(cls),
         )
+
+    def for_engine(self, compiled: bool) -> Settings:
+        """These settings with ``batch_calls`` chosen where not set: a worker's share of the
+        usable cores for a ``compiled`` model (the fast path), one call for scikit-learn."""
+        if self.batch_calls:
+            return self
+        calls = max(1, usable_cores() // max(self.workers, 1)) if compiled else 1
+        return replace(self, batch_calls=calls)
 
     def with_body_cap(self, columns: int) -> Settings:
         """These settings with ``max_body_bytes`` set: TAGSERVE_MAX_BODY_BYTES, else room for

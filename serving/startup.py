@@ -15,6 +15,7 @@ import bentoml
 from pydantic import BaseModel
 
 from inference.bento import get_model
+from inference.constants import FASTPATH_METADATA
 from inference.contract import Contract
 from inference.errors import TagserveError
 from serving import bentoml_private
@@ -68,6 +69,8 @@ def plan_service(settings: Settings | None = None) -> ServicePlan:
     model_tag = str(live.tag)
     contract = model_contract(live).enforcing(settings.domain_policy)
     settings = settings.with_body_cap(len(contract.columns))
+    imported = (live.info.metadata.get(FASTPATH_METADATA) or {}).get("engine", "sklearn")
+    settings = settings.for_engine(compiled=imported != "sklearn")
     revision = source_revision(args)
     # Checked here, in `bentoml serve` itself, before any worker starts: refused in one line.
     candidate = checked_candidate(settings.candidate, model_tag, contract, model_contract)

@@ -78,18 +78,20 @@ def test_monitoring_settings_come_from_the_environment(monkeypatch: pytest.Monke
 
 
 def test_a_worker_batches_with_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled model (the fast path, outside the GIL) gets a call per core of the worker's
+    share; a model scikit-learn serves one call; TAGSERVE_BATCH_CALLS wins over both."""
     from inference.envvars import usable_cores
 
     cores = usable_cores()
     monkeypatch.setenv("TAGSERVE_WORKERS", "1")
-    assert Settings.from_env().batch_calls == cores
-    monkeypatch.setenv("TAGSERVE_WORKERS", str(cores))
-    assert Settings.from_env().batch_calls == 1
+    assert Settings.from_env().batch_calls == 0  # chosen by the model's engine
+    assert Settings.from_env().for_engine(compiled=True).batch_calls == cores
+    assert Settings.from_env().for_engine(compiled=False).batch_calls == 1
     monkeypatch.setenv("TAGSERVE_WORKERS", str(cores + 1))
-    assert Settings.from_env().batch_calls == 1  # never none
+    assert Settings.from_env().for_engine(compiled=True).batch_calls == 1  # never none
     monkeypatch.setenv("TAGSERVE_BATCH_CALLS", "3")
-    settings = Settings.from_env()
+    settings = Settings.from_env().for_engine(compiled=False)
     assert settings.batch_calls == 3 and settings.limits()["batch_calls_per_worker"] == 3
-    monkeypatch.setenv("TAGSERVE_BATCH_CALLS", "0")
-    with pytest.raises(ValueError, match="TAGSERVE_BATCH_CALLS must be at least 1, not 0"):
+    monkeypatch.setenv("TAGSERVE_BATCH_CALLS", "-1")
+    with pytest.raises(ValueError, match="TAGSERVE_BATCH_CALLS must be at least 0, not -1"):
         Settings.from_env()

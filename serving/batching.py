@@ -167,16 +167,17 @@ def predict_merged(state: Any, records: Any, choice: str) -> Any:
 
         dumped = [r if isinstance(r, dict) else r.model_dump(by_alias=True) for r in records]
         rows = CheckedRows.of(records_frame(dumped, state.contract))
+    # The HTTP answer may be an array (written by numbers_body); a caller in this process
+    # gets the dicts the API's type says.
+    predict = state.models.predict_answers if rows is records else state.models.predict_json
     whole = rows.frame()
     try:
-        answers = state.models.predict_answers(whole, choice)
+        answers = predict(whole, choice)
     except Exception as exc:  # a record's fault, or the model's: find whose
         answers = predict_each(
             rows, lambda part: state.models.predict_json(part.frame(), choice), failed=exc
         )
     state.monitor.record(whole, answers, route=choice)
-    if rows is not records and isinstance(answers, np.ndarray):  # typed as the API says
-        return [{"prediction": value} for value in answers.tolist()]
     return answers
 
 

@@ -300,10 +300,8 @@ def whole_requests_batching(calls: int = 1) -> None:
         cancelled while queued (its client left) is dropped."""
         future = self._loop.create_future()
         self._queue.append(Job(time.time(), data, future))
-        if self._controller is not None and not self._sema.is_locked():
-            self._sema.acquire()
-            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
-        else:  # the loop starts it when a call is free, or sheds it at its deadline
+        if self._controller is None or not _started_when_free(self):
+            # the loop starts it when a call is free, or sheds it at its deadline
             async with self._wake_event:
                 self._wake_event.notify_all()
         try:
@@ -341,13 +339,10 @@ async def released_when_free(self: Any) -> None:
     import asyncio
     import time
 
-    def ready() -> bool:
-        return bool(self._queue) and not self._sema.is_locked()
-
     while True:
         try:
             async with self._wake_event:
-                while not ready():
+                while not _started_when_free(self):
                     if not self._queue:
                         await self._wake_event.wait()
                         continue
@@ -357,12 +352,20 @@ async def released_when_free(self: Any) -> None:
                         continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake_event.wait(), deadline - time.time())
-            self._sema.acquire()
-            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
         except asyncio.CancelledError:
             raise
         except Exception:  # as BentoML: the loop outlives a failed dispatch
             logging.getLogger(__name__).exception("adaptive batching: a dispatch failed")
+
+
+def _started_when_free(self: Any) -> bool:
+    """Start a call on every request queued, if requests wait and a call is free: whether it
+    did. The one place a batch starts (on arrival, when a call ends, or by the loop)."""
+    if not self._queue or self._sema.is_locked():
+        return False
+    self._sema.acquire()
+    self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+    return True
 
 
 def _wakes_when_done(call: Any) -> Any:
@@ -372,9 +375,7 @@ def _wakes_when_done(call: Any) -> Any:
         finally:
             # The model is free: what queued meanwhile is the next batch, started here rather
             # than an event-loop turn later by the loop (which still sees to the deadlines).
-            if self._queue and not self._sema.is_locked():
-                self._sema.acquire()
-                self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+            _started_when_free(self)
             async with self._wake_event:
                 self._wake_event.notify_all()
 

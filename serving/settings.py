@@ -108,14 +108,13 @@ class Settings:
     def from_env(cls, args: Mapping[str, Any] | None = None) -> Settings:
         """From the environment; the bento argument ``model`` wins over ``TAGSERVE_MODEL``."""
         args = args or {}
-        workers = env_int("TAGSERVE_WORKERS", usable_cores())
         return cls(
             model=str(args.get("model") or os.environ.get(MODEL_ENV) or DEFAULT_MODEL),
             max_rows=env_int("TAGSERVE_MAX_ROWS", cls.max_rows),
             max_batch_size=env_int("TAGSERVE_MAX_BATCH_SIZE", cls.max_batch_size, least=2),
             max_latency_ms=env_int("TAGSERVE_MAX_LATENCY_MS", cls.max_latency_ms),
             batch_calls=env_int("TAGSERVE_BATCH_CALLS", 0, least=0),
-            workers=workers,
+            workers=env_int("TAGSERVE_WORKERS", usable_cores()),
             max_body_bytes=env_int("TAGSERVE_MAX_BODY_BYTES", 0) or None,
             predict_queue=env_int("TAGSERVE_PREDICT_QUEUE", cls.predict_queue, least=0),
             retry_after_s=env_int("TAGSERVE_RETRY_AFTER", cls.retry_after_s),

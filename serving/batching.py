@@ -76,7 +76,6 @@ class CheckedRows:
         whole request, else its columns' slices joined (a column holding a missing value in
         one request takes the other requests' values in its dtype, as
         ``inference.contract.records_frame`` would)."""
-        import numpy as np
         import pandas as pd
 
         if len(self.runs) == 1:

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from clients.service import MAX_LATENCY_ENV, MODEL_ENV
+from clients.service import MODEL_ENV
+from tests.helpers.admission import HeldRequest, shed_count
 from tests.helpers.client_models import (
     PROJECT_ROOT,
     PYTHON,
@@ -139,32 +140,34 @@ def test_stream_keeps_order_and_equals_offline_scoring_and_predict_batch(world, 
 
 
 def test_every_row_once_in_order_when_the_server_sheds_load(world, tmp_path):
-    # A 1 ms batching latency budget: the server answers many requests with 503.
-    env = {**world["env"], MAX_LATENCY_ENV: "1"}
+    """A bulk budget of one request (``TAGSERVE_BULK_QUEUE=0``) held by a request whose body
+    is not finished: every request of the stream is refused with 503 until it is released.
+    No timing: the hold ends once the server has counted a refusal."""
+    env = {**world["env"], "TAGSERVE_BULK_QUEUE": "0", "TAGSERVE_REQUEST_READ_SECONDS": "120"}
     rows = world["rows"].head(300)
-    lines = "".join(json.dumps(r) + "\n" for r in rows.to_dict("records"))
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows.to_dict("records")))
     out = tmp_path / "shed.jsonl"
+    record = rows.drop(columns="sku").head(1).to_dict("records")
     with serving(env, tmp_path / "shedding.log") as server:
-        done = run_clients(
-            "stream",
-            "-",
-            str(out),
-            "--url",
-            server.url,
-            "--id-column",
-            "sku",
-            "-c",
-            "16",
-            "-b",
-            "4",
-            "--retries",
-            "40",
-            "--json",
-            env=world["env"],
-            input=lines,
-        )
+        held = HeldRequest(server.url, "/predict_batch", record)
+        try:
+            stream = stream_process(
+                world, str(source), str(out), "--url", server.url, "--id-column", "sku",
+                "-c", "16", "-b", "4", "--retries", "40",
+            )  # fmt: skip
+            deadline = time.monotonic() + 120
+            while shed_count(server.url, "/predict_batch") == 0:
+                assert stream.poll() is None, stream.communicate()
+                assert time.monotonic() < deadline, "the stream was never refused"
+                time.sleep(0.05)
+            assert held.finish()[0] == 200
+        finally:
+            held.close()
+        stdout, stderr = stream.communicate(timeout=300)
+    done = subprocess.CompletedProcess(stream.args, stream.returncode, stdout, stderr)
     summary = summary_of(done)
-    assert summary["shed_503"] > 0, "the server shed no load: the test proves nothing"
+    assert summary["shed_503"] > 0
     assert summary["rows"] == 300 and summary["errors"] == 0
     result = read_output(out)
     assert result["sku"].tolist() == rows["sku"].tolist()  # none lost, none twice, in order

@@ -8,7 +8,8 @@ A request to the service passes, outermost first:
    part and both are written together. BentoML's stack sends them with other requests' work
    in between, so a server killed at that moment would leave headers without a body, which
    no load balancer can retry; held, a killed server's requests get no answer at all, which
-   HAProxy's ``retry-on empty-response`` sends to another server.
+   HAProxy's ``retry-on empty-response`` sends to another server. uvicorn then writes the
+   two in one socket write, not two (``serving.uvicorn_private``).
 1. :class:`DrainMiddleware`: after SIGTERM, ``/readyz`` answers 503 and every answer carries
    ``Connection: close``; counts the requests in flight for the graceful drain
    (``serving.drain``).
@@ -55,7 +56,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from serving import bentoml_private
+from serving import bentoml_private, uvicorn_private
 from serving.admission import InFlight, receiving_message, shed_message
 from serving.arrival import ARRIVED, GONE, TIMED_OUT, Arrival, IntervalLog, read_body
 from serving.drain import Drain
@@ -142,6 +143,7 @@ def install(
     methods, as an ``Allow`` header (``serving.openapi.allowed_methods``)."""
     bentoml_private.put_outermost_first()
     bentoml_private.cancellable_timeouts()
+    uvicorn_private.one_write_answers()
     for middleware, options in stack(settings, allowed, routing):
         service.add_asgi_middleware(middleware, **options)
 

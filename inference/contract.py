@@ -488,9 +488,39 @@ def validated_columns(
         values = columns.get(col.name)
         if values is None:
             out[col.name] = _all_missing(col, rows)
-        else:
-            out[col.name] = _validated_column(_one_dimensional(values), col, first_row)
+            continue
+        typed = _validated_json_list(values, col, first_row) if type(values) is list else None
+        if typed is None:
+            typed = _validated_column(_one_dimensional(values), col, first_row)
+        out[col.name] = typed
     return out
+
+
+def _validated_json_list(values: list[Any], col: Column, first_row: int) -> np.ndarray | None:
+    """The usual column of a JSON body, checked straight from its list: values of one JSON
+    type the column takes (floats and integers in a float column), none missing; None for
+    any other (read by :func:`_validated_column`, which names a problem)."""
+    kinds = set(map(type, values))
+    column = TYPES[col.type]
+    positions = np.arange(len(values)) + first_row if first_row else None
+    try:
+        if column.python is str and kinds == {str}:
+            typed = np.fromiter(values, dtype=object, count=len(values))
+        elif column.python is bool and kinds == {bool}:
+            typed = np.array(values, dtype=bool)
+        elif column.number and column.whole and kinds == {int}:
+            typed = _validated_integers(np.array(values, dtype=np.int64), col, positions)
+        elif column.number and not column.whole and kinds and kinds <= {float, int}:
+            numbers = np.array(values, dtype=np.float64)
+            if np.isnan(numbers).any():  # NaN is MLflow's missing value
+                return None
+            typed = _validated_numbers(numbers, values, col, positions)
+        else:
+            return None
+    except OverflowError:  # an integer beyond int64 (or any double): named by the general path
+        return None
+    check_domain(typed, col, positions)
+    return typed
 
 
 def column_records(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:

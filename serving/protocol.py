@@ -14,7 +14,6 @@ import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from inference.contract import TYPES, Contract, validate, validate_columns
@@ -105,17 +104,10 @@ def _rows_of(rows: list[Any], names: Sequence[str], what: str) -> Columns:
     return dict(zip(names, _transposed(rows, len(names)), strict=True)), len(rows)
 
 
-def _transposed(rows: list[list[Any]], width: int) -> list[Any]:
-    """Rows of ``width`` values each as columns: an object array's columns (numpy copies the
-    values' references at C speed), or lists where numpy would see nested lists (a value that
-    is itself a list) as more dimensions."""
-    try:
-        table = np.array(rows, dtype=object)
-    except ValueError:  # values that are lists of different lengths
-        table = None
-    if table is None or table.shape != (len(rows), width):
-        return list(map(list, zip(*rows, strict=True)))
-    return [table[:, j] for j in range(width)]
+def _transposed(rows: list[Any], width: int) -> list[list[Any]]:
+    """Rows (lists or tuples) of ``width`` values each as columns, a list each, read at C
+    speed (a value that is itself a list stays one value)."""
+    return [list(map(operator.itemgetter(j), rows)) for j in range(width)]
 
 
 def _records_of(records: list[dict[str, Any]], names: Sequence[str]) -> Columns:
@@ -253,12 +245,9 @@ def _every_column(data: list[Any], names: Sequence[str]) -> dict[str, Any] | Non
     try:  # of JSON's values only an object (a dict) is looked up by name: others raise
         if set(map(len, data)) != {len(names)}:
             return None
-        rows = list(map(operator.itemgetter(*names), data))
+        return {name: list(map(operator.itemgetter(name), data)) for name in names}
     except (KeyError, TypeError):  # a key the model does not take instead of one it does
         return None
-    if len(names) == 1:  # itemgetter of one name gives the value, not a 1-tuple
-        return {names[0]: rows}
-    return dict(zip(names, _transposed(rows, len(names)), strict=True))
 
 
 def _columns_of_records(data: list[Any], contract: Contract) -> dict[str, Any] | None:

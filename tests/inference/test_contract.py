@@ -445,3 +445,47 @@ def test_a_json_number_column_names_its_first_bad_value(sizes: list, message: st
     columns = {"carat": sizes, "cut": ["a", "b", "c"]}
     with pytest.raises(InputError, match=message):
         validate_columns(columns, 3, CONTRACT)
+
+
+EVERY_TYPE = Contract(
+    [
+        Column("size", "double", required=False),
+        Column("count", "long", required=False),
+        Column("small", "integer", required=False),
+        Column("flag", "boolean", required=False),
+        Column("cut", "string", required=False),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"size": [0.5, 2, 1.25], "count": [1, 2, 3], "flag": [True, False, True]},
+        {"size": [0.5, float("nan"), 3], "count": [1, None, 3], "cut": ["a", None, "c"]},
+        {"count": [1, 2.0, 3], "small": [1, 2, 2**31], "cut": ["a", "b", "c"]},
+        {"count": [2**63, 1, 2], "size": [10**400, 1, 2]},
+        {"size": [0.5, True, 1], "cut": ["a", 1, "c"], "flag": [1, 0, 1]},
+        {"size": [0.5, float("inf"), 1.0]},
+        {"count": [1, [2], 3]},
+    ],
+    ids=["usual", "missing", "mixed", "huge", "wrong-types", "inf", "nested"],
+)
+@pytest.mark.parametrize("first_row", [0, 7])
+def test_json_lists_and_arrays_of_the_same_values_read_alike(values: dict, first_row: int) -> None:
+    """A JSON body's columns come as lists, read straight where they hold one type the column
+    takes; the same values as object arrays take the general path: the same frame, or the same
+    error naming the same row."""
+
+    def read(columns: dict) -> object:
+        try:
+            return validate_columns(columns, 3, EVERY_TYPE, first_row=first_row)
+        except InputError as exc:
+            return str(exc)
+
+    as_lists = read(values)
+    as_arrays = read({k: np.array(v + [None], dtype=object)[:-1] for k, v in values.items()})
+    if isinstance(as_lists, str):
+        assert as_lists == as_arrays
+    else:
+        pd.testing.assert_frame_equal(as_lists, as_arrays)

@@ -338,6 +338,8 @@ def _codes(block: dict[str, Any], j: int, index: pd.Index, values: np.ndarray):
     """Column ``j``'s category codes (-1: unknown) after the block's imputers, vectorised
     (what ``_category`` and the lookup table give value by value), or None to delegate: a
     missing value that is neither NaN nor None (pd.NA...), or a value that is not a string."""
+    if set(map(type, values)) == {str}:  # the usual column: text only, none missing
+        return index.get_indexer(values)
     missing = pd.isna(values)
     if missing.any():
         at = np.flatnonzero(missing)

@@ -28,6 +28,10 @@ from serving.state import ServiceState
 
 logger = logging.getLogger("bentoml.service.tagserve")
 
+# The tracked objects a worker allocates between two young-generation collections: room for
+# the rows of a few concurrent large requests (CPython's default: 700).
+YOUNG_OBJECTS = 50_000
+
 
 @dataclass(frozen=True)
 class ServicePlan:
@@ -130,6 +134,11 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
     # moved out of the collector's generations, a full collection (which the many objects
     # of a large JSON body trigger) no longer walks it, request after request.
     gc.freeze()
+    # A JSON body's rows are containers the collector tracks (a list or dict each), alive
+    # until the request ends, when their counts free them: collected every 700 of them (the
+    # default), a 10,000-row body was walked about 14 times while it was read, a tenth of
+    # reading it (9.6 ms against 8.6 ms). Reference cycles still go at this count.
+    gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     return ServiceState(
         plan.settings,
         plan.contract,

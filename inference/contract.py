@@ -489,18 +489,22 @@ def validated_columns(
         if values is None:
             out[col.name] = _all_missing(col, rows)
             continue
-        typed = _validated_json_list(values, col, first_row) if type(values) is list else None
+        # A JSON list's value types, read once: by the list's own check, else by the general one.
+        kinds = set(map(type, values)) if type(values) is list else None
+        typed = _validated_json_list(values, kinds, col, first_row) if kinds is not None else None
         if typed is None:
-            typed = _validated_column(_one_dimensional(values), col, first_row)
+            typed = _validated_column(_one_dimensional(values), col, first_row, kinds)
         out[col.name] = typed
     return out
 
 
-def _validated_json_list(values: list[Any], col: Column, first_row: int) -> np.ndarray | None:
-    """The usual column of a JSON body, checked straight from its list: values of one JSON
-    type the column takes (floats and integers in a float column), none missing; None for
-    any other (read by :func:`_validated_column`, which names a problem)."""
-    kinds = set(map(type, values))
+def _validated_json_list(
+    values: list[Any], kinds: set[type], col: Column, first_row: int
+) -> np.ndarray | None:
+    """The usual column of a JSON body, checked straight from its list (``kinds``: its
+    values' types): values of one JSON type the column takes (floats and integers in a float
+    column), none missing; None for any other (read by :func:`_validated_column`, which names
+    a problem)."""
     column = TYPES[col.type]
     positions = np.arange(len(values)) + first_row if first_row else None
     try:
@@ -552,11 +556,14 @@ def _all_missing(col: Column, rows: int) -> np.ndarray:
     return np.full(rows, np.nan, dtype=object)
 
 
-def _validated_column(values: np.ndarray, col: Column, first_row: int = 0) -> np.ndarray:
+def _validated_column(
+    values: np.ndarray, col: Column, first_row: int = 0, kinds: set[type] | None = None
+) -> np.ndarray:
     """``values`` (one column of a request) in the column's dtype, or InputError naming the
-    column and row (counted from ``first_row``)."""
+    column and row (counted from ``first_row``; ``kinds``: the values' types, when read)."""
     # JSON values' types, read once: they tell which values may be missing, and how to type them.
-    kinds = set(map(type, values)) if values.dtype == object else None
+    if kinds is None and values.dtype == object:
+        kinds = set(map(type, values))
     numbers = _json_numbers(values, kinds, col)
     if numbers is not None:
         missing = np.isnan(numbers)

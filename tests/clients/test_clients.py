@@ -167,7 +167,7 @@ def test_every_row_once_in_order_when_the_server_sheds_load(world, tmp_path):
         stdout, stderr = stream.communicate(timeout=300)
     done = subprocess.CompletedProcess(stream.args, stream.returncode, stdout, stderr)
     summary = summary_of(done)
-    assert summary["shed_503"] > 0
+    assert summary["shed_503"] > 0, "the client saw no 503: the test proves nothing"
     assert summary["rows"] == 300 and summary["errors"] == 0
     result = read_output(out)
     assert result["sku"].tolist() == rows["sku"].tolist()  # none lost, none twice, in order

@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +173,16 @@ class Column:
         ):
             return self.range.problem(value)
         return None
+
+    @cached_property
+    def text_categories(self) -> frozenset[str] | None:
+        """The closed categories of a text column when they are all text (a set: a whole
+        column is checked against it in C), else None."""
+        if self.categories is None or TYPES[self.type].python is not str:
+            return None
+        if not all(type(c) is str for c in self.categories):
+            return None
+        return frozenset(self.categories)
 
     def schema(self) -> dict[str, Any]:
         """The domain as JSON Schema words (``enum``, ``minimum``...), for the document."""
@@ -489,6 +500,9 @@ def validated_columns(
         if values is None:
             out[col.name] = _all_missing(col, rows)
             continue
+        if type(values) is list and _all_known_text(values, col):
+            out[col.name] = np.fromiter(values, dtype=object, count=len(values))
+            continue
         # A JSON list's value types, read once: by the list's own check, else by the general one.
         kinds = set(map(type, values)) if type(values) is list else None
         typed = _validated_json_list(values, kinds, col, first_row) if kinds is not None else None
@@ -496,6 +510,18 @@ def validated_columns(
             typed = _validated_column(_one_dimensional(values), col, first_row, kinds)
         out[col.name] = typed
     return out
+
+
+def _all_known_text(values: list[Any], col: Column) -> bool:
+    """Whether every value is one of the column's categories, all text: its type and its
+    domain checked at once (only text equals text)."""
+    allowed = col.text_categories
+    if allowed is None:
+        return False
+    try:
+        return allowed.issuperset(values)
+    except TypeError:  # an unhashable value (a list, an object): the general check names it
+        return False
 
 
 def _validated_json_list(

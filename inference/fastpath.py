@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,12 @@ class FastModel:
         ]
         for index in (i for block in self._indexes for i in block):
             index.get_indexer(np.array(["", None], dtype=object))
+        # A column whose categories are all text: its values are looked up in the table
+        # first (all found: text the encoder knows, coded), the careful way only otherwise.
+        self._text_tables = [
+            [t if all(type(v) is str for v in t) else None for t in tables]
+            for tables in self._tables
+        ]
         width, wanted = sum(block_width(b) for b in spec["blocks"]), forest.n_features
         if width != wanted:
             raise ValueError(f"the blocks make {width} columns; the forest takes {wanted}")
@@ -113,11 +120,11 @@ class FastModel:
         """A DataFrame -> what the ColumnTransformer makes of it (dense float64), or None to
         let sklearn answer (a dtype sklearn would compute in differently)."""
         parts = []
-        for block, indexes in zip(self.spec["blocks"], self._indexes, strict=True):
+        for b, block in enumerate(self.spec["blocks"]):
             if block["kind"] == "numeric":
                 part = _numeric_matrix(block, frame)
             else:
-                part = _encoded_matrix(block, indexes, frame)
+                part = _encoded_matrix(block, self._indexes[b], self._text_tables[b], frame)
             if part is None:
                 return None
             parts.append(part)
@@ -127,7 +134,7 @@ class FastModel:
         """Codes of ``values`` (an object array) in column ``j`` of block ``b`` (an encoder's),
         as :meth:`transform` finds them (-1: unknown), or None to delegate."""
         block = self.spec["blocks"][b]
-        return _codes(block, j, self._indexes[b][j], values)
+        return _codes(block, j, self._indexes[b][j], values, self._text_tables[b][j])
 
     # the forest ------------------------------------------------------------------------------
 
@@ -304,14 +311,17 @@ def numeric_block(block: dict[str, Any], columns: list[np.ndarray]) -> np.ndarra
 
 
 def _encoded_matrix(
-    block: dict[str, Any], indexes: list[pd.Index], frame: pd.DataFrame
+    block: dict[str, Any],
+    indexes: list[pd.Index],
+    text_tables: list[dict[str, int] | None],
+    frame: pd.DataFrame,
 ) -> np.ndarray | None:
     codes = []
     for j, column in enumerate(block["columns"]):
         values = frame[column]
         if values.dtype != object:
             return None  # pandas' string or category dtypes: not what sklearn saw in training
-        codes.append(_codes(block, j, indexes[j], values.to_numpy()))
+        codes.append(_codes(block, j, indexes[j], values.to_numpy(), text_tables[j]))
         if codes[-1] is None:
             return None
     return encoded_block(block, codes, len(frame))
@@ -334,10 +344,27 @@ def encoded_block(block: dict[str, Any], codes: list[np.ndarray], rows: int) -> 
     return X
 
 
-def _codes(block: dict[str, Any], j: int, index: pd.Index, values: np.ndarray):
+def _codes(
+    block: dict[str, Any],
+    j: int,
+    index: pd.Index,
+    values: np.ndarray,
+    text_table: dict[str, int] | None = None,
+):
     """Column ``j``'s category codes (-1: unknown) after the block's imputers, vectorised
     (what ``_category`` and the lookup table give value by value), or None to delegate: a
-    missing value that is neither NaN nor None (pd.NA...), or a value that is not a string."""
+    missing value that is neither NaN nor None (pd.NA...), or a value that is not a string.
+
+    ``text_table``: the column's table when its categories are all text. Values all found
+    there are text (only text equals text) that no imputer changes: their codes are the
+    table's, one lookup each."""
+    if text_table is not None:
+        try:
+            codes = np.fromiter(map(text_table.get, values, repeat(-1)), np.intp, len(values))
+        except TypeError:  # an unhashable value: the careful way names what to do
+            codes = None
+        if codes is not None and (not len(codes) or codes.min() >= 0):
+            return codes
     if set(map(type, values)) == {str}:  # the usual column: text only, none missing
         return index.get_indexer(values)
     missing = pd.isna(values)

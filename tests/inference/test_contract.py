@@ -454,6 +454,7 @@ EVERY_TYPE = Contract(
         Column("small", "integer", required=False),
         Column("flag", "boolean", required=False),
         Column("cut", "string", required=False),
+        Column("grade", "string", required=False, categories=("a", "b", "c")),
     ]
 )
 
@@ -468,8 +469,28 @@ EVERY_TYPE = Contract(
         {"size": [0.5, True, 1], "cut": ["a", 1, "c"], "flag": [1, 0, 1]},
         {"size": [0.5, float("inf"), 1.0]},
         {"count": [1, [2], 3]},
+        {"grade": ["a", "c", "a"], "cut": ["x", "y", "z"]},
+        {"grade": ["a", "d", "c"]},
+        {"grade": ["a", None, "c"]},
+        {"grade": ["a", float("nan"), "c"]},
+        {"grade": ["a", True, 1]},
+        {"grade": ["a", ["b"], "c"]},
     ],
-    ids=["usual", "missing", "mixed", "huge", "wrong-types", "inf", "nested"],
+    ids=[
+        "usual",
+        "missing",
+        "mixed",
+        "huge",
+        "wrong-types",
+        "inf",
+        "nested",
+        "categories",
+        "unknown-category",
+        "missing-category",
+        "nan-category",
+        "category-of-other-type",
+        "nested-category",
+    ],
 )
 @pytest.mark.parametrize("first_row", [0, 7])
 def test_json_lists_and_arrays_of_the_same_values_read_alike(values: dict, first_row: int) -> None:

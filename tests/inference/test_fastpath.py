@@ -220,6 +220,36 @@ def test_inputs_it_cannot_reproduce_go_to_sklearn(exported: Path, tmp_path: Path
         assert fast.predict_arrays(frame.assign(**{text: pd.Series(values, dtype=object)})) is None
 
 
+def test_text_columns_are_coded_alike_whichever_way_they_are_looked_up(exported: Path) -> None:
+    """A text column whose values are all known categories is coded by one table lookup a
+    value; any other column the careful way: the same codes, or the same hand-over to
+    sklearn, for known, unknown, missing, numpy and non-text values."""
+    fast = build(load_pipeline(exported), read_contract(exported).task)
+    b, block = next((b, k) for b, k in enumerate(fast.spec["blocks"]) if k["kind"] != "numeric")
+    categories = block["categories"][0]
+    known = np.array(categories * 3, dtype=object)
+    cases = {
+        "known": known,
+        "numpy text": np.array([np.str_(c) for c in categories], dtype=object),
+        "unknown": np.append(known, "no such category"),
+        "none": np.append(known, None),
+        "nan": np.append(known, np.nan),
+        "not text": np.append(known, 7),
+        "unhashable": np.array([categories[0], [categories[0]]], dtype=object),
+        "empty": np.array([], dtype=object),
+    }
+    careful = pd.Index(categories, dtype=object)
+    for name, values in cases.items():
+        got = fast.category_codes(b, 0, values)
+        expected = fastpath._codes(block, 0, careful, values)
+        if expected is None:
+            assert got is None, name
+        else:
+            assert got is not None and got.dtype == expected.dtype, name
+            np.testing.assert_array_equal(got, expected, err_msg=name)
+    assert (fast.category_codes(b, 0, known) >= 0).all()
+
+
 def test_a_model_it_cannot_reproduce_is_served_by_sklearn(exported: Path) -> None:
     """A model whose inputs are float32 columns: the fast path would hand every call to
     sklearn, so the import-time check reports it unused, with the reason."""

@@ -231,3 +231,18 @@ def test_bodies_that_are_not_records_are_left_to_the_record_model(body: bytes) -
     from serving.protocol import parse_records
 
     assert parse_records(body, EVERY_TYPE, max_rows=2) is None
+
+
+@pytest.mark.parametrize("names", [["cut"], ["carat", "cut"]], ids=["one-column", "two-columns"])
+def test_records_of_few_columns_read_as_the_record_model_reads_them(names: list) -> None:
+    """Records holding every column of a model of one text column (a record's value is text:
+    no reading may take its letters for values), or of two, give the frame the record model's
+    records give."""
+    from inference.contract import records_frame
+    from serving.protocol import parse_records
+
+    contract = Contract([c for c in EVERY_TYPE.columns if c.name in names])
+    records = [{n: FULL[n] for n in names}, {n: GOOD[n] for n in names}]
+    got = parse_records(json.dumps(records).encode(), contract)
+    assert got is not None
+    pd.testing.assert_frame_equal(got, records_frame(records, contract), check_exact=True)

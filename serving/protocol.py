@@ -245,9 +245,17 @@ def _every_column(data: list[Any], names: Sequence[str]) -> dict[str, Any] | Non
     try:  # of JSON's values only an object (a dict) is looked up by name: others raise
         if set(map(len, data)) != {len(names)}:
             return None
-        return {name: list(map(operator.itemgetter(name), data)) for name in names}
+        keys = _body_keys(data[0])
+        return {name: list(map(operator.itemgetter(keys.get(name, name)), data)) for name in names}
     except (KeyError, TypeError):  # a key the model does not take instead of one it does
         return None
+
+
+def _body_keys(record: Any) -> dict[str, str]:
+    """A record's keys, by themselves: looked up by the very key objects orjson made (it makes
+    one object per key name for all the records of a body), a dict finds them by identity
+    rather than by comparing their text, at about half the cost."""
+    return {key: key for key in record} if type(record) is dict else {}
 
 
 def _columns_of_records(data: list[Any], contract: Contract) -> dict[str, Any] | None:
@@ -257,7 +265,8 @@ def _columns_of_records(data: list[Any], contract: Contract) -> dict[str, Any] |
     required = {c.name for c in contract.columns if c.required}
     if not all(type(r) is dict and r.keys() <= known and required <= r.keys() for r in data):
         return None
-    return {name: [r.get(name) for r in data] for name in contract.features}
+    keys = _body_keys(data[0])
+    return {name: [r.get(keys.get(name, name)) for r in data] for name in contract.features}
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:

@@ -58,9 +58,11 @@ def test_sigterm_under_load_cuts_no_request(models: Models, tmp_path: Path) -> N
         assert probe.get("/readyz").status_code == 200
         stopped_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while (ready := probe.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Asked once every worker drains: a /readyz in flight as its worker's drain began is
+        # answered 200 with Connection: close (every answer of a draining worker closes its
+        # connection), which would leave no open connection to ask on.
+        assert drains_begun(log, workers=2, seconds=5), log.read_text()[-3000:]
+        ready = probe.get("/readyz")
         assert ready.status_code == 503 and ready.headers["connection"] == "close"
         assert held.finish() == (200, {"prediction": float(expected[1])})
         server.process.wait(DRAIN_SECONDS + 10)
@@ -75,3 +77,14 @@ def test_sigterm_under_load_cuts_no_request(models: Models, tmp_path: Path) -> N
             socket.create_connection(("127.0.0.1", port), timeout=2)
     finally:
         server.stop()
+
+
+def drains_begun(log: Path, *, workers: int, seconds: float) -> bool:
+    """Whether the server's log shows the drain begun in ``workers`` workers (one line each)
+    within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if log.read_text(errors="replace").count("drain: SIGTERM;") >= workers:
+            return True
+        time.sleep(0.02)
+    return False

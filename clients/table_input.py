@@ -83,7 +83,7 @@ def _codes(
     encoded = column.combine_chunks().dictionary_encode()
     distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
     col = next(c for c in contract.columns if c.name == fast.spec["blocks"][b]["columns"][j])
-    if col.categories is not None and not set(distinct.tolist()) <= set(col.categories):
+    if col.category_set is not None and not col.category_set.issuperset(distinct.tolist()):
         return None
     known = fast.category_codes(b, j, distinct)
     if known is None:

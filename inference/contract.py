@@ -175,14 +175,19 @@ class Column:
         return None
 
     @cached_property
+    def category_set(self) -> frozenset[Any] | None:
+        """The closed categories as a set (a whole column is checked against it in C), or
+        None."""
+        return None if self.categories is None else frozenset(self.categories)
+
+    @cached_property
     def text_categories(self) -> frozenset[str] | None:
-        """The closed categories of a text column when they are all text (a set: a whole
-        column is checked against it in C), else None."""
+        """:attr:`category_set` of a text column whose categories are all text, else None."""
         if self.categories is None or TYPES[self.type].python is not str:
             return None
         if not all(type(c) is str for c in self.categories):
             return None
-        return frozenset(self.categories)
+        return self.category_set
 
     def schema(self) -> dict[str, Any]:
         """The domain as JSON Schema words (``enum``, ``minimum``...), for the document."""
@@ -816,8 +821,8 @@ def check_domain(values: np.ndarray, col: Column, positions: np.ndarray | None) 
     column's domain (its closed categories, its bounds); checked as a whole."""
     if not len(values) or (col.categories is None and col.range is None):
         return
-    if col.categories is not None:
-        allowed = frozenset(col.categories)
+    allowed = col.category_set
+    if allowed is not None:
         listed = values.tolist()
         if allowed.issuperset(listed):  # the usual body, checked in C
             return

@@ -136,8 +136,8 @@ def start_worker(plan: ServicePlan, live_model: Any, candidate_model: Any) -> Se
     gc.freeze()
     # A JSON body's rows are containers the collector tracks (a list or dict each), alive
     # until the request ends, when their counts free them: collected every 700 of them (the
-    # default), a 10,000-row body was walked about 14 times while it was read, a tenth of
-    # reading it (9.6 ms against 8.6 ms). Reference cycles still go at this count.
+    # default), a large body was walked many times over while it was read
+    # (docs/benchmarks.md). Reference cycles still go at this count.
     gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
     return ServiceState(
         plan.settings,

@@ -157,7 +157,7 @@ def test_a_monitoring_leader_tests_without_scipy_stats(
 
 def test_a_worker_reads_a_large_body_without_a_collection(models: Models) -> None:
     """A body's rows are tracked containers that live until the request ends: a worker lets
-    the young generation hold a 10,000-row body (CPython's default walked it about 14 times
-    while it was read)."""
+    the young generation hold a 10,000-row body (at CPython's default it was walked many
+    times over while it was read)."""
     row = records(models.example(models.regressor))[0]
     assert imported(models, models.regressor, COLLECTIONS, json.dumps(row)) == []

@@ -8,13 +8,16 @@ JSON bodies hold exactly one of ``dataframe_split``, ``dataframe_records``, ``in
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
+from msgspec.structs import astuple
 
 from inference.contract import TYPES, Contract, validate, validate_columns
 from inference.errors import InputError
@@ -217,56 +220,49 @@ def parse_records(
     body: bytes, contract: Contract, max_rows: int | None = None
 ) -> pd.DataFrame | None:
     """A ``/predict_batch`` body (a JSON list of records) as the model's input frame, checked
-    as ``/invocations`` checks its columns (orjson, then
-    :func:`inference.contract.validate_columns`, a column at a time); or None when the body is
-    anything but records the record model takes as they are. The record model then reads the
-    body itself and names the field and row of each problem in its own words: this check only
-    ever takes what the record model takes, and makes of it the frame
-    :func:`inference.contract.records_frame` makes of the record model's records."""
+    as ``/invocations`` checks its columns (:func:`inference.contract.validate_columns`, a
+    column at a time); or None when the body is anything but records the record model takes
+    as they are. The record model then reads the body itself and names the field and row of
+    each problem in its own words: this check only ever takes what the record model takes,
+    and makes of it the frame :func:`inference.contract.records_frame` makes of the record
+    model's records.
+
+    The records are read by msgspec into one small object each, with the contract's columns
+    as its fields, in order (no unknown field, every required one present, a missing optional
+    one None): a dict a record, as orjson makes, cost more than the rest of the reading."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        records = _records_decoder(_record_keys(contract)).decode(body)
+    except msgspec.MsgspecError:  # not JSON, not a list of such records
         return None
-    if not isinstance(data, list) or not data or (max_rows is not None and len(data) > max_rows):
+    if not records or (max_rows is not None and len(records) > max_rows):
         return None
-    names = contract.features
-    columns = _every_column(data, names) or _columns_of_records(data, contract)
-    if columns is None:
-        return None
+    columns = dict(
+        zip(contract.features, map(list, zip(*map(astuple, records), strict=True)), strict=True)
+    )
     try:
-        return validate_columns(columns, len(data), contract)
+        return validate_columns(columns, len(records), contract)
     except InputError:
         return None
 
 
-def _every_column(data: list[Any], names: Sequence[str]) -> dict[str, Any] | None:
-    """The columns of records that all hold every column and nothing else (the usual body),
-    read at C speed; None for any other body."""
-    try:  # of JSON's values only an object (a dict) is looked up by name: others raise
-        if set(map(len, data)) != {len(names)}:
-            return None
-        keys = _body_keys(data[0])
-        return {name: list(map(operator.itemgetter(keys.get(name, name)), data)) for name in names}
-    except (KeyError, TypeError):  # a key the model does not take instead of one it does
-        return None
+def _record_keys(contract: Contract) -> tuple[tuple[str, bool], ...]:
+    return tuple((c.name, c.required) for c in contract.columns)
 
 
-def _body_keys(record: Any) -> dict[str, str]:
-    """A record's keys, by themselves: looked up by the very key objects orjson made (it makes
-    one object per key name for all the records of a body), a dict finds them by identity
-    rather than by comparing their text, at about half the cost."""
-    return {key: key for key in record} if type(record) is dict else {}
-
-
-def _columns_of_records(data: list[Any], contract: Contract) -> dict[str, Any] | None:
-    """The columns of records by the record model's own rules on keys (no unknown field,
-    every required one present; a missing optional one is None), or None."""
-    known = set(contract.features)
-    required = {c.name for c in contract.columns if c.required}
-    if not all(type(r) is dict and r.keys() <= known and required <= r.keys() for r in data):
-        return None
-    keys = _body_keys(data[0])
-    return {name: [r.get(keys.get(name, name)) for r in data] for name in contract.features}
+@functools.lru_cache(maxsize=16)
+def _records_decoder(keys: tuple[tuple[str, bool], ...]) -> msgspec.json.Decoder:
+    """A decoder of a JSON list of records of the columns ``keys`` (name, required), each
+    value as JSON has it. Fields are named by position (a column's name need not be a
+    Python name) and renamed to the columns'; untracked by the collector (a record holds
+    only JSON values, never itself)."""
+    fields = [
+        (f"c{j}", Any) if required else (f"c{j}", Any, None) for j, (_, required) in enumerate(keys)
+    ]
+    names = {f"c{j}": name for j, (name, _) in enumerate(keys)}
+    record = msgspec.defstruct(
+        "Record", fields, rename=names, forbid_unknown_fields=True, gc=False, kw_only=True
+    )
+    return msgspec.json.Decoder(list[record])
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:

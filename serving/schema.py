@@ -197,9 +197,10 @@ def build_records_input(
     input frame, handed to the API as :class:`serving.batching.CheckedRows`, which BentoML's
     adaptive batcher merges with other requests' (``predict_merged``).
 
-    A JSON body is read by :func:`serving.protocol.parse_records` (orjson and the contract's
-    checks a column at a time, as ``/invocations`` reads its body): building and checking a
-    pydantic model per record cost several times the model's own call on large bodies. A
+    A JSON body is read by :func:`serving.protocol.parse_records` (msgspec, then the
+    contract's checks a column at a time, as ``/invocations`` checks its body): building and
+    checking a pydantic model per record cost several times the model's own call on large
+    bodies. A
     body it does not take as it is, and every other media type, is read by the record
     model, whose errors name the field and row of each problem.
 

@@ -175,18 +175,18 @@ VALUES = [
 ]  # fmt: skip
 
 
-def record_model_records(body: bytes) -> list[dict] | None:
+def record_model_records(body: bytes, contract: Contract = EVERY_TYPE) -> list[dict] | None:
     """What the record model (BentoML's parse of the API's body) makes of ``body``: the
     records as it dumps them, or None if it refuses the body."""
     from pydantic import ValidationError
 
     from serving.schema import build_record_model
 
-    Record = build_record_model(EVERY_TYPE)  # noqa: N806
+    Record = build_record_model(contract)  # noqa: N806
     try:
         data = json.loads(body)
         return [Record.model_validate(r).model_dump(by_alias=True) for r in data]
-    except (ValidationError, TypeError, AttributeError):
+    except (ValidationError, TypeError, AttributeError, ValueError):  # ValueError: not JSON
         return None
 
 
@@ -246,3 +246,76 @@ def test_records_of_few_columns_read_as_the_record_model_reads_them(names: list)
     got = parse_records(json.dumps(records).encode(), contract)
     assert got is not None
     pd.testing.assert_frame_equal(got, records_frame(records, contract), check_exact=True)
+
+
+# Optional columns before required ones, and names no Python name could be.
+ODD_NAMES = Contract(
+    [
+        Column("price ($)", "double", required=False),
+        Column("a b", "long"),
+        Column("c.d", "string"),
+        Column("é", "boolean", required=False),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "taken"),
+    [
+        (b'[{"a b": 1, "c.d": "x"}]', True),
+        (b'[{"c.d": "x", "a b": 1, "price ($)": 2.5, "\u00e9": true}]', True),
+        (b'[{"a b": 1, "c.d": "x", "a b": 2}]', True),
+        (b'[{"a\u0020b": 1, "c.d": "x"}]', True),
+        (b'[{"a b": 1, "c.d": "x", "price ($)": 18446744073709551616}]', True),
+        (b'[{"a b": 1, "c.d": "x", "price ($)": null}]', True),
+        (b'[{"a b": 18446744073709551616, "c.d": "x"}]', False),
+        (b'[{"a b": 1, "c.d": "x", "price ($)": -1e400}]', False),
+        (b'[{"a b": 1, "c.d": "x", "price ($)": [1]}]', False),
+        (b'[{"a b": 1, "c.d": "x", "colour": 3}]', False),
+        (b'[{"c.d": "x"}]', False),
+        (b'[{"a b": 1, "c.d": "x"}, 7]', False),
+        (b'\xef\xbb\xbf[{"a b": 1, "c.d": "x"}]', False),
+        (b'[{"a b": 1, "c.d": "\xff"}]', False),
+        (b'[{"a b": 1, "c.d": "x"}] []', False),
+    ],
+    ids=[
+        "required-only", "every-column", "repeated-key", "escaped-key", "big-int-double",
+        "null-optional", "int-over-64-bits", "beyond-double", "nested", "unknown-key",
+        "missing-required", "not-a-record", "bom", "not-utf8", "trailing",
+    ],
+)  # fmt: skip
+def test_record_bodies_read_as_the_record_model_reads_them(body: bytes, taken: bool) -> None:
+    """Keys and values at the edges of JSON, in a model whose optional columns come first and
+    whose names are not Python names: a body is read into the frame the record model's
+    records give (a repeated key: the last; a missing optional column: None), or left to the
+    record model, which names the problem (or takes it: a byte order mark)."""
+    from inference.contract import records_frame
+    from serving.protocol import parse_records
+
+    got = parse_records(body, ODD_NAMES)
+    assert (got is not None) is taken
+    if taken:
+        judged = record_model_records(body, ODD_NAMES)
+        assert judged is not None
+        pd.testing.assert_frame_equal(got, records_frame(judged, ODD_NAMES), check_exact=True)
+
+
+def test_record_bodies_read_their_numbers_exactly() -> None:
+    """Seeded doubles of every magnitude a double column takes (subnormal to 1e30), written
+    shortest (repr), with 17 digits, and as integers: each is read as the double Python's
+    own parser makes of its text, bit for bit."""
+    import random
+
+    import numpy as np
+
+    from serving.protocol import parse_records
+
+    rng = random.Random(0)
+    values = [rng.uniform(-1, 1) * 10.0 ** rng.randint(-320, 29) for _ in range(3000)]
+    texts = [repr(v) for v in values] + [f"{v:.17g}" for v in values]
+    texts += [str(rng.randint(-(2**60), 2**60)) for _ in range(500)] + ["0.1", "5e-324", "-0.0"]
+    body = "[" + ",".join(f'{{"carat": {t}, "cut": "Ideal"}}' for t in texts) + "]"
+    got = parse_records(body.encode(), CONTRACT)
+    assert got is not None
+    expected = np.array([float(t) for t in texts])
+    assert got["carat"].to_numpy().view(np.int64).tolist() == expected.view(np.int64).tolist()

@@ -232,7 +232,7 @@ def parse_records(
     one None): a dict a record, as orjson makes, cost more than the rest of the reading."""
     try:
         records = _records_decoder(_record_keys(contract)).decode(body)
-    except msgspec.MsgspecError:  # not JSON, not a list of such records
+    except (msgspec.MsgspecError, RecursionError):  # not JSON, not such records, too deep
         return None
     if not records or (max_rows is not None and len(records) > max_rows):
         return None

@@ -200,9 +200,8 @@ def build_records_input(
     A JSON body is read by :func:`serving.protocol.parse_records` (msgspec, then the
     contract's checks a column at a time, as ``/invocations`` checks its body): building and
     checking a pydantic model per record cost several times the model's own call on large
-    bodies. A
-    body it does not take as it is, and every other media type, is read by the record
-    model, whose errors name the field and row of each problem.
+    bodies. A body it does not take as it is, and every other media type, is read by the
+    record model, whose errors name the field and row of each problem.
 
     BentoML 1.4 parses a root input with ``json.loads``, so malformed or too deeply nested
     JSON would end as a 500: here it is a validation error like any other (400).

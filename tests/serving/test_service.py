@@ -410,6 +410,11 @@ NESTED = b"[" * 20_000 + b"]" * 20_000
     ("path", "body", "problem"),
     [
         ("/predict_batch", NESTED, "invalid input: body: Invalid JSON: nested too deeply"),
+        (
+            "/predict_batch",
+            b'[{"carat": ' + NESTED + b"}]",
+            "invalid input: body: Invalid JSON: nested too deeply",
+        ),
         ("/predict", NESTED, "Invalid JSON: recursion limit exceeded"),  # pydantic's words
         ("/invocations", NESTED, "the body is not valid JSON: nested too deeply"),
         (
@@ -418,7 +423,7 @@ NESTED = b"[" * 20_000 + b"]" * 20_000
             "the body is not valid JSON: nested too deeply",
         ),
     ],
-    ids=["predict_batch", "predict", "invocations", "invocations-inputs"],
+    ids=["predict_batch", "predict_batch-value", "predict", "invocations", "invocations-inputs"],
 )
 def test_deeply_nested_json_is_a_400(client: Any, path: str, body: bytes, problem: str) -> None:
     answer = client.post(path, content=body, headers={"content-type": "application/json"})

@@ -12,7 +12,7 @@ import functools
 import io
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -225,20 +225,15 @@ def parse_records(
     as they are. The record model then reads the body itself and names the field and row of
     each problem in its own words: this check only ever takes what the record model takes,
     and makes of it the frame :func:`inference.contract.records_frame` makes of the record
-    model's records.
-
-    The records are read by msgspec into one small object each, with the contract's columns
-    as its fields, in order (no unknown field, every required one present, a missing optional
-    one None): a dict a record, as orjson makes, cost more than the rest of the reading."""
+    model's records (no unknown field, every required one present, a missing optional one
+    None)."""
     try:
-        records = _records_decoder(_record_keys(contract)).decode(body)
-    except (msgspec.MsgspecError, RecursionError):  # not JSON, not such records, too deep
+        records = _records_reader(_record_keys(contract))(body)
+    except (msgspec.MsgspecError, orjson.JSONDecodeError, RecursionError):  # too deep: msgspec
         return None
     if not records or (max_rows is not None and len(records) > max_rows):
         return None
-    columns = dict(
-        zip(contract.features, map(list, zip(*map(astuple, records), strict=True)), strict=True)
-    )
+    columns = dict(zip(contract.features, map(list, zip(*records, strict=True)), strict=True))
     try:
         return validate_columns(columns, len(records), contract)
     except InputError:
@@ -250,19 +245,37 @@ def _record_keys(contract: Contract) -> tuple[tuple[str, bool], ...]:
 
 
 @functools.lru_cache(maxsize=16)
-def _records_decoder(keys: tuple[tuple[str, bool], ...]) -> msgspec.json.Decoder:
-    """A decoder of a JSON list of records of the columns ``keys`` (name, required), each
-    value as JSON has it. Fields are named by position (a column's name need not be a
-    Python name) and renamed to the columns'; untracked by the collector (a record holds
-    only JSON values, never itself)."""
-    fields = [
-        (f"c{j}", Any) if required else (f"c{j}", Any, None) for j, (_, required) in enumerate(keys)
-    ]
+def _records_reader(keys: tuple[tuple[str, bool], ...]) -> Callable[[bytes], list[Any] | None]:
+    """What reads a JSON list of records of the columns ``keys`` (name, required) into each
+    record's values in the columns' order (a tuple a record), or None for other JSON.
+
+    msgspec reads each record into a small object with the columns as its fields (named by
+    position, since a column's name need not be a Python name, and renamed to the columns'),
+    untracked by the collector (a record holds only JSON values, never itself): a dict a
+    record, as orjson makes, cost more than the rest of the reading. msgspec takes no field
+    name holding a quote, a backslash or a control character: such a model's records are
+    read by orjson, into dicts."""
+    fields = [(f"c{j}", Any) if req else (f"c{j}", Any, None) for j, (_, req) in enumerate(keys)]
     names = {f"c{j}": name for j, (name, _) in enumerate(keys)}
-    record = msgspec.defstruct(
-        "Record", fields, rename=names, forbid_unknown_fields=True, gc=False, kw_only=True
-    )
-    return msgspec.json.Decoder(list[record])
+    try:
+        record = msgspec.defstruct(
+            "Record", fields, rename=names, forbid_unknown_fields=True, gc=False, kw_only=True
+        )
+    except ValueError:
+        return functools.partial(_dict_records, keys=keys)
+    decoder = msgspec.json.Decoder(list[record])
+    return lambda body: list(map(astuple, decoder.decode(body)))
+
+
+def _dict_records(body: bytes, keys: tuple[tuple[str, bool], ...]) -> list[Any] | None:
+    names = [name for name, _ in keys]
+    known, required = set(names), {name for name, req in keys if req}
+    data = orjson.loads(body)
+    if type(data) is not list or not all(
+        type(r) is dict and r.keys() <= known and required <= r.keys() for r in data
+    ):
+        return None
+    return [tuple(map(r.get, names)) for r in data]
 
 
 def parse_mlflow_csv(body: bytes, contract: Contract) -> pd.DataFrame:

@@ -319,3 +319,46 @@ def test_record_bodies_read_their_numbers_exactly() -> None:
     assert got is not None
     expected = np.array([float(t) for t in texts])
     assert got["carat"].to_numpy().view(np.int64).tolist() == expected.view(np.int64).tolist()
+
+
+QUOTED_NAMES = Contract(
+    [
+        Column('the "quoted" one', "double"),
+        Column("back\\slash", "string"),
+        Column("tab\there", "long", required=False),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("records", "taken"),
+    [
+        ([{'the "quoted" one': 1.5, "back\\slash": "x", "tab\there": 3}], True),
+        (
+            [
+                {'the "quoted" one': 1.5, "back\\slash": "x"},
+                {'the "quoted" one': 2, "back\\slash": "y"},
+            ],
+            True,
+        ),
+        ([{'the "quoted" one': 1.5, "back\\slash": "x", "colour": 3}], False),
+        ([{"back\\slash": "x"}], False),
+        ([{'the "quoted" one': 1.5, "back\\slash": "x"}, 7], False),
+    ],
+    ids=["every-column", "missing-optional", "unknown-key", "missing-required", "not-a-record"],
+)  # fmt: skip
+def test_records_of_names_with_quotes_read_as_the_record_model_reads_them(
+    records: list, taken: bool
+) -> None:
+    """Column names holding a quote, a backslash or a control character (which msgspec takes
+    for no field): the records are still read into the frame the record model's give."""
+    from inference.contract import records_frame
+    from serving.protocol import parse_records
+
+    body = json.dumps(records).encode()
+    got = parse_records(body, QUOTED_NAMES)
+    assert (got is not None) is taken
+    if taken:
+        judged = record_model_records(body, QUOTED_NAMES)
+        assert judged is not None
+        pd.testing.assert_frame_equal(got, records_frame(judged, QUOTED_NAMES), check_exact=True)

@@ -289,15 +289,21 @@ def test_record_bodies_read_as_the_record_model_reads_them(body: bytes, taken: b
     whose names are not Python names: a body is read into the frame the record model's
     records give (a repeated key: the last; a missing optional column: None), or left to the
     record model, which names the problem (or takes it: a byte order mark)."""
+    assert_read_as_the_record_model_reads(body, ODD_NAMES, taken)
+
+
+def assert_read_as_the_record_model_reads(body: bytes, contract: Contract, taken: bool) -> None:
+    """``parse_records`` takes ``body`` exactly when ``taken``, and then gives the frame the
+    record model's records give."""
     from inference.contract import records_frame
     from serving.protocol import parse_records
 
-    got = parse_records(body, ODD_NAMES)
+    got = parse_records(body, contract)
     assert (got is not None) is taken
     if taken:
-        judged = record_model_records(body, ODD_NAMES)
+        judged = record_model_records(body, contract)
         assert judged is not None
-        pd.testing.assert_frame_equal(got, records_frame(judged, ODD_NAMES), check_exact=True)
+        pd.testing.assert_frame_equal(got, records_frame(judged, contract), check_exact=True)
 
 
 def test_record_bodies_read_their_numbers_exactly() -> None:
@@ -352,13 +358,4 @@ def test_records_of_names_with_quotes_read_as_the_record_model_reads_them(
 ) -> None:
     """Column names holding a quote, a backslash or a control character (which msgspec takes
     for no field): the records are still read into the frame the record model's give."""
-    from inference.contract import records_frame
-    from serving.protocol import parse_records
-
-    body = json.dumps(records).encode()
-    got = parse_records(body, QUOTED_NAMES)
-    assert (got is not None) is taken
-    if taken:
-        judged = record_model_records(body, QUOTED_NAMES)
-        assert judged is not None
-        pd.testing.assert_frame_equal(got, records_frame(judged, QUOTED_NAMES), check_exact=True)
+    assert_read_as_the_record_model_reads(json.dumps(records).encode(), QUOTED_NAMES, taken)
